@@ -1,0 +1,128 @@
+//! `/ember/v1`: what Lambda's API lacks — function logs, environment counts, package
+//! downloads, health.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::{Read, Seek, SeekFrom};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// How much of an existing log `GET …/logs` returns unless told otherwise.
+const DEFAULT_LOG_BYTES: u64 = 64 * 1024;
+
+pub async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+fn require_function(state: &AppState, name: &str) -> Result<(), ApiError> {
+    match state.registry.dispatcher().stats(name) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::FunctionNotFound(state.registry.arn(name))),
+    }
+}
+
+/// `GET /ember/v1/functions/{name}/environments`: idle and busy environment counts.
+pub async fn environments(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let stats = state
+        .registry
+        .dispatcher()
+        .stats(&name)
+        .ok_or_else(|| ApiError::FunctionNotFound(state.registry.arn(&name)))?;
+    Ok(Json(serde_json::json!({ "Idle": stats.idle, "Busy": stats.busy })).into_response())
+}
+
+/// `GET /ember/v1/functions/{name}/code`: the package as uploaded.
+pub async fn code(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let registry = std::sync::Arc::clone(&state.registry);
+    let zip = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+        let record = registry.get(&name)?;
+        std::fs::read(registry.artifacts().zip_path(&record.code_sha256))
+            .map_err(|e| ApiError::Service(format!("could not read the package: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::Service(e.to_string()))??;
+    let mut response = Response::new(Body::from(zip));
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/zip"));
+    Ok(response)
+}
+
+/// `GET /ember/v1/functions/{name}/logs[?bytes=N][&follow=true]`: the end of the function's
+/// log; with `follow`, the response stays open and streams new output as it is written.
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    require_function(&state, &name)?;
+    let bytes: u64 = match query.get("bytes") {
+        Some(b) => b.parse().map_err(|_| {
+            ApiError::InvalidParameter(format!("bytes must be a whole number (got {b:?})"))
+        })?,
+        None => DEFAULT_LOG_BYTES,
+    };
+    let follow = query.get("follow").is_some_and(|f| f == "true" || f == "1");
+    let sink = state.registry.dispatcher().logs().clone();
+    // Subscribe before reading the file so nothing written in between is missed.
+    let live = follow.then(|| sink.subscribe());
+    let path = sink.path(&name);
+    let existing = tokio::task::spawn_blocking(move || read_tail(&path, bytes))
+        .await
+        .map_err(|e| ApiError::Service(e.to_string()))?;
+    let mut response = match live {
+        None => Response::new(Body::from(existing)),
+        Some(live) => {
+            let name: std::sync::Arc<str> = std::sync::Arc::from(name.as_str());
+            let head = futures_util::stream::once(async move {
+                Ok::<Bytes, Infallible>(Bytes::from(existing))
+            });
+            let tail = BroadcastStream::new(live).filter_map(move |chunk| {
+                let name = std::sync::Arc::clone(&name);
+                async move {
+                    match chunk {
+                        Ok(c) if c.function == name => Some(Ok(c.data)),
+                        Ok(_) => None,
+                        Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(Bytes::from(format!(
+                            "[ember: {n} log chunks skipped: the reader fell behind]\n"
+                        )))),
+                    }
+                }
+            });
+            Response::new(Body::from_stream(head.chain(tail)))
+        }
+    };
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+fn read_tail(path: &std::path::Path, bytes: u64) -> Vec<u8> {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(bytes)));
+    let mut out = Vec::new();
+    let _ = file.read_to_end(&mut out);
+    out
+}

@@ -1,0 +1,147 @@
+//! Every error the API answers with, and the one place each becomes an HTTP status and a
+//! Lambda error type.
+//!
+//! Lambda clients (the AWS CLI, boto3) read the type from `x-amzn-ErrorType` and the text
+//! from the JSON body's `message`, and raise typed exceptions from them.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ember_core::ValidationError;
+use ember_dispatch::DispatchError;
+use ember_store::{ArchiveError, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Function not found: {0}")]
+    FunctionNotFound(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    InvalidRequestContent(String),
+    #[error("Function already exist: {0}")]
+    FunctionExists(String),
+    /// An invocation payload over the synchronous limit.
+    #[error("Request must be smaller than {0} bytes for the InvokeFunction operation")]
+    RequestTooLarge(usize),
+    /// A control-plane request body (a package) over its limit.
+    #[error("{0}")]
+    EntityTooLarge(String),
+    #[error("Rate Exceeded. The account's concurrency limit of {0} is reached")]
+    Throttled(u32),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("Unknown operation {method} {path}")]
+    UnknownOperation { method: String, path: String },
+    #[error("{0}")]
+    Service(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::FunctionNotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
+            ApiError::InvalidParameter(_) => {
+                (StatusCode::BAD_REQUEST, "InvalidParameterValueException")
+            }
+            ApiError::InvalidRequestContent(_) => {
+                (StatusCode::BAD_REQUEST, "InvalidRequestContentException")
+            }
+            ApiError::FunctionExists(_) => (StatusCode::CONFLICT, "ResourceConflictException"),
+            ApiError::RequestTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException")
+            }
+            ApiError::EntityTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLargeException",
+            ),
+            ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException"),
+            ApiError::PreconditionFailed(_) => (
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailedException",
+            ),
+            ApiError::UnknownOperation { .. } => {
+                (StatusCode::NOT_FOUND, "UnknownOperationException")
+            }
+            ApiError::Service(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = self.parts();
+        let mut body = serde_json::json!({
+            "Type": if status.is_server_error() { "Service" } else { "User" },
+            "message": self.to_string(),
+        });
+        if let ApiError::Throttled(_) = self {
+            body["Reason"] = "ConcurrentInvocationLimitExceeded".into();
+        }
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert("x-amzn-ErrorType", HeaderValue::from_static(kind));
+        response
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::InvalidParameter(e.to_string())
+    }
+}
+
+impl From<ArchiveError> for ApiError {
+    fn from(e: ArchiveError) -> Self {
+        match e {
+            ArchiveError::ZipTooLarge(_) => ApiError::EntityTooLarge(e.to_string()),
+            ArchiveError::Io(io) => ApiError::Service(format!("could not store the package: {io}")),
+            ArchiveError::NotAZip(_)
+            | ArchiveError::UnzippedTooLarge
+            | ArchiveError::TooManyEntries
+            | ArchiveError::PathTraversal(_)
+            | ArchiveError::LinkOutside(..)
+            | ArchiveError::BelowLink(_)
+            | ArchiveError::Duplicate(_)
+            | ArchiveError::Encrypted(_)
+            | ArchiveError::Bomb(_) => ApiError::InvalidParameter(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Exists(name) => ApiError::FunctionExists(name),
+            StoreError::NotFound(name) => ApiError::FunctionNotFound(name),
+            StoreError::Sqlite(_) | StoreError::Corrupt(_) => ApiError::Service(anyhow_chain(&e)),
+        }
+    }
+}
+
+impl From<DispatchError> for ApiError {
+    fn from(e: DispatchError) -> Self {
+        match e {
+            DispatchError::FunctionNotFound(name) => ApiError::FunctionNotFound(name),
+            DispatchError::Throttled(limit) => ApiError::Throttled(limit),
+            DispatchError::Sandbox(_) | DispatchError::Io(_) | DispatchError::Internal(_) => {
+                ApiError::Service(anyhow_chain(&e))
+            }
+        }
+    }
+}
+
+/// An error and its sources, one sentence each.
+fn anyhow_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,124 @@
+//! Invoke: `POST /2015-03-31/functions/{name}/invocations`.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ember_core::limits::SYNC_PAYLOAD_BYTES;
+use ember_dispatch::InvokeRequest;
+
+use crate::error::ApiError;
+use crate::{AppState, read_body};
+
+/// Largest decoded `X-Amz-Client-Context`.
+const CLIENT_CONTEXT_BYTES: usize = 3583;
+
+pub async fn invoke(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    if let Some(q) = query.get("Qualifier").filter(|q| q.as_str() != "$LATEST") {
+        return Err(ApiError::FunctionNotFound(format!(
+            "{}:{q}",
+            state.registry.arn(&name)
+        )));
+    }
+    let dispatcher = state.registry.dispatcher();
+    let dry_run = match header("x-amz-invocation-type").unwrap_or("RequestResponse") {
+        "RequestResponse" => false,
+        "DryRun" => true,
+        "Event" => {
+            return Err(ApiError::InvalidParameter(
+                "InvocationType Event is not supported yet; use RequestResponse".into(),
+            ));
+        }
+        other => {
+            return Err(ApiError::InvalidParameter(format!(
+                "InvocationType must be RequestResponse, Event or DryRun (got {other:?})"
+            )));
+        }
+    };
+    let payload = read_body(body, SYNC_PAYLOAD_BYTES)
+        .await
+        .map_err(|_| ApiError::RequestTooLarge(SYNC_PAYLOAD_BYTES))?;
+    if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
+        return Err(ApiError::InvalidRequestContent(
+            "Could not parse request body into json: the payload must be a JSON document".into(),
+        ));
+    }
+    let client_context = match header("x-amz-client-context") {
+        Some(cc) => {
+            let decoded = BASE64
+                .decode(cc)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    ApiError::InvalidParameter(
+                        "X-Amz-Client-Context must be base64 of a JSON document".into(),
+                    )
+                })?;
+            if decoded.len() > CLIENT_CONTEXT_BYTES {
+                return Err(ApiError::InvalidParameter(format!(
+                    "X-Amz-Client-Context must decode to at most {CLIENT_CONTEXT_BYTES} bytes (got {})",
+                    decoded.len()
+                )));
+            }
+            Some(decoded)
+        }
+        None => None,
+    };
+    if dry_run {
+        return match dispatcher.stats(&name) {
+            Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+            None => Err(ApiError::FunctionNotFound(state.registry.arn(&name))),
+        };
+    }
+    let tail_log = header("x-amz-log-type") == Some("Tail");
+    let result = dispatcher
+        .invoke(
+            &name,
+            InvokeRequest {
+                payload,
+                tail_log,
+                client_context,
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            ember_dispatch::DispatchError::FunctionNotFound(_) => {
+                ApiError::FunctionNotFound(state.registry.arn(&name))
+            }
+            other => other.into(),
+        })?;
+
+    let mut response = Response::new(Body::from(result.body));
+    let h = response.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert(
+        "x-amz-executed-version",
+        HeaderValue::from_static(result.executed_version),
+    );
+    if let Ok(id) = HeaderValue::from_str(&result.request_id) {
+        h.insert("x-amzn-requestid", id);
+    }
+    if let Some(kind) = result.function_error {
+        h.insert(
+            "x-amz-function-error",
+            HeaderValue::from_static(kind.as_str()),
+        );
+    }
+    if let Some(tail) = result.log_tail
+        && let Ok(v) = HeaderValue::from_str(&BASE64.encode(&tail))
+    {
+        h.insert("x-amz-log-result", v);
+    }
+    Ok(response)
+}

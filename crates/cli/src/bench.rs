@@ -1,0 +1,358 @@
+//! `ember bench`: Ember's invoke latency beside baselines measured in the same run.
+//!
+//! It starts a private server (temporary data directory, ephemeral port), deploys a
+//! `provided` function (the compiled `ember echo-runtime`) and a Python function, and
+//! measures:
+//!
+//! - **warm latency**: sequential invocations of a warm environment, p50 and p99, against a
+//!   direct HTTP round trip to a trivial hyper server over the same kind of client;
+//! - **throughput**: invocations per second with several clients at once, against the same
+//!   direct hop;
+//! - **cold start**: request in → response out when no environment exists (the function's
+//!   configuration is touched before each sample to retire the previous environment),
+//!   against `python3 -c pass` for Python and against exec'ing the same runtime for
+//!   `provided`.
+//!
+//! It prints a table with ratios and writes every figure to a JSON file.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::Method;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+use crate::client::Client;
+use crate::commands::{FunctionSettings, create_or_update};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Sequential warm invocations per function.
+    #[arg(long, default_value_t = 2000)]
+    warm: usize,
+    /// Cold starts per runtime.
+    #[arg(long, default_value_t = 20)]
+    cold: usize,
+    /// Concurrent clients for the throughput figure.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Where to write the figures.
+    #[arg(long, default_value = "ember-bench.json")]
+    out: PathBuf,
+}
+
+const PAYLOAD: &[u8] = br#"{"hello":"world"}"#;
+
+/// Latency percentiles of a sample, in microseconds.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn summarize(mut samples: Vec<Duration>) -> Summary {
+    samples.sort();
+    let at =
+        |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e6;
+    Summary {
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+    }
+}
+
+/// A private `ember server`.
+struct Server {
+    child: Child,
+    endpoint: String,
+    data_dir: PathBuf,
+}
+
+impl Server {
+    fn start() -> anyhow::Result<Server> {
+        let data_dir = std::env::temp_dir().join(format!("ember-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .env("EMBER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("could not start the server")?;
+        let stdout = child.stdout.take().context("no server stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(endpoint) = line.split_whitespace().find(|w| w.starts_with("http://")) else {
+            let _ = child.kill();
+            bail!("the server did not start (it printed {line:?})");
+        };
+        Ok(Server {
+            endpoint: endpoint.to_owned(),
+            child,
+            data_dir,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A trivial HTTP server that answers every request with its body: the floor.
+async fn direct_server() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(body)))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(format!("http://{addr}"))
+}
+
+async fn sequential(client: &Client, path: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let answer = client
+            .request(Method::POST, path, &[], PAYLOAD.to_vec())
+            .await?;
+        samples.push(t.elapsed());
+        if answer.status != 200 || answer.headers.contains_key("x-amz-function-error") {
+            bail!(
+                "{path} answered {}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+    }
+    Ok(samples)
+}
+
+/// Requests per second with `clients` concurrent sequential clients, `n` requests in all.
+async fn throughput(client: &Client, path: &str, clients: usize, n: usize) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let client = client.clone();
+        let path = path.to_owned();
+        tasks.push(tokio::spawn(async move {
+            sequential(&client, &path, n / clients)
+                .await
+                .map(|s| s.len())
+        }));
+    }
+    let mut done = 0;
+    for t in tasks {
+        done += t.await??;
+    }
+    Ok(done as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn cold_starts(client: &Client, name: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let config = format!("/2015-03-31/functions/{name}/configuration");
+    let invoke = format!("/2015-03-31/functions/{name}/invocations");
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        // A configuration change retires the warm environment: the next call starts cold.
+        let body = serde_json::to_vec(&json!({ "Description": format!("cold sample {i}") }))?;
+        client.call(Method::PUT, &config, &[], body).await?;
+        let t = Instant::now();
+        let answer = client
+            .request(Method::POST, &invoke, &[], PAYLOAD.to_vec())
+            .await?;
+        samples.push(t.elapsed());
+        if answer.status != 200 || answer.headers.contains_key("x-amz-function-error") {
+            bail!("{name} failed: {}", String::from_utf8_lossy(&answer.body));
+        }
+    }
+    Ok(samples)
+}
+
+fn time_command(n: usize, program: &str, args: &[&str]) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let status = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()?;
+        samples.push(t.elapsed());
+        if !status.success() {
+            bail!("{program} {args:?} failed: {status}");
+        }
+    }
+    Ok(samples)
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let client = Client::new(&server.endpoint);
+    let exe = std::fs::read(std::env::current_exe()?)?;
+    let bootstrap = b"#!/bin/sh\nexec /var/task/ember echo-runtime\n";
+    let provided_zip =
+        crate::package::zip_files(&[("bootstrap", bootstrap, true), ("ember", &exe, true)])?;
+    let python_zip = crate::package::zip_files(&[(
+        "app.py",
+        b"def handler(event, context):\n    return event\n",
+        false,
+    )])?;
+    eprintln!("deploying the benchmark functions…");
+    let settings = |runtime: &str, handler: Option<&str>| FunctionSettings {
+        runtime: Some(runtime.into()),
+        handler: handler.map(Into::into),
+        memory: Some(1769),
+        ..Default::default()
+    };
+    create_or_update(
+        &client,
+        "bench-provided",
+        &provided_zip,
+        &settings("provided", None),
+    )
+    .await?;
+    create_or_update(
+        &client,
+        "bench-python",
+        &python_zip,
+        &settings("python3", Some("app.handler")),
+    )
+    .await?;
+
+    let direct = Client::new(&direct_server().await?);
+    let warmup = (args.warm / 10).max(50);
+    let n = args.warm;
+    eprintln!("warm latency ({n} sequential calls each)…");
+    sequential(&direct, "/", warmup).await?;
+    let direct_lat = summarize(sequential(&direct, "/", n).await?);
+    let mut warm = Vec::new();
+    for name in ["bench-provided", "bench-python"] {
+        let path = format!("/2015-03-31/functions/{name}/invocations");
+        sequential(&client, &path, warmup).await?;
+        warm.push((name, summarize(sequential(&client, &path, n).await?)));
+    }
+    eprintln!("throughput ({} clients)…", args.clients);
+    let direct_rps = throughput(&direct, "/", args.clients, n).await?;
+    let provided_rps = throughput(
+        &client,
+        "/2015-03-31/functions/bench-provided/invocations",
+        args.clients,
+        n,
+    )
+    .await?;
+
+    eprintln!("cold starts ({} each)…", args.cold);
+    let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .context("no python3 in /usr")?;
+    let python_pass = summarize(time_command(args.cold, python, &["-c", "pass"])?);
+    let cold_python = summarize(cold_starts(&client, "bench-python", args.cold).await?);
+    let cold_provided = summarize(cold_starts(&client, "bench-provided", args.cold).await?);
+    let exe_path = std::env::current_exe()?;
+    let exec_floor = summarize(time_command(
+        args.cold,
+        exe_path.to_str().context("exe path")?,
+        &["--version"],
+    )?);
+
+    let (provided, python_warm) = (warm[0].1, warm[1].1);
+    let added_p50 = provided.p50_us - direct_lat.p50_us;
+    let python_target_us = 1.5 * (python_pass.p50_us + 10_000.0);
+    println!("\nEmber benchmark (one run; baselines measured alongside)\n");
+    println!(
+        "{:<44} {:>10} {:>10} {:>8}",
+        "measure", "p50 µs", "p99 µs", "× base"
+    );
+    let row = |label: &str, s: Summary, base: Option<Summary>| {
+        let ratio = base.map_or(String::new(), |b| format!("{:.2}", s.p50_us / b.p50_us));
+        println!(
+            "{label:<44} {:>10.1} {:>10.1} {ratio:>8}",
+            s.p50_us, s.p99_us
+        );
+    };
+    row("direct HTTP hop (baseline)", direct_lat, None);
+    row(
+        "warm invoke, provided (echo-runtime)",
+        provided,
+        Some(direct_lat),
+    );
+    row("warm invoke, python3", python_warm, Some(direct_lat));
+    row("python3 -c pass (baseline)", python_pass, None);
+    row("cold start, python3", cold_python, Some(python_pass));
+    row("exec of the runtime binary (baseline)", exec_floor, None);
+    row("cold start, provided", cold_provided, Some(exec_floor));
+    println!(
+        "\nthroughput with {} clients: direct {:.0}/s, provided {:.0}/s ({:.2} × direct)",
+        args.clients,
+        direct_rps,
+        provided_rps,
+        provided_rps / direct_rps
+    );
+    println!(
+        "platform-added warm latency (provided p50 − direct p50): {added_p50:.1} µs (target ≤ 200 µs: {})",
+        if added_p50 <= 200.0 { "met" } else { "missed" }
+    );
+    println!(
+        "python cold start p50 / (python3 -c pass + 10 ms): {:.2} (target ≤ 1.5: {})",
+        cold_python.p50_us / (python_pass.p50_us + 10_000.0),
+        if cold_python.p50_us <= python_target_us {
+            "met"
+        } else {
+            "missed"
+        }
+    );
+
+    let figure = |s: Summary| json!({ "p50_us": s.p50_us, "p99_us": s.p99_us });
+    let report = json!({
+        "warm_samples": n,
+        "cold_samples": args.cold,
+        "direct_hop": figure(direct_lat),
+        "warm_provided": figure(provided),
+        "warm_python": figure(python_warm),
+        "platform_added_warm_p50_us": added_p50,
+        "throughput_clients": args.clients,
+        "throughput_direct_rps": direct_rps,
+        "throughput_provided_rps": provided_rps,
+        "python_c_pass": figure(python_pass),
+        "cold_python": figure(cold_python),
+        "cold_python_ratio": cold_python.p50_us / (python_pass.p50_us + 10_000.0),
+        "exec_floor": figure(exec_floor),
+        "cold_provided": figure(cold_provided),
+    });
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    println!("\nfigures written to {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! `ember`: the server and its client commands, in one binary.
+//!
+//! - `server` (`server.rs`): wires the store, the sandbox backend, the dispatcher and the
+//!   API, and serves them.
+//! - `deploy`, `invoke`, `ls`, `get`, `rm`, `logs` (`commands.rs`): clients of the HTTP
+//!   API, nothing more (`client.rs`).
+//! - `bench` (`bench.rs`): measures Ember against baselines in one run.
+//! - `sandbox-init` (hidden): the process sandbox's init, run by the server.
+//! - `echo-runtime` (hidden): a minimal compiled Runtime API client, used by `bench`.
+
+mod bench;
+mod client;
+mod commands;
+mod duration;
+mod echo_runtime;
+mod package;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ember",
+    version,
+    about = "Ember: self-hosted functions-as-a-service that speaks the AWS Lambda protocols"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where client commands find the server.
+#[derive(clap::Args, Clone)]
+pub struct Endpoint {
+    /// The Ember server's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "EMBER_ENDPOINT",
+        default_value = "http://127.0.0.1:9000"
+    )]
+    pub endpoint: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Ember server.
+    Server(server::ServerArgs),
+    /// Create or update a function from a directory or a zip.
+    Deploy(commands::DeployArgs),
+    /// Invoke a function and print its response.
+    Invoke(commands::InvokeArgs),
+    /// List functions.
+    Ls(commands::LsArgs),
+    /// Show a function's configuration.
+    Get(commands::NameArgs),
+    /// Delete a function.
+    Rm(commands::NameArgs),
+    /// Print a function's log.
+    Logs(commands::LogsArgs),
+    /// Measure warm and cold invocation latency against baselines, in one run.
+    Bench(bench::BenchArgs),
+    #[command(hide = true, name = "sandbox-init")]
+    SandboxInit,
+    #[command(hide = true, name = "echo-runtime")]
+    EchoRuntime,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The sandbox init forks: it must run before any thread exists.
+    match cli.command {
+        Command::SandboxInit => ember_sandbox_process::init::main(),
+        Command::EchoRuntime => return exit(echo_runtime::run()),
+        _ => {}
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return exit(Err(
+                anyhow::Error::new(e).context("could not start the async runtime")
+            ));
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server::run(args).await,
+            Command::Deploy(args) => commands::deploy(args).await,
+            Command::Invoke(args) => commands::invoke(args).await,
+            Command::Ls(args) => commands::ls(args).await,
+            Command::Get(args) => commands::get(args).await,
+            Command::Rm(args) => commands::rm(args).await,
+            Command::Logs(args) => commands::logs(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::SandboxInit | Command::EchoRuntime => unreachable!("handled above"),
+        }
+    });
+    // Do not wait for lingering blocking tasks (a log follower, a slow unpack).
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    exit(result)
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default data directory: `./ember-data`, beside where the server is started.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("ember-data")
+}

@@ -1,0 +1,191 @@
+//! `ember server`: the one place where stores, backends and the API are wired together.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use ember_api::{AppState, Registry};
+use ember_dispatch::{DispatchConfig, Dispatcher, LogSink};
+use ember_policy::{Admission, KeepAlive};
+use ember_sandbox_process::{ProcessBackend, ProcessConfig};
+use ember_store::{Artifacts, Store};
+use sha2::{Digest, Sha256};
+
+use crate::client::Client;
+
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Address the API listens on.
+    #[arg(long, env = "EMBER_LISTEN", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// Directory for the store, packages, logs and sandbox files.
+    #[arg(long, env = "EMBER_DATA_DIR", default_value_os_t = crate::default_data_dir())]
+    data_dir: PathBuf,
+    /// How long an idle environment is kept warm before it is reclaimed (e.g. 30s, 10m).
+    #[arg(long, env = "EMBER_KEEP_ALIVE", default_value = "10m", value_parser = crate::duration::parse)]
+    keep_alive: Duration,
+    /// Most invocations running at once across all functions; more get 429.
+    #[arg(long, env = "EMBER_ACCOUNT_CONCURRENCY", default_value_t = 1000)]
+    account_concurrency: u32,
+    /// Region reported in ARNs.
+    #[arg(long, env = "EMBER_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Account id reported in ARNs.
+    #[arg(long, env = "EMBER_ACCOUNT_ID", default_value = "000000000000")]
+    account_id: String,
+    /// Deploy the bundled example function `hello` at start and invoke it once.
+    #[arg(long, env = "EMBER_EXAMPLE")]
+    example: bool,
+}
+
+/// Python interpreters in the places a sandbox can see (the host's `/usr` is mounted inside).
+const PYTHON_CANDIDATES: &[&str] = &["/usr/bin/python3", "/usr/local/bin/python3"];
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EMBER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "could not create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    let data = args.data_dir.canonicalize()?;
+    // Only root may look inside: it holds every function's code.
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let instance = format!(
+        "ember-{}",
+        &hex::encode(Sha256::digest(data.as_os_str().as_encoded_bytes()))[..12]
+    );
+
+    let runtime_dir = data.join("runtime");
+    ember_runtime_api::runtimes::install(&runtime_dir)
+        .context("could not install the bundled runtimes")?;
+    let python = PYTHON_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| is_executable(p));
+    if python.is_none() {
+        tracing::warn!("no Python at {PYTHON_CANDIDATES:?}: python runtimes are unavailable");
+    }
+
+    let backend = ProcessBackend::new(ProcessConfig {
+        init_program: std::env::current_exe().context("could not locate the ember binary")?,
+        work_dir: data.join("sandbox"),
+        instance,
+    })
+    .context("the process sandbox is unavailable")?;
+    let logs = LogSink::start(
+        data.join("logs"),
+        ember_dispatch::logs::DEFAULT_LOG_FILE_BYTES,
+    )?;
+    let dispatcher = Dispatcher::new(
+        Arc::new(backend),
+        DispatchConfig {
+            keep_alive: KeepAlive {
+                idle_timeout: args.keep_alive,
+            },
+            admission: Admission {
+                account_limit: args.account_concurrency,
+            },
+            runtime_dir,
+            python,
+            region: args.region,
+            account: args.account_id,
+        },
+        logs,
+    );
+    let store = Store::open(&data.join("ember.db")).context("could not open the store")?;
+    let artifacts = Artifacts::open(&data.join("artifacts"))?;
+    let registry =
+        Registry::load(store, artifacts, dispatcher.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app = ember_api::router(AppState {
+        registry: Arc::new(registry),
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    println!(
+        "Ember is listening on http://{addr} (data in {})",
+        data.display()
+    );
+
+    if args.example {
+        let endpoint = format!("http://{addr}");
+        tokio::spawn(async move {
+            if let Err(e) = show_example(&endpoint).await {
+                eprintln!("error: the example did not run: {e:#}");
+            }
+        });
+    }
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the server failed")?;
+    tracing::info!("shutting down: stopping environments");
+    dispatcher.shutdown().await;
+    Ok(())
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// Deploys the bundled `hello` function through the API and calls it once.
+async fn show_example(endpoint: &str) -> anyhow::Result<()> {
+    let client = Client::new(endpoint);
+    let zip = crate::package::zip_files(&[(
+        "app.py",
+        include_bytes!("../../../examples/hello-python/app.py"),
+        false,
+    )])?;
+    crate::commands::create_or_update(
+        &client,
+        "hello",
+        &zip,
+        &crate::commands::FunctionSettings {
+            runtime: Some("python3".into()),
+            handler: Some("app.handler".into()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let answer = client
+        .invoke("hello", br#"{"name": "Ember"}"#, false)
+        .await?;
+    println!(
+        "\nThe example function `hello` answered:\n  {}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    println!("\nCall it yourself:");
+    println!(
+        "  curl -s -X POST {endpoint}/2015-03-31/functions/hello/invocations -d '{{\"name\": \"you\"}}'"
+    );
+    println!("  cargo run --release -- invoke hello --payload '{{\"name\": \"you\"}}' --log");
+    println!("  aws lambda invoke --endpoint-url {endpoint} --function-name hello out.json\n");
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! Ember's domain types, free of I/O.
+//!
+//! - [`function`]: what a user deploys ([`FunctionSpec`]) and the rules it must satisfy.
+//! - [`runtime`]: the runtime identifiers Ember accepts and what each maps to.
+//! - [`limits`]: every platform limit in one place, with the reason for its value.
+//! - [`report`]: the `START` / `END` / `REPORT` log lines of one invocation.
+//!
+//! Everything here is plain data plus validation; the store, the sandbox and the API build
+//! on these types and never re-implement their rules.
+
+pub mod function;
+pub mod limits;
+pub mod report;
+pub mod runtime;
+pub mod time;
+
+pub use function::{FunctionSpec, FunctionUpdate, ValidationError};
+pub use runtime::{Runtime, RuntimeFamily};

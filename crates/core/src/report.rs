@@ -1,0 +1,84 @@
+//! The log lines every invocation writes, exactly as Lambda writes them, so that tools that
+//! parse Lambda logs (and people who read them) find what they expect.
+
+use std::fmt::Write;
+
+/// What one invocation cost, for its `REPORT` line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub request_id: String,
+    /// Handler time: event handed over → outcome received, in ms.
+    pub duration_ms: f64,
+    pub memory_mb: u32,
+    pub max_memory_used_mb: u64,
+    /// Present on cold starts: process start → first `/next`, in ms.
+    pub init_duration_ms: Option<f64>,
+}
+
+impl Report {
+    /// Billed duration: the duration rounded up to the next whole millisecond.
+    pub fn billed_ms(&self) -> u64 {
+        (self.duration_ms.ceil() as u64).max(1)
+    }
+}
+
+pub fn start_line(request_id: &str, version: &str) -> String {
+    format!("START RequestId: {request_id} Version: {version}\n")
+}
+
+pub fn end_line(request_id: &str) -> String {
+    format!("END RequestId: {request_id}\n")
+}
+
+pub fn report_line(r: &Report) -> String {
+    let mut line = format!(
+        "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
+        r.request_id,
+        r.duration_ms,
+        r.billed_ms(),
+        r.memory_mb,
+        r.max_memory_used_mb
+    );
+    if let Some(init) = r.init_duration_ms {
+        let _ = write!(line, "\tInit Duration: {init:.2} ms");
+    }
+    line.push('\n');
+    line
+}
+
+/// The message of a timed-out invocation.
+pub fn timeout_message(timeout_s: u32) -> String {
+    format!("Task timed out after {timeout_s}.00 seconds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_line_matches_lambda_format() {
+        let r = Report {
+            request_id: "abc".into(),
+            duration_ms: 12.341,
+            memory_mb: 128,
+            max_memory_used_mb: 41,
+            init_duration_ms: Some(87.649),
+        };
+        assert_eq!(
+            report_line(&r),
+            "REPORT RequestId: abc\tDuration: 12.34 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 41 MB\tInit Duration: 87.65 ms\n"
+        );
+        let warm = Report {
+            init_duration_ms: None,
+            duration_ms: 0.2,
+            ..r
+        };
+        assert!(report_line(&warm).contains("Billed Duration: 1 ms\tMemory Size"));
+        assert!(!report_line(&warm).contains("Init Duration"));
+    }
+
+    #[test]
+    fn timeout_message_has_two_decimals() {
+        assert_eq!(timeout_message(3), "Task timed out after 3.00 seconds");
+    }
+}

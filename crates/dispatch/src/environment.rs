@@ -1,0 +1,198 @@
+//! One execution environment as the dispatcher sees it: a sandbox, its Runtime API and its
+//! output pump, driven through init and then one invocation at a time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ember_core::limits::{INIT_TIMEOUT_MS, SYNC_PAYLOAD_BYTES};
+use ember_runtime_api::{Invocation, Phase, Reply, RuntimeApi};
+use ember_sandbox::{Backend, Environment, EnvironmentSpec, ExitStatus};
+use tokio::sync::{oneshot, watch};
+
+use crate::DispatchError;
+use crate::logs::LogSink;
+use crate::output::Output;
+
+/// What is reported when the process's status could not be read.
+const UNKNOWN_EXIT: ExitStatus = ExitStatus {
+    code: None,
+    signal: None,
+    oom_killed: false,
+};
+
+pub(crate) struct Env {
+    pub generation: u64,
+    api: RuntimeApi,
+    sandbox: Box<dyn Environment>,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    pub output: Output,
+}
+
+/// How an invocation ended, as the environment saw it.
+pub(crate) enum Outcome {
+    Response(Bytes),
+    Error { body: Bytes },
+    ResponseTooLarge,
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+/// Why init did not finish.
+pub(crate) enum InitFailure {
+    /// The runtime posted `/init/error`.
+    Reported {
+        body: Bytes,
+        error_type: Option<String>,
+    },
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+impl Env {
+    /// Creates the sandbox and waits for the runtime's first `/next`.
+    ///
+    /// Returns the environment and its init duration, or the init failure together with
+    /// the environment (so its output can be collected before it is destroyed).
+    pub async fn start(
+        backend: &dyn Backend,
+        spec: EnvironmentSpec,
+        generation: u64,
+        function: Arc<str>,
+        logs: LogSink,
+    ) -> Result<(Env, Result<Duration, InitFailure>), DispatchError> {
+        let started = Instant::now();
+        let mut sandbox = backend.create(spec).await?;
+        let listener = sandbox
+            .take_runtime_api_listener()
+            .ok_or(DispatchError::Internal(
+                "the sandbox gave no Runtime API listener",
+            ))?;
+        let fd = sandbox
+            .take_output()
+            .ok_or(DispatchError::Internal("the sandbox gave no output pipe"))?;
+        let exit = sandbox.exit();
+        let (api, output) = match (
+            RuntimeApi::serve(listener, SYNC_PAYLOAD_BYTES),
+            Output::start(fd, function, logs),
+        ) {
+            (Ok(api), Ok(output)) => (api, output),
+            (Err(e), _) | (_, Err(e)) => {
+                sandbox.destroy().await;
+                return Err(DispatchError::Io(e));
+            }
+        };
+        let env = Env {
+            generation,
+            api,
+            sandbox,
+            exit,
+            output,
+        };
+        let init = env.await_init().await;
+        if init.is_ok() {
+            env.sandbox.init_done();
+        }
+        Ok((env, init.map(|()| started.elapsed())))
+    }
+
+    async fn await_init(&self) -> Result<(), InitFailure> {
+        let mut phase = self.api.phase();
+        let mut exit = self.exit.clone();
+        let waited = tokio::time::timeout(Duration::from_millis(INIT_TIMEOUT_MS), async {
+            tokio::select! {
+                p = async { phase.wait_for(|p| *p != Phase::Initializing).await.ok().map(|p| p.clone()) } => p,
+                _ = async { exit.wait_for(Option::is_some).await.map(|_| ()) } => None,
+            }
+        })
+        .await;
+        // A runtime that reports its init error and exits may be seen exiting first.
+        let reported = match self.api.phase().borrow().clone() {
+            Phase::InitFailed { body, error_type } => {
+                Some(InitFailure::Reported { body, error_type })
+            }
+            _ => None,
+        };
+        match (waited, reported) {
+            (_, Some(failure)) => Err(failure),
+            (Ok(Some(Phase::Ready)), None) => Ok(()),
+            (Err(_), None) => Err(InitFailure::TimedOut),
+            (Ok(_), None) => {
+                let status = self.exit.borrow().unwrap_or(UNKNOWN_EXIT);
+                Err(InitFailure::Exited(status))
+            }
+        }
+    }
+
+    /// Hands one event to the runtime and waits for its answer, its exit or the deadline.
+    pub async fn invoke(
+        &self,
+        request_id: &str,
+        payload: Bytes,
+        function_arn: &str,
+        client_context: Option<String>,
+        timeout: Duration,
+    ) -> Outcome {
+        let (tx, rx) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_add(timeout)
+            .as_millis() as u64;
+        let invocation = Invocation {
+            request_id: request_id.to_owned(),
+            payload,
+            deadline_ms,
+            function_arn: function_arn.to_owned(),
+            trace_id: format!(
+                "Root=1-{:08x}-{}",
+                deadline_ms / 1000,
+                &request_id.replace('-', "")[..24]
+            ),
+            client_context,
+            reply: tx,
+        };
+        let mut exit = self.exit.clone();
+        let run = async {
+            self.api.invoke(invocation).await;
+            tokio::select! {
+                reply = rx => match reply {
+                    Ok(Reply::Response(body)) => Outcome::Response(body),
+                    Ok(Reply::Error { body, .. }) => Outcome::Error { body },
+                    Ok(Reply::ResponseTooLarge) => Outcome::ResponseTooLarge,
+                    Err(_) => Outcome::Exited(self.wait_exit().await),
+                },
+                status = async { exit.wait_for(Option::is_some).await.ok().and_then(|s| *s) } => {
+                    Outcome::Exited(status.unwrap_or(UNKNOWN_EXIT))
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, run).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::TimedOut,
+        }
+    }
+
+    async fn wait_exit(&self) -> ExitStatus {
+        let mut exit = self.exit.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            exit.wait_for(Option::is_some).await.map(|_| ())
+        })
+        .await;
+        self.exit.borrow().unwrap_or(UNKNOWN_EXIT)
+    }
+
+    /// Peak memory so far, in MB, rounded up.
+    pub fn max_memory_used_mb(&self) -> u64 {
+        self.sandbox
+            .max_memory_used()
+            .map_or(0, |b| b.div_ceil(1024 * 1024))
+    }
+
+    /// Stops the runtime and releases the sandbox.
+    pub async fn destroy(mut self) {
+        self.sandbox.destroy().await;
+        drop(self.api);
+    }
+}

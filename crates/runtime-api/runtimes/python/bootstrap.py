@@ -1,0 +1,176 @@
+"""Ember's Python runtime.
+
+Imports the handler named by _HANDLER (`module.function`, the module may be a path such as
+`src/app`), then serves invocations from the Lambda Runtime API until the process is killed.
+
+It speaks HTTP/1.1 to the Runtime API over one raw keep-alive socket: importing http.client
+costs more than Python's own start, and this loop is on every cold start's critical path.
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+
+API = os.environ["AWS_LAMBDA_RUNTIME_API"]
+PREFIX = "/2018-06-01/runtime"
+
+
+class RuntimeClient:
+    def __init__(self, address):
+        host, _, port = address.rpartition(":")
+        self.address = (host, int(port))
+        self.sock = None
+        self.buf = b""
+
+    def request(self, method, path, body=b"", headers=()):
+        if self.sock is None:
+            self.sock = socket.create_connection(self.address)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.buf = b""
+        extra = "".join("%s: %s\r\n" % h for h in headers)
+        head = "%s %s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s\r\n" % (
+            method, PREFIX, path, API, len(body), extra)
+        self.sock.sendall(head.encode("latin-1") + body)
+        return self._read_response()
+
+    def _recv(self):
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError("the Runtime API closed the connection")
+        return chunk
+
+    def _read_response(self):
+        buf = self.buf
+        while b"\r\n\r\n" not in buf:
+            buf += self._recv()
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        parts = [rest]
+        have = len(rest)
+        while have < length:
+            chunk = self._recv()
+            parts.append(chunk)
+            have += len(chunk)
+        data = b"".join(parts)
+        self.buf = data[length:]
+        return status, headers, data[:length]
+
+
+class LambdaContext:
+    """The context object handlers receive, with Lambda's attribute names."""
+
+    function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
+    function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+    memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+    log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
+    log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
+
+    def __init__(self, request_id, deadline_ms, arn, client_context, identity):
+        self.aws_request_id = request_id
+        self.invoked_function_arn = arn
+        self.client_context = client_context
+        self.identity = identity
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self):
+        return max(0, int(self._deadline_ms - time.time() * 1000))
+
+
+def error_body(exc, request_id=None, skip_frames=0):
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)[skip_frames:]
+    body = {
+        "errorMessage": str(exc),
+        "errorType": type(exc).__name__,
+        "stackTrace": traceback.format_list(frames),
+    }
+    if request_id:
+        body["requestId"] = request_id
+    print("[ERROR] %s: %s" % (body["errorType"], body["errorMessage"]), file=sys.stderr)
+    if frames:
+        print("Traceback (most recent call last):\n" + "".join(body["stackTrace"]).rstrip(), file=sys.stderr)
+    return body
+
+
+def init_error(client, error_type, message, stack=()):
+    body = {"errorMessage": message, "errorType": error_type, "stackTrace": list(stack)}
+    print("[ERROR] %s: %s" % (error_type, message), file=sys.stderr)
+    client.request("POST", "/init/error", json.dumps(body).encode(),
+                   (("Lambda-Runtime-Function-Error-Type", error_type),))
+    sys.exit(1)
+
+
+def load_handler(client, spec):
+    import importlib
+
+    module_path, _, name = spec.rpartition(".")
+    module_name = module_path.replace("/", ".")
+    try:
+        module = importlib.import_module(module_name)
+    except SyntaxError as exc:
+        init_error(client, "Runtime.UserCodeSyntaxError", "Syntax error in module '%s': %s" % (module_name, exc))
+    except ImportError as exc:
+        init_error(client, "Runtime.ImportModuleError", "Unable to import module '%s': %s" % (module_name, exc))
+    except Exception as exc:  # an error raised by the module's own top-level code
+        body = error_body(exc, skip_frames=1)
+        init_error(client, body["errorType"], body["errorMessage"], body["stackTrace"])
+    handler = getattr(module, name, None)
+    if handler is None:
+        init_error(client, "Runtime.HandlerNotFound", "Handler '%s' missing on module '%s'" % (name, module_name))
+    return handler
+
+
+def main():
+    task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
+    sys.path[:0] = [task_root, "/opt/python"]
+    client = RuntimeClient(API)
+    handler = load_handler(client, os.environ["_HANDLER"])
+    while True:
+        _, headers, body = client.request("GET", "/invocation/next")
+        request_id = headers.get("lambda-runtime-aws-request-id", "")
+        trace = headers.get("lambda-runtime-trace-id")
+        if trace:
+            os.environ["_X_AMZN_TRACE_ID"] = trace
+        else:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        client_context = headers.get("lambda-runtime-client-context")
+        identity = headers.get("lambda-runtime-cognito-identity")
+        context = LambdaContext(
+            request_id,
+            int(headers.get("lambda-runtime-deadline-ms", "0")),
+            headers.get("lambda-runtime-invoked-function-arn", ""),
+            json.loads(client_context) if client_context else None,
+            json.loads(identity) if identity else None,
+        )
+        path = "/invocation/%s/" % request_id
+        try:
+            event = json.loads(body) if body else {}
+            result = handler(event, context)
+        except Exception as exc:
+            err = error_body(exc, request_id, skip_frames=1)
+            client.request("POST", path + "error", json.dumps(err).encode(),
+                           (("Lambda-Runtime-Function-Error-Type", err["errorType"]),))
+            continue
+        try:
+            out = json.dumps(result).encode()
+        except (TypeError, ValueError) as exc:
+            err = {"errorMessage": "Unable to marshal response: %s" % exc, "errorType": "Runtime.MarshalError",
+                   "requestId": request_id, "stackTrace": []}
+            print("[ERROR] Runtime.MarshalError: %s" % err["errorMessage"], file=sys.stderr)
+            client.request("POST", path + "error", json.dumps(err).encode(),
+                           (("Lambda-Runtime-Function-Error-Type", "Runtime.MarshalError"),))
+            continue
+        client.request("POST", path + "response", out)
+
+
+if __name__ == "__main__":
+    main()

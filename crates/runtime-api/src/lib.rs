@@ -1,0 +1,293 @@
+//! The Lambda Runtime API, one server per environment, and Ember's bundled runtimes.
+//!
+//! - [`RuntimeApi`] serves `/2018-06-01/runtime/…` on the listener the sandbox bound inside
+//!   the environment's network namespace. The dispatcher hands it one [`Invocation`] at a
+//!   time with [`RuntimeApi::invoke`]; the runtime's `/response` or `/error` comes back as a
+//!   [`Reply`] on the invocation's own channel. [`Phase`] tells the dispatcher when init is
+//!   over (the first `/next`) or failed (`/init/error`).
+//! - [`runtimes`]: the bootstraps Ember ships (Python), written into the runtime directory
+//!   that every environment sees read-only at `/var/runtime`.
+//!
+//! Responses are small and written with TCP_NODELAY: a runtime client that sends its
+//! request in two segments would otherwise wait out Nagle and delayed ACK (~40 ms).
+
+pub mod runtimes;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+/// One event handed to the runtime.
+#[derive(Debug)]
+pub struct Invocation {
+    pub request_id: String,
+    pub payload: Bytes,
+    /// Epoch milliseconds.
+    pub deadline_ms: u64,
+    pub function_arn: String,
+    pub trace_id: String,
+    pub client_context: Option<String>,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// What the runtime answered for one invocation.
+#[derive(Debug)]
+pub enum Reply {
+    Response(Bytes),
+    /// `/error`: the error document and the `Lambda-Runtime-Function-Error-Type` header.
+    Error {
+        body: Bytes,
+        error_type: Option<String>,
+    },
+    /// `/response` with a body over the limit; the runtime was answered 413.
+    ResponseTooLarge,
+}
+
+/// Where the runtime is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Started, not yet asked for an event.
+    Initializing,
+    /// Asked for its first event: init is over.
+    Ready,
+    /// Reported `/init/error` with this body and error type.
+    InitFailed {
+        body: Bytes,
+        error_type: Option<String>,
+    },
+}
+
+struct InFlight {
+    request_id: String,
+    reply: oneshot::Sender<Reply>,
+}
+
+struct State {
+    queue: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
+    in_flight: Mutex<Option<InFlight>>,
+    phase: watch::Sender<Phase>,
+    response_limit: usize,
+}
+
+/// The Runtime API of one environment. Dropping it stops the server.
+pub struct RuntimeApi {
+    queue: mpsc::Sender<Invocation>,
+    phase: watch::Receiver<Phase>,
+    server: tokio::task::AbortHandle,
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl RuntimeApi {
+    /// Serves the Runtime API on `listener`. `response_limit` bounds `/response` bodies.
+    pub fn serve(
+        listener: std::net::TcpListener,
+        response_limit: usize,
+    ) -> std::io::Result<RuntimeApi> {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let (queue_tx, queue_rx) = mpsc::channel(1);
+        let (phase_tx, phase_rx) = watch::channel(Phase::Initializing);
+        let state = Arc::new(State {
+            queue: tokio::sync::Mutex::new(queue_rx),
+            in_flight: Mutex::new(None),
+            phase: phase_tx,
+            response_limit,
+        });
+        let server = tokio::spawn(accept_loop(listener, state)).abort_handle();
+        Ok(RuntimeApi {
+            queue: queue_tx,
+            phase: phase_rx,
+            server,
+        })
+    }
+
+    /// Watches the runtime's phase.
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.clone()
+    }
+
+    /// Queues an invocation for the runtime's next `/next`.
+    pub async fn invoke(&self, invocation: Invocation) {
+        // The receiver lives as long as the server; a send fails only once the
+        // environment is gone, and then the reply channel closes and the caller sees it.
+        let _ = self.queue.send(invocation).await;
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>) {
+    // Connections live in this set: aborting the loop drops them all.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let state = Arc::clone(&state);
+                connections.spawn(async move {
+                    let service = service_fn(move |req| handle(Arc::clone(&state), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn json(status: StatusCode, body: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("static response is valid")
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req
+        .uri()
+        .path()
+        .strip_prefix("/2018-06-01/runtime/")
+        .unwrap_or("");
+    let parts: Vec<&str> = path.split('/').collect();
+    let response = match (req.method(), parts.as_slice()) {
+        (&Method::GET, ["invocation", "next"]) => next(&state).await,
+        (&Method::POST, ["invocation", id, "response"]) => {
+            let id = (*id).to_owned();
+            response(&state, &id, req).await
+        }
+        (&Method::POST, ["invocation", id, "error"]) => {
+            let id = (*id).to_owned();
+            error(&state, &id, req).await
+        }
+        (&Method::POST, ["init", "error"]) => init_error(&state, req).await,
+        _ => json(
+            StatusCode::NOT_FOUND,
+            r#"{"errorMessage":"Unknown Runtime API path","errorType":"InvalidPath"}"#,
+        ),
+    };
+    Ok(response)
+}
+
+async fn next(state: &State) -> Response<Body> {
+    // One `/next` at a time: a second one waits for the first to be answered.
+    let mut queue = state.queue.lock().await;
+    state.phase.send_if_modified(|phase| {
+        let first = *phase == Phase::Initializing;
+        if first {
+            *phase = Phase::Ready;
+        }
+        first
+    });
+    let Some(inv) = queue.recv().await else {
+        return json(
+            StatusCode::GONE,
+            r#"{"errorMessage":"The environment is shutting down","errorType":"Shutdown"}"#,
+        );
+    };
+    let mut builder = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("lambda-runtime-aws-request-id", &inv.request_id)
+        .header("lambda-runtime-deadline-ms", inv.deadline_ms.to_string())
+        .header("lambda-runtime-invoked-function-arn", &inv.function_arn)
+        .header("lambda-runtime-trace-id", &inv.trace_id);
+    if let Some(cc) = &inv.client_context {
+        builder = builder.header("lambda-runtime-client-context", cc);
+    }
+    let payload = inv.payload;
+    *state.in_flight.lock().expect("in-flight lock") = Some(InFlight {
+        request_id: inv.request_id,
+        reply: inv.reply,
+    });
+    builder.body(Full::new(payload)).unwrap_or_else(|_| {
+        json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"errorMessage":"Invalid invocation headers","errorType":"ServiceException"}"#,
+        )
+    })
+}
+
+/// Takes the in-flight invocation if `id` names it.
+fn take_in_flight(state: &State, id: &str) -> Option<InFlight> {
+    let mut slot = state.in_flight.lock().expect("in-flight lock");
+    match slot.as_ref() {
+        Some(f) if f.request_id == id => slot.take(),
+        _ => None,
+    }
+}
+
+const UNKNOWN_ID: &str = r#"{"errorMessage":"No invocation with this request id is waiting for an answer","errorType":"InvalidRequestID"}"#;
+
+async fn response(state: &State, id: &str, req: Request<Incoming>) -> Response<Body> {
+    let Some(flight) = take_in_flight(state, id) else {
+        return json(StatusCode::BAD_REQUEST, UNKNOWN_ID);
+    };
+    match Limited::new(req.into_body(), state.response_limit)
+        .collect()
+        .await
+    {
+        Ok(body) => {
+            let _ = flight.reply.send(Reply::Response(body.to_bytes()));
+            json(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
+        }
+        Err(_) => {
+            let _ = flight.reply.send(Reply::ResponseTooLarge);
+            json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                r#"{"errorMessage":"Response payload size exceeded maximum allowed payload size (6291556 bytes).","errorType":"Function.ResponseSizeTooLarge"}"#,
+            )
+        }
+    }
+}
+
+fn error_type(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Error documents are small; a runtime that sends a huge one gets it cut, not an error.
+const ERROR_BODY_LIMIT: usize = 256 * 1024;
+
+async fn read_error_body(req: Request<Incoming>) -> Bytes {
+    Limited::new(req.into_body(), ERROR_BODY_LIMIT)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_else(|_| Bytes::from_static(br#"{"errorMessage":"error document too large","errorType":"Runtime.InvalidError"}"#))
+}
+
+async fn error(state: &State, id: &str, req: Request<Incoming>) -> Response<Body> {
+    let Some(flight) = take_in_flight(state, id) else {
+        return json(StatusCode::BAD_REQUEST, UNKNOWN_ID);
+    };
+    let error_type = error_type(&req);
+    let body = read_error_body(req).await;
+    let _ = flight.reply.send(Reply::Error { body, error_type });
+    json(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
+}
+
+async fn init_error(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let error_type = error_type(&req);
+    let body = read_error_body(req).await;
+    state
+        .phase
+        .send_replace(Phase::InitFailed { body, error_type });
+    json(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
+}

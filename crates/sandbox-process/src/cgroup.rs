@@ -1,0 +1,290 @@
+//! Control groups for environments, on cgroup v1, v2 and the hybrid of both.
+//!
+//! [`CgroupLayout::detect`] reads `/proc/self/mountinfo` and `/proc/self/cgroup` once. On a
+//! v1 (or hybrid) host each controller we use (`memory`, `cpu`, `pids`) has its own
+//! hierarchy, and an environment gets a directory in each, under the server's own cgroup. On
+//! a pure v2 host an environment gets one directory under `/sys/fs/cgroup/<instance>` with
+//! the controllers enabled on the way down (the root cgroup may hold processes, a delegated
+//! subtree may not, so the root is the one place that always works for root).
+//!
+//! Every environment of one server lives below one *instance* directory named after the
+//! server's data directory, so a restarted server can remove what a crashed one left behind
+//! without touching another server's environments.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const V1_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+
+/// Where this host keeps its cgroups.
+#[derive(Debug, Clone)]
+pub enum CgroupLayout {
+    /// One hierarchy per controller: `memory`, `cpu`, `pids` instance directories.
+    V1 {
+        memory: PathBuf,
+        cpu: PathBuf,
+        pids: PathBuf,
+    },
+    /// One unified hierarchy: the instance directory.
+    V2 { instance: PathBuf },
+}
+
+/// One environment's cgroup(s).
+#[derive(Debug)]
+pub struct Cgroup {
+    layout: CgroupLayout,
+    dirs: Vec<PathBuf>,
+}
+
+impl CgroupLayout {
+    /// Finds the cgroup hierarchies and prepares this server's instance directories.
+    pub fn detect(instance: &str) -> io::Result<CgroupLayout> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+        let own = fs::read_to_string("/proc/self/cgroup")?;
+        let mut v1: Vec<(String, PathBuf)> = Vec::new();
+        let mut v2: Option<PathBuf> = None;
+        for line in mountinfo.lines() {
+            // mountinfo: `id parent maj:min root mountpoint opts ... - fstype source superopts`
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mountpoint = left.split(' ').nth(4).unwrap_or_default();
+            let mut right = right.split(' ');
+            let fstype = right.next().unwrap_or_default();
+            let superopts = right.nth(1).unwrap_or_default();
+            match fstype {
+                "cgroup" => {
+                    for ctrl in V1_CONTROLLERS {
+                        if superopts.split(',').any(|o| o == ctrl) {
+                            v1.push((ctrl.to_owned(), PathBuf::from(mountpoint)));
+                        }
+                    }
+                }
+                "cgroup2" => v2 = Some(PathBuf::from(mountpoint)),
+                _ => {}
+            }
+        }
+        let find_v1 = |ctrl: &str| v1.iter().find(|(c, _)| c == ctrl).map(|(_, p)| p.clone());
+        if let (Some(memory), Some(cpu), Some(pids)) =
+            (find_v1("memory"), find_v1("cpu"), find_v1("pids"))
+        {
+            let under_own = |ctrl: &str, mount: PathBuf| -> PathBuf {
+                let path = own
+                    .lines()
+                    .filter_map(|l| {
+                        let mut parts = l.splitn(3, ':');
+                        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+                        ctrls.split(',').any(|c| c == ctrl).then_some(path)
+                    })
+                    .next()
+                    .unwrap_or("/");
+                mount.join(path.trim_start_matches('/')).join(instance)
+            };
+            let layout = CgroupLayout::V1 {
+                memory: under_own("memory", memory),
+                cpu: under_own("cpu", cpu),
+                pids: under_own("pids", pids),
+            };
+            for dir in layout.instance_dirs() {
+                fs::create_dir_all(dir)?;
+            }
+            return Ok(layout);
+        }
+        let Some(root) = v2 else {
+            return Err(io::Error::other(
+                "no cgroup v1 memory/cpu/pids hierarchies and no cgroup2 mount",
+            ));
+        };
+        let available = fs::read_to_string(root.join("cgroup.controllers"))?;
+        for ctrl in ["memory", "cpu", "pids"] {
+            if !available.split_whitespace().any(|c| c == ctrl) {
+                return Err(io::Error::other(format!(
+                    "the cgroup2 hierarchy at {} does not offer the {ctrl} controller",
+                    root.display()
+                )));
+            }
+        }
+        let instance = root.join(instance);
+        fs::create_dir_all(&instance)?;
+        fs::write(root.join("cgroup.subtree_control"), "+memory +cpu +pids")?;
+        fs::write(
+            instance.join("cgroup.subtree_control"),
+            "+memory +cpu +pids",
+        )?;
+        Ok(CgroupLayout::V2 { instance })
+    }
+
+    fn instance_dirs(&self) -> Vec<&Path> {
+        match self {
+            CgroupLayout::V1 { memory, cpu, pids } => vec![memory, cpu, pids],
+            CgroupLayout::V2 { instance } => vec![instance],
+        }
+    }
+
+    /// Kills and removes every environment cgroup below this instance: what a previous run
+    /// of the same server left behind.
+    pub fn remove_stale(&self) {
+        for dir in self.instance_dirs() {
+            let Ok(entries) = fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    let group = Cgroup {
+                        layout: self.clone(),
+                        dirs: vec![entry.path()],
+                    };
+                    group.kill_all();
+                    let _ = fs::remove_dir(entry.path());
+                }
+            }
+        }
+    }
+
+    /// Creates the cgroup for environment `id` with its limits.
+    pub fn create(&self, id: &str, limits: &Limits) -> io::Result<Cgroup> {
+        let dirs: Vec<PathBuf> = self.instance_dirs().iter().map(|d| d.join(id)).collect();
+        for dir in &dirs {
+            fs::create_dir(dir)?;
+        }
+        let group = Cgroup {
+            layout: self.clone(),
+            dirs,
+        };
+        group.apply(limits)?;
+        Ok(group)
+    }
+}
+
+/// Resource limits for one environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    /// CPU time per 100 ms period, in µs; `None` for no quota.
+    pub cpu_quota_us: Option<u64>,
+    pub pids: u32,
+}
+
+/// The CFS period Ember uses; quotas are expressed against it.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+impl Cgroup {
+    fn dir(&self, controller: &str) -> &Path {
+        match (&self.layout, controller) {
+            (CgroupLayout::V1 { .. }, "memory") => &self.dirs[0],
+            (CgroupLayout::V1 { .. }, "cpu") => &self.dirs[1],
+            (CgroupLayout::V1 { .. }, _) => &self.dirs[2],
+            (CgroupLayout::V2 { .. }, _) => &self.dirs[0],
+        }
+    }
+
+    fn apply(&self, limits: &Limits) -> io::Result<()> {
+        match self.layout {
+            CgroupLayout::V1 { .. } => {
+                let mem = self.dir("memory");
+                fs::write(
+                    mem.join("memory.limit_in_bytes"),
+                    limits.memory_bytes.to_string(),
+                )?;
+                // No swap: the limit is the limit. Absent when the kernel has swap accounting off.
+                let memsw = mem.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    fs::write(memsw, limits.memory_bytes.to_string())?;
+                }
+                fs::write(self.dir("pids").join("pids.max"), limits.pids.to_string())?;
+            }
+            CgroupLayout::V2 { .. } => {
+                let dir = self.dir("memory");
+                fs::write(dir.join("memory.max"), limits.memory_bytes.to_string())?;
+                let _ = fs::write(dir.join("memory.swap.max"), "0");
+                fs::write(dir.join("pids.max"), limits.pids.to_string())?;
+            }
+        }
+        self.set_cpu_quota(limits.cpu_quota_us)
+    }
+
+    /// Sets the CPU quota per [`CPU_PERIOD_US`]; `None` lifts it.
+    pub fn set_cpu_quota(&self, quota_us: Option<u64>) -> io::Result<()> {
+        let cpu = self.dir("cpu");
+        match self.layout {
+            CgroupLayout::V1 { .. } => {
+                fs::write(cpu.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
+                let quota = quota_us.map_or("-1".to_owned(), |q| q.to_string());
+                fs::write(cpu.join("cpu.cfs_quota_us"), quota)
+            }
+            CgroupLayout::V2 { .. } => {
+                let quota = quota_us.map_or("max".to_owned(), |q| q.to_string());
+                fs::write(cpu.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}"))
+            }
+        }
+    }
+
+    /// The files a process writes its pid into to join this cgroup.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// Peak memory use in bytes, if the kernel reports it.
+    pub fn max_memory_used(&self) -> Option<u64> {
+        let file = match self.layout {
+            CgroupLayout::V1 { .. } => "memory.max_usage_in_bytes",
+            CgroupLayout::V2 { .. } => "memory.peak",
+        };
+        fs::read_to_string(self.dir("memory").join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Whether the OOM killer has killed a process in this cgroup.
+    pub fn oom_killed(&self) -> bool {
+        let file = match self.layout {
+            CgroupLayout::V1 { .. } => "memory.oom_control",
+            CgroupLayout::V2 { .. } => "memory.events",
+        };
+        fs::read_to_string(self.dir("memory").join(file))
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .map(|n| n.trim().parse::<u64>().unwrap_or(0))
+                })
+            })
+            .is_some_and(|n| n > 0)
+    }
+
+    /// The pids in this cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        fs::read_to_string(self.dir("memory").join("cgroup.procs"))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// SIGKILLs every process in the cgroup once.
+    pub fn kill_all(&self) {
+        if let CgroupLayout::V2 { .. } = self.layout
+            && fs::write(self.dirs[0].join("cgroup.kill"), "1").is_ok()
+        {
+            return;
+        }
+        for pid in self.pids() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+
+    /// Removes the cgroup directories; fails while processes remain.
+    pub fn remove(&self) -> io::Result<()> {
+        for dir in &self.dirs {
+            match fs::remove_dir(dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

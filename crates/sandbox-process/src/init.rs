@@ -1,0 +1,371 @@
+//! The sandbox init: the small privileged program that builds an environment.
+//!
+//! The server starts `ember sandbox-init` (the same binary, a hidden subcommand) with an
+//! [`InitSpec`] on stdin. The init, still root on the host:
+//!
+//! 1. joins the environment's cgroups and network namespace, closes every other descriptor;
+//! 2. unshares mount, PID, IPC and UTS namespaces and forks: the child is PID 1 of the new
+//!    PID namespace;
+//! 3. the child builds a fresh root on a tmpfs (host `/usr` and a few `/etc` files read-only,
+//!    the code read-only at `/var/task`, the runtime at `/var/runtime`, a sized tmpfs at
+//!    `/tmp`, a minimal `/dev`, a new `/proc`), pivots into it, drops every capability,
+//!    becomes an unprivileged user with `no_new_privs`, and execs the runtime;
+//! 4. the parent waits and exits the way the child did, so the server sees the runtime's
+//!    exit status (a signal is re-raised, not encoded).
+//!
+//! Errors before the exec are printed to stderr (the function's log) and end the init with
+//! status 125; the dispatcher reports them like any runtime that exited during init.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{SigHandler, Signal, raise, signal};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{
+    ForkResult, Gid, Uid, chdir, execve, fork, pivot_root, sethostname, setresgid, setresuid,
+};
+use serde::{Deserialize, Serialize};
+
+/// What the init needs, sent by the server as JSON on stdin.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InitSpec {
+    /// The network namespace descriptor, inherited from the server.
+    pub netns_fd: RawFd,
+    /// `cgroup.procs` files to join.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// An empty directory the new root is mounted on (inside the private mount namespace).
+    pub root_mountpoint: PathBuf,
+    pub code_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub tmp_mb: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Status of an init that failed before exec'ing the runtime.
+pub const SETUP_FAILED: i32 = 125;
+
+/// Runs the init; never returns.
+pub fn main() -> ! {
+    let spec = match read_spec() {
+        Ok(spec) => spec,
+        Err(e) => fail("reading the init spec", e),
+    };
+    if let Err(e) = enter(&spec) {
+        fail("entering the environment", e);
+    }
+    // SAFETY: the init is single-threaded (it is a fresh process that has started no
+    // threads), so the child may run arbitrary code after fork.
+    #[allow(unsafe_code)]
+    match unsafe { fork() } {
+        Err(e) => fail("forking the environment's first process", e.into()),
+        Ok(ForkResult::Child) => {
+            let e = build_and_exec(&spec);
+            fail("building the environment", e)
+        }
+        Ok(ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    // Die the same way, so the server sees the signal itself.
+                    // SAFETY: restoring the default disposition is always sound.
+                    #[allow(unsafe_code)]
+                    let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+                    let _ = raise(sig);
+                    std::process::exit(128 + sig as i32);
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => fail("waiting for the runtime", e.into()),
+            }
+        },
+    }
+}
+
+fn fail(step: &str, err: io::Error) -> ! {
+    eprintln!("ember sandbox: {step}: {err}");
+    std::process::exit(SETUP_FAILED)
+}
+
+fn read_spec() -> io::Result<InitSpec> {
+    let mut buf = Vec::new();
+    io::stdin().read_to_end(&mut buf)?;
+    let spec = serde_json::from_slice(&buf)?;
+    // The runtime gets an empty stdin, like on Lambda.
+    let null = fs::File::open("/dev/null")?;
+    nix::unistd::dup2_stdin(&null)?;
+    Ok(spec)
+}
+
+/// Steps 1–2, in the init itself.
+fn enter(spec: &InitSpec) -> io::Result<()> {
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+    let pid = std::process::id().to_string();
+    for procs in &spec.cgroup_procs {
+        fs::write(procs, &pid)?;
+    }
+    // SAFETY: the server passed this descriptor to us for exactly this purpose.
+    #[allow(unsafe_code)]
+    let netns = unsafe { BorrowedFd::borrow_raw(spec.netns_fd) };
+    setns(netns, CloneFlags::CLONE_NEWNET)?;
+    close_from(3);
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS,
+    )?;
+    Ok(())
+}
+
+/// Closes every descriptor from `first` up: nothing of the server's reaches the runtime.
+#[allow(unsafe_code)]
+fn close_from(first: u32) {
+    // SAFETY: close_range only closes descriptors; nothing in this process uses them after.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+}
+
+/// Step 3, in PID 1 of the new namespace. Returns only on failure.
+fn build_and_exec(spec: &InitSpec) -> io::Error {
+    match build_root(spec).and_then(|()| drop_privileges(spec)) {
+        Ok(()) => {}
+        Err(e) => return e,
+    }
+    let argv: Vec<CString> = match spec
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect()
+    {
+        Ok(v) => v,
+        Err(e) => return io::Error::new(io::ErrorKind::InvalidInput, e),
+    };
+    let env: Vec<CString> = spec
+        .env
+        .iter()
+        .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
+        .collect();
+    let Some(program) = argv.first() else {
+        return io::Error::new(io::ErrorKind::InvalidInput, "empty command");
+    };
+    match execve(program, &argv, &env) {
+        Err(e) => io::Error::other(format!("exec {}: {e}", spec.argv[0])),
+    }
+}
+
+const RO: MsFlags = MsFlags::MS_RDONLY
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV);
+
+fn bind(src: &Path, dst: &Path, flags: MsFlags) -> io::Result<()> {
+    mount(
+        Some(src),
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| io::Error::other(format!("bind {} on {}: {e}", src.display(), dst.display())))?;
+    mount(
+        None::<&str>,
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+        None::<&str>,
+    )
+    .map_err(|e| io::Error::other(format!("remount {}: {e}", dst.display())))?;
+    Ok(())
+}
+
+fn tmpfs(dst: &Path, options: &str, flags: MsFlags) -> io::Result<()> {
+    mount(Some("tmpfs"), dst, Some("tmpfs"), flags, Some(options))
+        .map_err(|e| io::Error::other(format!("tmpfs on {}: {e}", dst.display())))
+}
+
+/// Host `/etc` entries an environment sees, read-only: what the dynamic linker, name
+/// resolution, TLS and Python's standard library look at. Everything else stays hidden.
+const ETC: &[&str] = &[
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "nsswitch.conf",
+    "hosts",
+    "resolv.conf",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "alternatives",
+    "mime.types",
+    "protocols",
+    "services",
+];
+
+fn build_root(spec: &InitSpec) -> io::Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    let root = spec.root_mountpoint.as_path();
+    tmpfs(
+        root,
+        "size=1m,mode=0755",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )?;
+
+    // System directories, mirroring the host's usr-merge symlinks.
+    for dir in ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+        let host = Path::new("/").join(dir);
+        let Ok(meta) = fs::symlink_metadata(&host) else {
+            continue;
+        };
+        let inside = root.join(dir);
+        if meta.file_type().is_symlink() {
+            symlink(fs::read_link(&host)?, &inside)?;
+        } else if meta.is_dir() {
+            fs::create_dir(&inside)?;
+            bind(&host, &inside, RO)?;
+        }
+    }
+
+    let etc = root.join("etc");
+    fs::create_dir(&etc)?;
+    for name in ETC {
+        let host = Path::new("/etc").join(name);
+        let inside = etc.join(name);
+        match fs::metadata(&host) {
+            Ok(m) if m.is_dir() => fs::create_dir(&inside)?,
+            Ok(_) => drop(fs::File::create(&inside)?),
+            Err(_) => continue,
+        }
+        bind(&host, &inside, RO)?;
+    }
+    fs::write(
+        etc.join("passwd"),
+        format!(
+            "root:x:0:0:root:/root:/usr/sbin/nologin\nsbx_user:x:{0}:{1}::/tmp:/usr/sbin/nologin\n",
+            spec.uid, spec.gid
+        ),
+    )?;
+    fs::write(
+        etc.join("group"),
+        format!("root:x:0:\nsbx_user:x:{}:\n", spec.gid),
+    )?;
+    fs::write(etc.join("hostname"), format!("{}\n", spec.hostname))?;
+
+    for dir in [
+        "var",
+        "var/task",
+        "var/runtime",
+        "opt",
+        "tmp",
+        "dev",
+        "proc",
+        "root",
+    ] {
+        fs::create_dir(root.join(dir))?;
+    }
+    bind(&spec.code_dir, &root.join("var/task"), RO)?;
+    bind(&spec.runtime_dir, &root.join("var/runtime"), RO)?;
+    tmpfs(
+        &root.join("tmp"),
+        &format!("size={}m,mode=1777", spec.tmp_mb),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )?;
+
+    let dev = root.join("dev");
+    tmpfs(
+        &dev,
+        "size=64k,mode=0755",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+    )?;
+    for node in ["null", "zero", "full", "random", "urandom"] {
+        let inside = dev.join(node);
+        fs::File::create(&inside)?;
+        bind(
+            &Path::new("/dev").join(node),
+            &inside,
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        )?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(link))?;
+    }
+
+    // Switch roots: stack the old root under the new one and detach it.
+    chdir(root)?;
+    pivot_root(".", ".")?;
+    umount2(".", MntFlags::MNT_DETACH)?;
+    chdir("/")?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )?;
+    // The root itself becomes read-only: only /tmp is writable.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | RO,
+        None::<&str>,
+    )?;
+    sethostname(&spec.hostname)?;
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn drop_privileges(spec: &InitSpec) -> io::Result<()> {
+    // Empty the bounding set so nothing (not even a setuid binary) can regain a capability.
+    for cap in 0..64 {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number; unknown numbers fail with EINVAL.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+    }
+    nix::unistd::setgroups(&[])?;
+    setresgid(
+        Gid::from_raw(spec.gid),
+        Gid::from_raw(spec.gid),
+        Gid::from_raw(spec.gid),
+    )?;
+    // Leaving uid 0 clears the permitted, effective and ambient capability sets.
+    setresuid(
+        Uid::from_raw(spec.uid),
+        Uid::from_raw(spec.uid),
+        Uid::from_raw(spec.uid),
+    )?;
+    // SAFETY: these prctls take integer arguments only.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // If the init (our parent, outside this PID namespace) dies, so does the environment.
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            Signal::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
+    chdir("/var/task")?;
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The `process` sandbox: Ember's default, fast isolation backend.
+//!
+//! Each environment is a process tree in its own mount, PID, IPC, UTS and network
+//! namespaces, with a fresh read-only root, a sized `/tmp`, a cgroup that bounds memory,
+//! CPU and process count, no capabilities and an unprivileged uid.
+//!
+//! - [`cgroup`]: the environment's control group on cgroup v1, v2 or the hybrid.
+//! - [`netns`]: the environment's network namespace and its Runtime API listener.
+//! - [`init`]: the privileged init that builds the namespaces and root, then execs the runtime.
+//!
+//! [`ProcessBackend`] wires them: it creates the namespace and cgroup, starts
+//! `ember sandbox-init` with an [`init::InitSpec`], and watches the runtime's exit.
+
+pub mod cgroup;
+pub mod init;
+pub mod netns;
+
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ember_core::limits::MB_PER_VCPU;
+use ember_sandbox::{Backend, Environment, EnvironmentSpec, ExitStatus, SandboxError};
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use cgroup::{CPU_PERIOD_US, Cgroup, CgroupLayout, Limits};
+
+/// The uid and gid functions run as. Outside the range Debian gives system and regular
+/// users, so that no host account shares it.
+pub const SANDBOX_UID: u32 = 61051;
+
+/// Most processes and threads one environment may hold; a fork bomb stops here.
+pub const PIDS_LIMIT: u32 = 1024;
+
+/// Settings of the process backend.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// The `ember` binary, re-executed as `ember sandbox-init`.
+    pub init_program: PathBuf,
+    /// A directory the backend may use for its own files (an empty mountpoint).
+    pub work_dir: PathBuf,
+    /// Names this server's cgroups; servers with different names never touch each other's.
+    pub instance: String,
+}
+
+pub struct ProcessBackend {
+    config: ProcessConfig,
+    layout: CgroupLayout,
+    root_mountpoint: PathBuf,
+}
+
+impl ProcessBackend {
+    /// Checks the host (root, cgroups) and removes what an earlier run of the same instance
+    /// left behind.
+    pub fn new(config: ProcessConfig) -> Result<ProcessBackend, SandboxError> {
+        let unsupported = |reason: String| SandboxError::Unsupported {
+            backend: "process",
+            reason,
+        };
+        if !nix::unistd::geteuid().is_root() {
+            return Err(unsupported(
+                "it needs root for namespaces and cgroups; run the server with sudo".into(),
+            ));
+        }
+        let layout = CgroupLayout::detect(&config.instance)
+            .map_err(|e| unsupported(format!("cgroups: {e}")))?;
+        layout.remove_stale();
+        let root_mountpoint = config.work_dir.join("root");
+        std::fs::create_dir_all(&root_mountpoint).map_err(|source| SandboxError::Setup {
+            what: "work directory",
+            source,
+        })?;
+        Ok(ProcessBackend {
+            config,
+            layout,
+            root_mountpoint,
+        })
+    }
+}
+
+/// CPU time per period for a memory size: 1,769 MB buys one full vCPU.
+pub fn cpu_quota_us(memory_mb: u32) -> u64 {
+    (CPU_PERIOD_US * u64::from(memory_mb) / u64::from(MB_PER_VCPU)).max(1000)
+}
+
+#[async_trait]
+impl Backend for ProcessBackend {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn create(&self, spec: EnvironmentSpec) -> Result<Box<dyn Environment>, SandboxError> {
+        let setup = |what| move |source| SandboxError::Setup { what, source };
+        let ns = netns::create().map_err(setup("network namespace"))?;
+        let limits = Limits {
+            memory_bytes: u64::from(spec.memory_mb) * 1024 * 1024,
+            // Init runs with a full vCPU (Lambda's init burst); init_done() sets the
+            // memory-proportional quota.
+            cpu_quota_us: Some(CPU_PERIOD_US),
+            pids: PIDS_LIMIT,
+        };
+        let cgroup = self
+            .layout
+            .create(&spec.id, &limits)
+            .map_err(setup("cgroup"))?;
+        let mut env = ProcessEnvironment {
+            cgroup: Arc::new(cgroup),
+            memory_mb: spec.memory_mb,
+            listener: Some(ns.listener),
+            output: None,
+            exit: watch::channel(None).1,
+            destroyed: false,
+        };
+        match self.start(&spec, &ns.fd, &env.cgroup).await {
+            Ok((output, exit)) => {
+                env.output = Some(output);
+                env.exit = exit;
+                Ok(Box::new(env))
+            }
+            Err(e) => {
+                env.destroy().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl ProcessBackend {
+    async fn start(
+        &self,
+        spec: &EnvironmentSpec,
+        netns: &OwnedFd,
+        cgroup: &Arc<Cgroup>,
+    ) -> Result<(OwnedFd, watch::Receiver<Option<ExitStatus>>), SandboxError> {
+        let setup = |what| move |source| SandboxError::Setup { what, source };
+        let mut env = spec.env.clone();
+        env.push((
+            "AWS_LAMBDA_RUNTIME_API".into(),
+            netns::RUNTIME_API_ADDR.into(),
+        ));
+        let init = init::InitSpec {
+            netns_fd: netns.as_raw_fd(),
+            cgroup_procs: cgroup.procs_files(),
+            root_mountpoint: self.root_mountpoint.clone(),
+            code_dir: spec.code_dir.clone(),
+            runtime_dir: spec.runtime_dir.clone(),
+            tmp_mb: spec.ephemeral_mb,
+            uid: SANDBOX_UID,
+            gid: SANDBOX_UID,
+            hostname: "ember".into(),
+            argv: spec.argv.clone(),
+            env,
+        };
+        let init = serde_json::to_vec(&init).map_err(|e| setup("init spec")(e.into()))?;
+        let (reader, writer) = std::io::pipe().map_err(setup("output pipe"))?;
+        let writer2 = writer.try_clone().map_err(setup("output pipe"))?;
+
+        // The init inherits the namespace descriptor; every other child closes all inherited
+        // descriptors first thing, so the short window where it is inheritable leaks nothing.
+        fcntl(netns, FcntlArg::F_SETFD(FdFlag::empty()))
+            .map_err(|e| setup("network namespace")(e.into()))?;
+        let spawned = tokio::process::Command::new(&self.config.init_program)
+            .arg("sandbox-init")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::from(writer2))
+            .env_clear()
+            .spawn();
+        let _ = fcntl(netns, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        let mut child = spawned.map_err(setup("init process"))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin.write_all(&init).await.map_err(setup("init spec"))?;
+        drop(stdin);
+
+        let (tx, rx) = watch::channel(None);
+        let cgroup = Arc::clone(cgroup);
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let status = match status {
+                Ok(s) => ExitStatus {
+                    code: s.code(),
+                    signal: s.signal(),
+                    oom_killed: cgroup.oom_killed(),
+                },
+                Err(_) => ExitStatus {
+                    code: None,
+                    signal: None,
+                    oom_killed: false,
+                },
+            };
+            let _ = tx.send(Some(status));
+        });
+        Ok((reader.into(), rx))
+    }
+}
+
+/// One environment of the process backend.
+pub struct ProcessEnvironment {
+    cgroup: Arc<Cgroup>,
+    memory_mb: u32,
+    listener: Option<TcpListener>,
+    output: Option<OwnedFd>,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    destroyed: bool,
+}
+
+#[async_trait]
+impl Environment for ProcessEnvironment {
+    fn take_runtime_api_listener(&mut self) -> Option<TcpListener> {
+        self.listener.take()
+    }
+
+    fn take_output(&mut self) -> Option<OwnedFd> {
+        self.output.take()
+    }
+
+    fn exit(&self) -> watch::Receiver<Option<ExitStatus>> {
+        self.exit.clone()
+    }
+
+    fn init_done(&self) {
+        if let Err(e) = self
+            .cgroup
+            .set_cpu_quota(Some(cpu_quota_us(self.memory_mb)))
+        {
+            tracing::warn!(error = %e, "could not set the steady-state CPU quota");
+        }
+    }
+
+    fn max_memory_used(&self) -> Option<u64> {
+        self.cgroup.max_memory_used()
+    }
+
+    async fn destroy(&mut self) {
+        if self.destroyed {
+            return;
+        }
+        self.destroyed = true;
+        // Killing PID 1 of the namespace takes every process in it down with it; killing
+        // the whole cgroup also catches the init outside it.
+        let mut exit = self.exit.clone();
+        for _ in 0..100 {
+            self.cgroup.kill_all();
+            if self.cgroup.pids().is_empty() {
+                break;
+            }
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(10), exit.changed()).await;
+        }
+        for _ in 0..100 {
+            match self.cgroup.remove() {
+                Ok(()) => return,
+                // The kernel frees a cgroup shortly after its last process is reaped.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            }
+        }
+        tracing::warn!("an environment cgroup could not be removed");
+    }
+}

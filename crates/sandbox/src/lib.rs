@@ -1,0 +1,121 @@
+//! The contract between the dispatcher and the isolation backends.
+//!
+//! A [`Backend`] creates an [`Environment`] from an [`EnvironmentSpec`]: one sandbox running
+//! one runtime process over one version's code. The dispatcher drives environments only
+//! through this trait and never names a backend; each backend (`process`, and later `oci`
+//! and `wasm`) hides how it isolates.
+//!
+//! An environment hands the dispatcher two things when it starts: a listener that the
+//! runtime inside reaches as `AWS_LAMBDA_RUNTIME_API` (the dispatcher serves the Runtime API
+//! on it), and the read end of the runtime's combined stdout/stderr.
+
+use std::fmt;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+/// Everything a backend needs to start one environment.
+#[derive(Debug, Clone)]
+pub struct EnvironmentSpec {
+    /// Unique among live environments; names cgroups and log streams.
+    pub id: String,
+    /// The function's memory limit, in MB. CPU is derived from it.
+    pub memory_mb: u32,
+    /// Size of the writable `/tmp`, in MB.
+    pub ephemeral_mb: u32,
+    /// The unpacked code on the host, mounted read-only at `/var/task`.
+    pub code_dir: PathBuf,
+    /// Ember's runtime files on the host, mounted read-only at `/var/runtime`.
+    pub runtime_dir: PathBuf,
+    /// The command to run inside, as seen from inside.
+    pub argv: Vec<String>,
+    /// Environment variables for the runtime; the backend adds `AWS_LAMBDA_RUNTIME_API`.
+    pub env: Vec<(String, String)>,
+}
+
+/// How an environment's runtime process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// The exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal, if it was killed by one.
+    pub signal: Option<i32>,
+    /// Whether the kernel's OOM killer fired in this environment.
+    pub oom_killed: bool,
+}
+
+impl fmt::Display for ExitStatus {
+    /// Formats like Lambda's `Runtime exited with error: …` tail: `exit status 1`,
+    /// `signal: killed`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (_, Some(sig)) => write!(f, "signal: {}", signal_name(sig)),
+            (Some(code), None) => write!(f, "exit status {code}"),
+            (None, None) => f.write_str("exited"),
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        9 => "killed".into(),
+        11 => "segmentation fault".into(),
+        6 => "aborted".into(),
+        15 => "terminated".into(),
+        2 => "interrupt".into(),
+        7 => "bus error".into(),
+        8 => "floating point exception".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("the {backend} sandbox cannot run on this host: {reason}")]
+    Unsupported {
+        backend: &'static str,
+        reason: String,
+    },
+    #[error("could not create the environment's {what}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Creates environments.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The backend's name, as operators configure it (`process`, …).
+    fn name(&self) -> &'static str;
+
+    /// Starts an environment: the sandbox, then the runtime process inside it.
+    async fn create(&self, spec: EnvironmentSpec) -> Result<Box<dyn Environment>, SandboxError>;
+}
+
+/// One running environment.
+#[async_trait]
+pub trait Environment: Send + Sync {
+    /// The listener the runtime inside reaches at `AWS_LAMBDA_RUNTIME_API`. Taken once.
+    fn take_runtime_api_listener(&mut self) -> Option<TcpListener>;
+
+    /// The read end of the runtime's stdout and stderr. Taken once.
+    fn take_output(&mut self) -> Option<OwnedFd>;
+
+    /// Becomes `Some` when the runtime process has exited.
+    fn exit(&self) -> watch::Receiver<Option<ExitStatus>>;
+
+    /// Called once init is over: the backend moves the environment from its init limits
+    /// (a full CPU for the init burst) to its steady-state ones.
+    fn init_done(&self);
+
+    /// The most memory the environment has used so far, in bytes, if the backend knows.
+    fn max_memory_used(&self) -> Option<u64>;
+
+    /// Stops every process and releases every resource. Idempotent.
+    async fn destroy(&mut self);
+}

@@ -1,0 +1,13 @@
+//! Ember's persistent state on one node.
+//!
+//! - [`Store`] (`db`): function metadata in SQLite, WAL mode.
+//! - [`Artifacts`]: content-addressed packages, zipped and unpacked.
+//! - [`archive`]: the hostile-archive checks every package passes before it is stored.
+
+pub mod archive;
+pub mod artifacts;
+pub mod db;
+
+pub use archive::ArchiveError;
+pub use artifacts::{Artifact, Artifacts};
+pub use db::{FunctionRecord, Store, StoreError};
