@@ -183,6 +183,11 @@ impl Env {
         self.exit.borrow().unwrap_or(UNKNOWN_EXIT)
     }
 
+    /// Whether the runtime process has exited.
+    pub fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
     /// Peak memory so far, in MB, rounded up.
     pub fn max_memory_used_mb(&self) -> u64 {
         self.sandbox

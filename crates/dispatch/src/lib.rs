@@ -315,12 +315,21 @@ impl Dispatcher {
         let _permit = inner.admit()?;
         let request_id = uuid::Uuid::new_v4().to_string();
 
-        let warm = {
+        let (warm, dead) = {
             let mut pool = function.pool.lock().expect("pool lock");
-            let env = pool.idle.pop().map(|(env, _)| env);
+            // A runtime can die while idle (a background thread's crash, an OOM kill);
+            // such an environment is discarded, never handed to a caller.
+            let mut dead = Vec::new();
+            let warm = loop {
+                match pool.idle.pop() {
+                    Some((env, _)) if env.has_exited() => dead.push(env),
+                    other => break other.map(|(env, _)| env),
+                }
+            };
             pool.busy += 1;
-            env
+            (warm, dead)
         };
+        destroy_all(dead);
         let result = match warm {
             Some(env) => {
                 inner
@@ -667,7 +676,8 @@ async fn reclaim_loop(inner: std::sync::Weak<Inner>) {
 }
 
 impl Inner {
-    /// Destroys every idle environment the keep-alive policy says has expired at `now`.
+    /// Destroys every idle environment the keep-alive policy says has expired at `now`,
+    /// and every one whose runtime died while idle.
     fn reclaim_idle(&self, now: Instant) {
         let functions: Vec<_> = self
             .functions
@@ -679,10 +689,10 @@ impl Inner {
         for function in functions {
             let expired: Vec<Env> = {
                 let mut pool = function.pool.lock().expect("pool lock");
-                let (old, keep): (Vec<_>, Vec<_>) = pool
-                    .idle
-                    .drain(..)
-                    .partition(|(_, since)| self.config.keep_alive.expired(*since, now));
+                let (old, keep): (Vec<_>, Vec<_>) =
+                    pool.idle.drain(..).partition(|(env, since)| {
+                        env.has_exited() || self.config.keep_alive.expired(*since, now)
+                    });
                 pool.idle = keep;
                 old.into_iter().map(|(env, _)| env).collect()
             };

@@ -237,15 +237,12 @@ async fn response(state: &State, id: &str, req: Request<Incoming>) -> Response<B
     let Some(flight) = take_in_flight(state, id) else {
         return json(StatusCode::BAD_REQUEST, UNKNOWN_ID);
     };
-    match Limited::new(req.into_body(), state.response_limit)
-        .collect()
-        .await
-    {
-        Ok(body) => {
-            let _ = flight.reply.send(Reply::Response(body.to_bytes()));
+    match read_limited(req.into_body(), state.response_limit).await {
+        Some(body) => {
+            let _ = flight.reply.send(Reply::Response(body));
             json(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
         }
-        Err(_) => {
+        None => {
             let _ = flight.reply.send(Reply::ResponseTooLarge);
             json(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -253,6 +250,30 @@ async fn response(state: &State, id: &str, req: Request<Incoming>) -> Response<B
             )
         }
     }
+}
+
+/// How much of an oversized body is read and dropped so the runtime's connection stays
+/// usable; past this the connection is closed instead.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads a body of at most `limit` bytes; `None` if it is larger. An oversized body is read
+/// to its end (up to [`DRAIN_LIMIT`]) and dropped: answering before the runtime has sent it
+/// all would break the runtime's keep-alive connection mid-write.
+async fn read_limited(mut body: Incoming, limit: usize) -> Option<Bytes> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= limit {
+            buf.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    (seen <= limit).then(|| buf.freeze())
 }
 
 fn error_type(req: &Request<Incoming>) -> Option<String> {

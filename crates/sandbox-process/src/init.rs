@@ -6,19 +6,21 @@
 //! 1. joins the environment's cgroups and network namespace, closes every other descriptor;
 //! 2. unshares mount, PID, IPC and UTS namespaces and forks: the child is PID 1 of the new
 //!    PID namespace;
-//! 3. the child builds a fresh root on a tmpfs (host `/usr` and a few `/etc` files read-only,
+//! 3. PID 1 builds a fresh root on a tmpfs (host `/usr` and a few `/etc` files read-only,
 //!    the code read-only at `/var/task`, the runtime at `/var/runtime`, a sized tmpfs at
 //!    `/tmp`, a minimal `/dev`, a new `/proc`), pivots into it, drops every capability,
-//!    becomes an unprivileged user with `no_new_privs`, and execs the runtime;
-//! 4. the parent waits and exits the way the child did, so the server sees the runtime's
-//!    exit status (a signal is re-raised, not encoded).
+//!    becomes an unprivileged user with `no_new_privs`, and forks the runtime, which it
+//!    then reaps along with any orphan. The runtime is not PID 1, so signals reach it with
+//!    their usual meaning (a function that signals itself dies as it would on Lambda);
+//! 4. the init's first half waits for PID 1 and exits the way the runtime did, so the
+//!    server sees the runtime's exit status (a signal is re-raised, not encoded).
 //!
 //! Errors before the exec are printed to stderr (the function's log) and end the init with
 //! status 125; the dispatcher reports them like any runtime that exited during init.
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -64,31 +66,115 @@ pub fn main() -> ! {
     if let Err(e) = enter(&spec) {
         fail("entering the environment", e);
     }
-    // SAFETY: the init is single-threaded (it is a fresh process that has started no
-    // threads), so the child may run arbitrary code after fork.
+    // PID 1 reports how the runtime ended through this pipe: it cannot die "the same way"
+    // itself, since PID 1 of a namespace ignores signals it has no handler for.
+    let (status_read, status_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(fds) => fds,
+        Err(e) => fail("creating the status pipe", e.into()),
+    };
+    // SAFETY: the init is single-threaded (a fresh process that has started no threads),
+    // so the child may run arbitrary code after fork.
     #[allow(unsafe_code)]
     match unsafe { fork() } {
         Err(e) => fail("forking the environment's first process", e.into()),
         Ok(ForkResult::Child) => {
-            let e = build_and_exec(&spec);
+            drop(status_read);
+            let e = pid1(&spec, status_write);
             fail("building the environment", e)
         }
-        Ok(ForkResult::Parent { child }) => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
-                Ok(WaitStatus::Signaled(_, sig, _)) => {
-                    // Die the same way, so the server sees the signal itself.
-                    // SAFETY: restoring the default disposition is always sound.
-                    #[allow(unsafe_code)]
-                    let _ = unsafe { signal(sig, SigHandler::SigDfl) };
-                    let _ = raise(sig);
-                    std::process::exit(128 + sig as i32);
+        Ok(ForkResult::Parent { child }) => {
+            drop(status_write);
+            let status = loop {
+                match waitpid(child, None) {
+                    Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                        break status;
+                    }
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => fail("waiting for the environment", e.into()),
                 }
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => fail("waiting for the runtime", e.into()),
+            };
+            let mut report = String::new();
+            let _ = fs::File::from(status_read).read_to_string(&mut report);
+            match (report.split_once(' '), status) {
+                (Some(("exit", code)), _) => {
+                    std::process::exit(code.trim().parse().unwrap_or(SETUP_FAILED))
+                }
+                (Some(("signal", sig)), _) => die_by(sig.trim().parse().unwrap_or(libc::SIGKILL)),
+                // PID 1 itself ended without a report (killed, e.g. by the OOM killer).
+                (_, WaitStatus::Signaled(_, sig, _)) => die_by(sig as i32),
+                (_, WaitStatus::Exited(_, code)) => std::process::exit(code),
+                _ => std::process::exit(SETUP_FAILED),
             }
-        },
+        }
     }
+}
+
+/// Ends this process by `sig`, so the server sees the runtime's signal itself.
+fn die_by(sig: i32) -> ! {
+    if let Ok(sig) = Signal::try_from(sig) {
+        // SAFETY: restoring the default disposition is always sound.
+        #[allow(unsafe_code)]
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+        let _ = raise(sig);
+    }
+    std::process::exit(128 + sig)
+}
+
+/// PID 1 of the environment: builds the root, drops privileges, starts the runtime as its
+/// child, reaps every orphan, and reports the runtime's end on `status`. Returns only on
+/// failure before the runtime started.
+fn pid1(spec: &InitSpec, status: std::os::fd::OwnedFd) -> io::Error {
+    if let Err(e) = build_root(spec).and_then(|()| drop_privileges(spec)) {
+        return e;
+    }
+    let (argv, env) = match command(spec) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    // SAFETY: still single-threaded; see main().
+    #[allow(unsafe_code)]
+    let runtime = match unsafe { fork() } {
+        Err(e) => return e.into(),
+        Ok(ForkResult::Child) => {
+            let Err(e) = execve(&argv[0], &argv, &env);
+            fail(&format!("starting {}", spec.argv[0]), e.into())
+        }
+        Ok(ForkResult::Parent { child }) => child,
+    };
+    let mut status = fs::File::from(status);
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == runtime => {
+                let _ = write!(status, "exit {code}");
+                std::process::exit(0);
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == runtime => {
+                let _ = write!(status, "signal {}", sig as i32);
+                std::process::exit(0);
+            }
+            // An orphan the runtime left behind: reaped, nothing more.
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return e.into(),
+        }
+    }
+}
+
+fn command(spec: &InitSpec) -> io::Result<(Vec<CString>, Vec<CString>)> {
+    let argv: Vec<CString> = spec
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if argv.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    }
+    let env = spec
+        .env
+        .iter()
+        .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
+        .collect();
+    Ok((argv, env))
 }
 
 fn fail(step: &str, err: io::Error) -> ! {
@@ -132,34 +218,6 @@ fn enter(spec: &InitSpec) -> io::Result<()> {
 fn close_from(first: u32) {
     // SAFETY: close_range only closes descriptors; nothing in this process uses them after.
     unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
-}
-
-/// Step 3, in PID 1 of the new namespace. Returns only on failure.
-fn build_and_exec(spec: &InitSpec) -> io::Error {
-    match build_root(spec).and_then(|()| drop_privileges(spec)) {
-        Ok(()) => {}
-        Err(e) => return e,
-    }
-    let argv: Vec<CString> = match spec
-        .argv
-        .iter()
-        .map(|a| CString::new(a.as_bytes()))
-        .collect()
-    {
-        Ok(v) => v,
-        Err(e) => return io::Error::new(io::ErrorKind::InvalidInput, e),
-    };
-    let env: Vec<CString> = spec
-        .env
-        .iter()
-        .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
-        .collect();
-    let Some(program) = argv.first() else {
-        return io::Error::new(io::ErrorKind::InvalidInput, "empty command");
-    };
-    match execve(program, &argv, &env) {
-        Err(e) => io::Error::other(format!("exec {}: {e}", spec.argv[0])),
-    }
 }
 
 const RO: MsFlags = MsFlags::MS_RDONLY

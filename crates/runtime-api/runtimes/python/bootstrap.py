@@ -25,6 +25,22 @@ class RuntimeClient:
         self.buf = b""
 
     def request(self, method, path, body=b"", headers=()):
+        """One request; a broken connection is reopened once, so a dropped keep-alive
+        connection costs a reconnect, not the environment."""
+        for attempt in (1, 2):
+            try:
+                return self._exchange(method, path, body, headers)
+            except OSError:
+                self.close()
+                if attempt == 2:
+                    raise
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+
+    def _exchange(self, method, path, body, headers):
         if self.sock is None:
             self.sock = socket.create_connection(self.address)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -33,7 +49,10 @@ class RuntimeClient:
         head = "%s %s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s\r\n" % (
             method, PREFIX, path, API, len(body), extra)
         self.sock.sendall(head.encode("latin-1") + body)
-        return self._read_response()
+        status, headers, data = self._read_response()
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers, data
 
     def _recv(self):
         chunk = self.sock.recv(1 << 16)

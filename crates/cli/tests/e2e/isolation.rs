@@ -1,0 +1,154 @@
+//! What a function can and cannot reach.
+
+use serde_json::json;
+
+use crate::require_sandbox;
+use crate::support::Server;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_sees_only_its_own_processes() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("procs", json!({})).await;
+    let pids = api
+        .invoke("procs", json!({ "action": "procs" }))
+        .await
+        .json()["pids"]
+        .clone();
+    // Ember's init is PID 1 and the runtime PID 2; nothing of the host is visible.
+    assert_eq!(pids, json!([1, 2]), "{pids}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_runs_unprivileged_without_capabilities() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("who", json!({})).await;
+    let id = api
+        .invoke("who", json!({ "action": "identity" }))
+        .await
+        .json();
+    assert_ne!(id["uid"], 0);
+    assert_ne!(id["gid"], 0);
+    assert_eq!(id["cap_eff"], "0000000000000000");
+    assert_eq!(id["cap_bnd"], "0000000000000000");
+    assert_eq!(id["no_new_privs"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn code_and_root_are_read_only_and_tmp_is_bounded_by_ephemeral_storage() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen(
+        "fs",
+        json!({ "MemorySize": 2048, "Timeout": 60, "EphemeralStorage": { "Size": 512 } }),
+    )
+    .await;
+    const EROFS: i64 = 30;
+    const ENOSPC: i64 = 28;
+    for path in ["/var/task/x", "/x", "/usr/x", "/etc/x", "/var/runtime/x"] {
+        let r = api
+            .invoke("fs", json!({ "action": "write", "path": path }))
+            .await
+            .json();
+        assert!(r["errno"].as_i64().is_some(), "{path} was writable: {r}");
+        if path == "/var/task/x" {
+            assert_eq!(r["errno"], EROFS, "{path}: {r}");
+        }
+    }
+    assert_eq!(
+        api.invoke("fs", json!({ "action": "write", "path": "/tmp/ok" }))
+            .await
+            .json(),
+        json!({ "written": true })
+    );
+    let filled = api
+        .invoke("fs", json!({ "action": "fill_tmp" }))
+        .await
+        .json();
+    assert_eq!(filled["errno"], ENOSPC, "{filled}");
+    assert!(filled["written_mb"].as_u64().unwrap() <= 512, "{filled}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_cannot_see_the_data_directory_or_another_functions_code() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("a", json!({})).await;
+    // Another function, with its own package (so its own code directory).
+    let other = crate::support::zip_files(&[(
+        "other.py",
+        b"SECRET = 1\ndef handler(e, c):\n    return 1\n",
+        0o644,
+    )]);
+    assert_eq!(
+        api.create(
+            "b",
+            &other,
+            json!({ "Runtime": "python3", "Handler": "other.handler" })
+        )
+        .await
+        .status,
+        201
+    );
+    let data = server.data_dir.canonicalize().unwrap();
+    let code_root = data.join("artifacts/code");
+    let other_code = std::fs::read_dir(&code_root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("other.py").exists())
+        .expect("b's code directory");
+    let paths = [
+        data.display().to_string(),
+        data.join("ember.db").display().to_string(),
+        other_code.join("other.py").display().to_string(),
+        "/root".to_owned() + "/.cargo",
+        "/proc/1/root/root/.cargo".to_owned(),
+    ];
+    let seen = api
+        .invoke("a", json!({ "action": "exists", "paths": paths }))
+        .await
+        .json();
+    for path in &paths {
+        assert_eq!(
+            seen[path], false,
+            "{path} is visible inside the sandbox: {seen}"
+        );
+    }
+    // Its own code is there, and only its own.
+    assert_eq!(
+        api.invoke("a", json!({ "action": "listdir", "path": "/var/task" }))
+            .await
+            .json(),
+        json!(["app.py"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_has_only_loopback_and_cannot_reach_the_ember_api() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    let source = format!(
+        "import socket\ndef handler(e, c):\n    names = [l.split(':')[0].strip() for l in open('/proc/net/dev').read().splitlines()[2:]]\n    try:\n        socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\n        api = 'connected'\n    except OSError as err:\n        api = err.__class__.__name__\n    return {{'interfaces': names, 'ember_api': api}}\n",
+        port = server.url.rsplit(':').next().unwrap()
+    );
+    let zip = crate::support::zip_files(&[("app.py", source.as_bytes(), 0o644)]);
+    assert_eq!(
+        api.create(
+            "net",
+            &zip,
+            json!({ "Runtime": "python3", "Handler": "app.handler" })
+        )
+        .await
+        .status,
+        201
+    );
+    let r = api.invoke("net", json!({})).await.json();
+    assert_eq!(r["interfaces"], json!(["lo"]), "{r}");
+    assert_eq!(r["ember_api"], "ConnectionRefusedError", "{r}");
+}

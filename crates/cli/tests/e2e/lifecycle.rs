@@ -1,0 +1,313 @@
+//! Deploy, invoke, warm reuse, scaling out, reclaim, retire, restart.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::require_sandbox;
+use crate::support::{Server, provided_zip};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_function_deploys_and_answers_with_lambda_context() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen(
+        "hello",
+        json!({ "Environment": { "Variables": { "GREETING": "hi" } }, "MemorySize": 256 }),
+    )
+    .await;
+    let r = api.invoke("hello", json!({ "name": "Ember" })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-amz-executed-version"), Some("$LATEST"));
+    assert_eq!(r.header("x-amz-function-error"), None);
+    let body = r.json();
+    assert_eq!(body["event"], json!({ "name": "Ember" }));
+    assert_eq!(body["greeting"], "hi");
+    assert_eq!(body["function_name"], "hello");
+    assert_eq!(body["memory"], "256");
+    assert_eq!(
+        body["arn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:hello"
+    );
+    assert_eq!(body["task_root"], "/var/task");
+    assert_eq!(body["runtime_api"], "127.0.0.1:9001");
+    assert_eq!(body["request_id"].as_str(), r.header("x-amzn-requestid"));
+    let remaining = body["remaining_ms"].as_u64().unwrap();
+    assert!(
+        remaining > 2000 && remaining <= 3000,
+        "remaining {remaining}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provided_function_runs_its_own_bootstrap() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    let r = api
+        .create(
+            "custom",
+            &provided_zip(),
+            json!({ "Runtime": "provided.al2023", "Handler": "my.handler" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["Runtime"], "provided.al2023");
+    let r = api.invoke("custom", json!({ "n": 1 })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({ "echo": { "n": 1 }, "count": 1, "handler": "my.handler" })
+    );
+    // The runtime's own error report is a handled function error.
+    let r = api.invoke("custom", json!({ "fail": true })).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-amz-function-error"), Some("Handled"));
+    assert_eq!(r.json()["errorType"], "CustomError");
+    // The same process answers again.
+    assert_eq!(api.invoke("custom", json!({})).await.json()["count"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_call_reuses_the_warm_environment_without_init_duration() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("warm", json!({})).await;
+    let first = api.invoke_tail("warm", json!({})).await;
+    let second = api.invoke_tail("warm", json!({})).await;
+    assert_eq!(
+        first.json()["env_id"],
+        second.json()["env_id"],
+        "a new environment was started"
+    );
+    assert_eq!(
+        second.json()["count"],
+        2,
+        "module-level state did not survive"
+    );
+    let (cold_log, warm_log) = (first.log_tail(), second.log_tail());
+    assert!(cold_log.contains("Init Duration: "), "{cold_log}");
+    assert!(!warm_log.contains("Init Duration"), "{warm_log}");
+    for log in [&cold_log, &warm_log] {
+        assert!(log.starts_with("START RequestId: "), "{log}");
+        assert!(log.contains("END RequestId: "), "{log}");
+        assert!(
+            log.contains("\tBilled Duration: ") && log.contains("\tMax Memory Used: "),
+            "{log}"
+        );
+    }
+    assert_eq!(api.environments("warm").await, (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_calls_get_separate_environments() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("busy", json!({})).await;
+    let sleep = json!({ "action": "sleep", "seconds": 0.5 });
+    let (a, b) = tokio::join!(
+        api.invoke("busy", sleep.clone()),
+        api.invoke("busy", sleep.clone())
+    );
+    assert_eq!((a.status, b.status), (200, 200));
+    // Sleeping returns the default document; each environment has its own id.
+    assert_ne!(a.json()["env_id"], b.json()["env_id"]);
+    assert_eq!(api.environments("busy").await, (2, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_environment_idle_past_its_keep_alive_is_reclaimed_and_the_next_call_starts_cold() {
+    require_sandbox!();
+    let server = Server::start(&["--keep-alive", "300ms"]);
+    let api = server.api();
+    api.create_kitchen("short", json!({})).await;
+    let first = api.invoke("short", json!({})).await.json();
+    let counts = api
+        .wait_environments("short", Duration::from_secs(10), |(idle, _)| idle == 0)
+        .await;
+    assert_eq!(counts, (0, 0), "the idle environment was not reclaimed");
+    let again = api.invoke_tail("short", json!({})).await;
+    assert_ne!(again.json()["env_id"], first["env_id"]);
+    assert!(again.log_tail().contains("Init Duration"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changing_the_configuration_retires_old_environments() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen(
+        "cfg",
+        json!({ "Environment": { "Variables": { "GREETING": "one" } } }),
+    )
+    .await;
+    let before = api.invoke("cfg", json!({})).await.json();
+    assert_eq!(before["greeting"], "one");
+    let r = api
+        .update_configuration(
+            "cfg",
+            json!({ "Environment": { "Variables": { "GREETING": "two" } } }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let after = api.invoke("cfg", json!({})).await.json();
+    assert_eq!(after["greeting"], "two");
+    assert_ne!(after["env_id"], before["env_id"]);
+    let counts = api
+        .wait_environments("cfg", Duration::from_secs(5), |c| c == (1, 0))
+        .await;
+    assert_eq!(counts, (1, 0), "the retired environment is still counted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_during_an_invocation_retires_that_environment_when_it_finishes() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("mid", json!({ "Timeout": 10 })).await;
+    let slow = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.invoke("mid", json!({ "action": "sleep", "seconds": 1 }))
+                .await
+        })
+    };
+    api.wait_environments("mid", Duration::from_secs(5), |(_, busy)| busy == 1)
+        .await;
+    assert_eq!(
+        api.update_configuration("mid", json!({ "Description": "v2" }))
+            .await
+            .status,
+        200
+    );
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status, 200);
+    assert_eq!(
+        api.environments("mid").await,
+        (0, 0),
+        "the old-generation environment went back to the pool"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarting_the_server_keeps_every_function() {
+    require_sandbox!();
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let mut server = Server::start_in(&data, &[]);
+    let api = server.api();
+    api.create_kitchen("keep", json!({ "MemorySize": 512 }))
+        .await;
+    let r = api
+        .create("keep2", &provided_zip(), json!({ "Runtime": "provided" }))
+        .await;
+    assert_eq!(r.status, 201);
+    server.stop();
+
+    let server = Server::start_in(&data, &[]);
+    let api = server.api();
+    let list = api.get("/2015-03-31/functions").await.json();
+    let names: Vec<&str> = list["Functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["FunctionName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["keep", "keep2"]);
+    assert_eq!(
+        api.get("/2015-03-31/functions/keep/configuration")
+            .await
+            .json()["MemorySize"],
+        512
+    );
+    assert_eq!(
+        api.invoke("keep", json!({ "x": 1 })).await.json()["event"],
+        json!({ "x": 1 })
+    );
+    assert_eq!(api.invoke("keep2", json!({})).await.json()["count"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_account_concurrency_limit_throttles_with_429() {
+    require_sandbox!();
+    let server = Server::start(&["--account-concurrency", "1"]);
+    let api = server.api();
+    api.create_kitchen("one", json!({ "Timeout": 10 })).await;
+    let slow = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.invoke("one", json!({ "action": "sleep", "seconds": 1 }))
+                .await
+        })
+    };
+    api.wait_environments("one", Duration::from_secs(5), |(_, busy)| busy == 1)
+        .await;
+    let throttled = api.invoke("one", json!({})).await;
+    assert_eq!(throttled.status, 429);
+    assert_eq!(throttled.error_type(), "TooManyRequestsException");
+    assert_eq!(
+        throttled.json()["Reason"],
+        "ConcurrentInvocationLimitExceeded"
+    );
+    assert_eq!(slow.await.unwrap().status, 200);
+    assert_eq!(api.invoke("one", json!({})).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn control_plane_round_trip_get_list_update_code_delete() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen(
+        "crud",
+        json!({ "Description": "first", "Timeout": 7, "EphemeralStorage": { "Size": 1024 } }),
+    )
+    .await;
+    let got = api.get("/2015-03-31/functions/crud").await.json();
+    let config = &got["Configuration"];
+    assert_eq!(config["Description"], "first");
+    assert_eq!(config["Timeout"], 7);
+    assert_eq!(config["EphemeralStorage"]["Size"], 1024);
+    assert_eq!(config["State"], "Active");
+    let code_url = got["Code"]["Location"].as_str().unwrap().to_owned();
+    let path = code_url.splitn(4, '/').nth(3).unwrap();
+    let zip = api.get(&format!("/{path}")).await;
+    assert_eq!(zip.status, 200);
+    assert_eq!(zip.body.len() as u64, config["CodeSize"].as_u64().unwrap());
+
+    // New code replaces the handler's behaviour.
+    let new_code =
+        crate::support::zip_files(&[("app.py", b"def handler(e, c):\n    return 'v2'\n", 0o644)]);
+    let body = json!({ "ZipFile": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &new_code) });
+    let r = api
+        .request(
+            hyper::Method::PUT,
+            "/2015-03-31/functions/crud/code",
+            &[],
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_ne!(r.json()["CodeSha256"], config["CodeSha256"]);
+    assert_eq!(api.invoke("crud", json!({})).await.json(), "v2");
+
+    let r = api
+        .request(
+            hyper::Method::DELETE,
+            "/2015-03-31/functions/crud",
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = api.invoke("crud", json!({})).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.error_type(), "ResourceNotFoundException");
+    assert_eq!(
+        api.get("/2015-03-31/functions").await.json()["Functions"],
+        json!([])
+    );
+}
