@@ -40,8 +40,8 @@ use serde::{Deserialize, Serialize};
 pub struct InitSpec {
     /// The network namespace descriptor, inherited from the server.
     pub netns_fd: RawFd,
-    /// `cgroup.procs` files to join.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// Files to write [`crate::cgroup::JOIN_SELF`] into, joining the environment's cgroups.
+    pub cgroup_join: Vec<PathBuf>,
     /// An empty directory the new root is mounted on (inside the private mount namespace).
     pub root_mountpoint: PathBuf,
     pub code_dir: PathBuf,
@@ -195,9 +195,8 @@ fn read_spec() -> io::Result<InitSpec> {
 /// Steps 1–2, in the init itself.
 fn enter(spec: &InitSpec) -> io::Result<()> {
     setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
-    let pid = std::process::id().to_string();
-    for procs in &spec.cgroup_procs {
-        fs::write(procs, &pid)?;
+    for file in &spec.cgroup_join {
+        fs::write(file, crate::cgroup::JOIN_SELF)?;
     }
     // SAFETY: the server passed this descriptor to us for exactly this purpose.
     #[allow(unsafe_code)]

@@ -146,7 +146,7 @@ impl ProcessBackend {
         ));
         let init = init::InitSpec {
             netns_fd: netns.as_raw_fd(),
-            cgroup_procs: cgroup.procs_files(),
+            cgroup_join: cgroup.join_files(),
             root_mountpoint: self.root_mountpoint.clone(),
             code_dir: spec.code_dir.clone(),
             runtime_dir: spec.runtime_dir.clone(),
