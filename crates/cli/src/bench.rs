@@ -5,7 +5,10 @@
 //! measures:
 //!
 //! - **warm latency**: sequential invocations of a warm environment, p50 and p99, against a
-//!   direct HTTP round trip to a trivial hyper server over the same kind of client;
+//!   direct HTTP round trip to a trivial hyper server in its own process (`ember
+//!   echo-server`), over the same kind of client. The same server inside the benchmark's
+//!   own process is shown too, for reference: there client and server share a runtime and
+//!   can hand requests over without a context switch, which no real hop does;
 //! - **throughput**: invocations per second with several clients at once, against the same
 //!   direct hop;
 //! - **cold start**: request in → response out when no environment exists (the function's
@@ -110,35 +113,77 @@ impl Drop for Server {
     }
 }
 
-/// A trivial HTTP server that answers every request with its body: the floor.
+/// `ember echo-server`: serves [`serve_echo`] and prints its address.
+pub async fn echo_server() -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("http://{}", listener.local_addr()?);
+    serve_echo(listener).await;
+    Ok(())
+}
+
+/// The echo server as a child process: the floor a real hop costs.
+struct EchoProcess {
+    child: Child,
+    url: String,
+}
+
+impl EchoProcess {
+    fn start() -> anyhow::Result<EchoProcess> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("echo-server")
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("could not start the echo server")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("no echo server stdout")?)
+            .read_line(&mut line)?;
+        Ok(EchoProcess {
+            url: line.trim().to_owned(),
+            child,
+        })
+    }
+}
+
+impl Drop for EchoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A trivial HTTP server inside this process (see the module docs for why it is only a
+/// reference).
 async fn direct_server() -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(body)))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(serve_echo(listener));
     Ok(format!("http://{addr}"))
+}
+
+/// Answers every request with its body.
+async fn serve_echo(listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(body)))
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 async fn sequential(client: &Client, path: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
@@ -251,12 +296,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    let direct = Client::new(&direct_server().await?);
+    let echo = EchoProcess::start()?;
+    let direct = Client::new(&echo.url);
+    let in_process = Client::new(&direct_server().await?);
     let warmup = (args.warm / 10).max(50);
     let n = args.warm;
     eprintln!("warm latency ({n} sequential calls each)…");
     sequential(&direct, "/", warmup).await?;
     let direct_lat = summarize(sequential(&direct, "/", n).await?);
+    sequential(&in_process, "/", warmup).await?;
+    let in_process_lat = summarize(sequential(&in_process, "/", n).await?);
     let mut warm = Vec::new();
     for name in ["bench-provided", "bench-python"] {
         let path = format!("/2015-03-31/functions/{name}/invocations");
@@ -303,7 +352,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             s.p50_us, s.p99_us
         );
     };
-    row("direct HTTP hop (baseline)", direct_lat, None);
+    row(
+        "direct HTTP hop to another process (baseline)",
+        direct_lat,
+        None,
+    );
+    row(
+        "HTTP hop within one process (reference)",
+        in_process_lat,
+        None,
+    );
     row(
         "warm invoke, provided (echo-runtime)",
         provided,
@@ -340,6 +398,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "warm_samples": n,
         "cold_samples": args.cold,
         "direct_hop": figure(direct_lat),
+        "in_process_hop": figure(in_process_lat),
         "warm_provided": figure(provided),
         "warm_python": figure(python_warm),
         "platform_added_warm_p50_us": added_p50,

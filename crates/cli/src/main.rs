@@ -6,7 +6,8 @@
 //!   API, nothing more (`client.rs`).
 //! - `bench` (`bench.rs`): measures Ember against baselines in one run.
 //! - `sandbox-init` (hidden): the process sandbox's init, run by the server.
-//! - `echo-runtime` (hidden): a minimal compiled Runtime API client, used by `bench`.
+//! - `echo-runtime`, `echo-server` (hidden): a minimal compiled Runtime API client and a
+//!   trivial HTTP server, used by `bench`.
 
 mod bench;
 mod client;
@@ -68,6 +69,9 @@ enum Command {
     SandboxInit,
     #[command(hide = true, name = "echo-runtime")]
     EchoRuntime,
+    /// A trivial HTTP server answering every request with its body: `bench`'s floor.
+    #[command(hide = true, name = "echo-server")]
+    EchoServer,
 }
 
 fn main() -> ExitCode {
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
             Command::Rm(args) => commands::rm(args).await,
             Command::Logs(args) => commands::logs(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::EchoServer => bench::echo_server().await,
             Command::SandboxInit | Command::EchoRuntime => unreachable!("handled above"),
         }
     });

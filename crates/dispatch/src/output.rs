@@ -5,6 +5,12 @@
 //! runtime writes its output before it posts its response, everything an invocation printed
 //! is already in the pipe when the response arrives: [`Output::collect`] drains the pipe
 //! without waiting and returns what the invocation printed.
+//!
+//! The pump task and `collect` share the pipe and one lock; whoever holds the lock reads
+//! *and* logs what it read before releasing it, so the function's lines always reach the
+//! log before the `END` line written after `collect`. `collect` drains the pipe itself
+//! rather than asking the pump: on the invoke path that is one `read` returning `EAGAIN`,
+//! not a round trip through another task.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -13,85 +19,93 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ember_core::limits::LOG_TAIL_BYTES;
 use tokio::net::unix::pipe;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Mutex;
 
 use crate::logs::LogSink;
 
-/// Handle on one environment's output pump.
+struct Drain {
+    /// What was printed since the last `collect`: its last few KB.
+    captured: Vec<u8>,
+    open: bool,
+    buf: Box<[u8]>,
+}
+
+struct Shared {
+    pipe: pipe::Receiver,
+    drain: Mutex<Drain>,
+    function: Arc<str>,
+    logs: LogSink,
+}
+
+/// Handle on one environment's output.
 pub struct Output {
-    collect: mpsc::Sender<oneshot::Sender<Bytes>>,
+    shared: Arc<Shared>,
+    pump: tokio::task::AbortHandle,
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
 }
 
 impl Output {
     /// Starts pumping `fd` into `function`'s log.
     pub fn start(fd: OwnedFd, function: Arc<str>, logs: LogSink) -> io::Result<Output> {
-        let pipe = pipe::Receiver::from_owned_fd(fd)?;
-        let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(pump(pipe, rx, function, logs));
-        Ok(Output { collect: tx })
+        let shared = Arc::new(Shared {
+            pipe: pipe::Receiver::from_owned_fd(fd)?,
+            drain: Mutex::new(Drain {
+                captured: Vec::new(),
+                open: true,
+                buf: vec![0u8; 64 * 1024].into(),
+            }),
+            function,
+            logs,
+        });
+        let pump = tokio::spawn(pump(Arc::clone(&shared))).abort_handle();
+        Ok(Output { shared, pump })
     }
 
     /// Everything printed since the last call (its last 4 KB), once the pipe is drained.
     pub async fn collect(&self) -> Bytes {
-        let (tx, rx) = oneshot::channel();
-        if self.collect.send(tx).await.is_err() {
-            return Bytes::new();
-        }
-        rx.await.unwrap_or_default()
+        let mut drain = self.shared.drain.lock().await;
+        self.shared.drain_now(&mut drain).await;
+        Bytes::from(std::mem::take(&mut drain.captured))
     }
 }
 
-async fn pump(
-    pipe: pipe::Receiver,
-    mut requests: mpsc::Receiver<oneshot::Sender<Bytes>>,
-    function: Arc<str>,
-    logs: LogSink,
-) {
-    let mut captured: Vec<u8> = Vec::new();
-    let mut open = true;
-    let mut buf = vec![0u8; 64 * 1024];
+async fn pump(shared: Arc<Shared>) {
     loop {
-        tokio::select! {
-            ready = pipe.readable(), if open => {
-                if ready.is_err() {
-                    open = false;
-                    continue;
-                }
-                open = drain(&pipe, &mut buf, &mut captured, &function, &logs).await;
-            }
-            request = requests.recv() => {
-                let Some(reply) = request else { return };
-                if open {
-                    open = drain(&pipe, &mut buf, &mut captured, &function, &logs).await;
-                }
-                let _ = reply.send(Bytes::from(std::mem::take(&mut captured)));
-            }
+        if shared.pipe.readable().await.is_err() {
+            return;
+        }
+        let mut drain = shared.drain.lock().await;
+        shared.drain_now(&mut drain).await;
+        if !drain.open {
+            return;
         }
     }
 }
 
-/// Reads what the pipe holds now. Returns whether the pipe is still open.
-async fn drain(
-    pipe: &pipe::Receiver,
-    buf: &mut [u8],
-    captured: &mut Vec<u8>,
-    function: &Arc<str>,
-    logs: &LogSink,
-) -> bool {
-    loop {
-        match pipe.try_read(buf) {
-            Ok(0) => return false,
-            Ok(n) => {
-                let data = Bytes::copy_from_slice(&buf[..n]);
-                captured.extend_from_slice(&data);
-                if captured.len() > 2 * LOG_TAIL_BYTES {
-                    captured.drain(..captured.len() - LOG_TAIL_BYTES);
+impl Shared {
+    /// Reads and logs what the pipe holds now.
+    async fn drain_now(&self, drain: &mut Drain) {
+        while drain.open {
+            match self.pipe.try_read(&mut drain.buf) {
+                Ok(0) => drain.open = false,
+                Ok(n) => {
+                    let data = Bytes::copy_from_slice(&drain.buf[..n]);
+                    drain.captured.extend_from_slice(&data);
+                    if drain.captured.len() > 2 * LOG_TAIL_BYTES {
+                        let cut = drain.captured.len() - LOG_TAIL_BYTES;
+                        drain.captured.drain(..cut);
+                    }
+                    self.logs.write(&self.function, data).await;
                 }
-                logs.write(function, data).await;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => drain.open = false,
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return false,
         }
     }
 }

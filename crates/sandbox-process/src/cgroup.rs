@@ -38,6 +38,9 @@ pub enum CgroupLayout {
 pub struct Cgroup {
     layout: CgroupLayout,
     dirs: Vec<PathBuf>,
+    /// The peak-memory file, kept open: it is read after every invocation, and a `pread`
+    /// is one system call where open, read, close and a path walk are four.
+    peak: Option<fs::File>,
 }
 
 impl CgroupLayout {
@@ -137,6 +140,7 @@ impl CgroupLayout {
                     let group = Cgroup {
                         layout: self.clone(),
                         dirs: vec![entry.path()],
+                        peak: None,
                     };
                     group.kill_all();
                     let _ = fs::remove_dir(entry.path());
@@ -151,11 +155,17 @@ impl CgroupLayout {
         for dir in &dirs {
             fs::create_dir(dir)?;
         }
-        let group = Cgroup {
+        let mut group = Cgroup {
             layout: self.clone(),
             dirs,
+            peak: None,
         };
         group.apply(limits)?;
+        let peak = match group.layout {
+            CgroupLayout::V1 { .. } => "memory.max_usage_in_bytes",
+            CgroupLayout::V2 { .. } => "memory.peak",
+        };
+        group.peak = fs::File::open(group.dir("memory").join(peak)).ok();
         Ok(group)
     }
 }
@@ -242,15 +252,10 @@ impl Cgroup {
 
     /// Peak memory use in bytes, if the kernel reports it.
     pub fn max_memory_used(&self) -> Option<u64> {
-        let file = match self.layout {
-            CgroupLayout::V1 { .. } => "memory.max_usage_in_bytes",
-            CgroupLayout::V2 { .. } => "memory.peak",
-        };
-        fs::read_to_string(self.dir("memory").join(file))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 32];
+        let n = self.peak.as_ref()?.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
     }
 
     /// Whether the OOM killer has killed a process in this cgroup.
