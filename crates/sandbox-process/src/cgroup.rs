@@ -48,7 +48,38 @@ impl CgroupLayout {
     pub fn detect(instance: &str) -> io::Result<CgroupLayout> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
         let own = fs::read_to_string("/proc/self/cgroup")?;
-        let mut v1: Vec<(String, PathBuf)> = Vec::new();
+        let layout = CgroupLayout::plan(&mountinfo, &own, instance).map_err(io::Error::other)?;
+        if let CgroupLayout::V2 { instance } = &layout {
+            let root = instance.parent().unwrap_or(Path::new("/sys/fs/cgroup"));
+            let available = fs::read_to_string(root.join("cgroup.controllers"))?;
+            for ctrl in V1_CONTROLLERS {
+                if !available.split_whitespace().any(|c| c == ctrl) {
+                    return Err(io::Error::other(format!(
+                        "the cgroup2 hierarchy at {} does not offer the {ctrl} controller",
+                        root.display()
+                    )));
+                }
+            }
+            fs::create_dir_all(instance)?;
+            fs::write(root.join("cgroup.subtree_control"), "+memory +cpu +pids")?;
+            fs::write(
+                instance.join("cgroup.subtree_control"),
+                "+memory +cpu +pids",
+            )?;
+        } else {
+            for dir in layout.instance_dirs() {
+                fs::create_dir_all(dir)?;
+            }
+        }
+        Ok(layout)
+    }
+
+    /// Decides where this server's environments go, from the text of
+    /// `/proc/self/mountinfo` and `/proc/self/cgroup`. v1 hierarchies for `memory`, `cpu`
+    /// and `pids` win when all three are mounted (the hybrid layout); otherwise the cgroup2
+    /// mount is used.
+    fn plan(mountinfo: &str, own: &str, instance: &str) -> Result<CgroupLayout, String> {
+        let mut v1: Vec<(&str, PathBuf)> = Vec::new();
         let mut v2: Option<PathBuf> = None;
         for line in mountinfo.lines() {
             // mountinfo: `id parent maj:min root mountpoint opts ... - fstype source superopts`
@@ -63,7 +94,7 @@ impl CgroupLayout {
                 "cgroup" => {
                     for ctrl in V1_CONTROLLERS {
                         if superopts.split(',').any(|o| o == ctrl) {
-                            v1.push((ctrl.to_owned(), PathBuf::from(mountpoint)));
+                            v1.push((ctrl, PathBuf::from(mountpoint)));
                         }
                     }
                 }
@@ -71,10 +102,11 @@ impl CgroupLayout {
                 _ => {}
             }
         }
-        let find_v1 = |ctrl: &str| v1.iter().find(|(c, _)| c == ctrl).map(|(_, p)| p.clone());
+        let find_v1 = |ctrl: &str| v1.iter().find(|(c, _)| *c == ctrl).map(|(_, p)| p.clone());
         if let (Some(memory), Some(cpu), Some(pids)) =
             (find_v1("memory"), find_v1("cpu"), find_v1("pids"))
         {
+            // Below the server's own cgroup in each hierarchy, so its limits nest.
             let under_own = |ctrl: &str, mount: PathBuf| -> PathBuf {
                 let path = own
                     .lines()
@@ -87,38 +119,18 @@ impl CgroupLayout {
                     .unwrap_or("/");
                 mount.join(path.trim_start_matches('/')).join(instance)
             };
-            let layout = CgroupLayout::V1 {
+            return Ok(CgroupLayout::V1 {
                 memory: under_own("memory", memory),
                 cpu: under_own("cpu", cpu),
                 pids: under_own("pids", pids),
-            };
-            for dir in layout.instance_dirs() {
-                fs::create_dir_all(dir)?;
-            }
-            return Ok(layout);
+            });
         }
-        let Some(root) = v2 else {
-            return Err(io::Error::other(
-                "no cgroup v1 memory/cpu/pids hierarchies and no cgroup2 mount",
-            ));
-        };
-        let available = fs::read_to_string(root.join("cgroup.controllers"))?;
-        for ctrl in ["memory", "cpu", "pids"] {
-            if !available.split_whitespace().any(|c| c == ctrl) {
-                return Err(io::Error::other(format!(
-                    "the cgroup2 hierarchy at {} does not offer the {ctrl} controller",
-                    root.display()
-                )));
-            }
+        match v2 {
+            Some(root) => Ok(CgroupLayout::V2 {
+                instance: root.join(instance),
+            }),
+            None => Err("no cgroup v1 memory/cpu/pids hierarchies and no cgroup2 mount".into()),
         }
-        let instance = root.join(instance);
-        fs::create_dir_all(&instance)?;
-        fs::write(root.join("cgroup.subtree_control"), "+memory +cpu +pids")?;
-        fs::write(
-            instance.join("cgroup.subtree_control"),
-            "+memory +cpu +pids",
-        )?;
-        Ok(CgroupLayout::V2 { instance })
     }
 
     fn instance_dirs(&self) -> Vec<&Path> {
@@ -303,5 +315,67 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This project's machines: v1 controllers plus an empty cgroup2 mount.
+    const HYBRID: &str = "\
+30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec shared:9 - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime shared:10 - cgroup cgroup rw,cpu
+33 30 0:29 / /sys/fs/cgroup/memory rw,relatime shared:12 - cgroup cgroup rw,memory
+36 30 0:32 / /sys/fs/cgroup/pids rw,relatime shared:15 - cgroup cgroup rw,pids
+40 30 0:36 / /sys/fs/cgroup/unified rw,relatime shared:19 - cgroup2 cgroup2 rw
+";
+
+    /// A systemd host on the unified hierarchy only.
+    const PURE_V2: &str = "\
+25 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw
+35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+
+    #[test]
+    fn hybrid_hosts_use_the_v1_hierarchies_below_the_servers_own_cgroups() {
+        let own = "4:memory:/process_api/abc\n8:pids:/\n1:cpu:/\n0::/\n";
+        let layout = CgroupLayout::plan(HYBRID, own, "ember-1").unwrap();
+        let CgroupLayout::V1 { memory, cpu, pids } = layout else {
+            panic!("{layout:?}")
+        };
+        assert_eq!(
+            memory,
+            PathBuf::from("/sys/fs/cgroup/memory/process_api/abc/ember-1")
+        );
+        assert_eq!(cpu, PathBuf::from("/sys/fs/cgroup/cpu/ember-1"));
+        assert_eq!(pids, PathBuf::from("/sys/fs/cgroup/pids/ember-1"));
+    }
+
+    #[test]
+    fn combined_v1_controllers_are_found_in_their_shared_hierarchy() {
+        let mountinfo = HYBRID.replace("rw,cpu\n", "rw,cpu,cpuacct\n");
+        let own = "4:memory:/\n8:pids:/\n1:cpu,cpuacct:/x\n";
+        let CgroupLayout::V1 { cpu, .. } = CgroupLayout::plan(&mountinfo, own, "e").unwrap() else {
+            panic!()
+        };
+        assert_eq!(cpu, PathBuf::from("/sys/fs/cgroup/cpu/x/e"));
+    }
+
+    #[test]
+    fn pure_v2_hosts_use_one_instance_directory_at_the_root() {
+        let layout =
+            CgroupLayout::plan(PURE_V2, "0::/user.slice/session-1.scope\n", "ember-1").unwrap();
+        let CgroupLayout::V2 { instance } = layout else {
+            panic!("{layout:?}")
+        };
+        assert_eq!(instance, PathBuf::from("/sys/fs/cgroup/ember-1"));
+    }
+
+    #[test]
+    fn a_host_without_cgroups_is_refused_with_a_reason() {
+        let err =
+            CgroupLayout::plan("25 1 259:2 / / rw - ext4 /dev/sda rw\n", "", "e").unwrap_err();
+        assert!(err.contains("no cgroup"), "{err}");
     }
 }

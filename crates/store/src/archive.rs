@@ -260,3 +260,100 @@ pub fn has_executable_bootstrap(dir: &Path) -> bool {
     real.starts_with(root)
         && fs::metadata(&real).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn zip_with(entries: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let mut zip = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default();
+        for (name, link) in entries {
+            match link {
+                Some(target) => zip.add_symlink(*name, *target, opts).unwrap(),
+                None => {
+                    zip.start_file(*name, opts).unwrap();
+                    zip.write_all(b"data").unwrap();
+                }
+            }
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    fn unpack_into(zip: &[u8]) -> (tempfile::TempDir, Result<Unpacked, ArchiveError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("pkg");
+        fs::create_dir(&dest).unwrap();
+        let result = unpack(zip, &dest);
+        (dir, result)
+    }
+
+    #[test]
+    fn links_inside_the_package_are_kept() {
+        let zip = zip_with(&[
+            ("lib/real.so.1", None),
+            ("lib/real.so", Some("real.so.1")),
+            ("bin/tool", Some("../lib/real.so")),
+        ]);
+        let (dir, result) = unpack_into(&zip);
+        assert_eq!(result.unwrap().entries, 3);
+        assert_eq!(fs::read(dir.path().join("pkg/bin/tool")).unwrap(), b"data");
+    }
+
+    #[test]
+    fn a_chain_of_links_that_climbs_out_is_refused() {
+        // Each link stays inside on paper; together `t` resolves above the package.
+        let zip = zip_with(&[("s/d", Some("..")), ("t", Some("s/d/../.."))]);
+        let (_dir, result) = unpack_into(&zip);
+        assert!(
+            matches!(result, Err(ArchiveError::LinkOutside(..))),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn entries_below_a_link_are_refused_before_anything_follows_it() {
+        let zip = zip_with(&[("up", Some(".")), ("up/file", None)]);
+        let (dir, result) = unpack_into(&zip);
+        assert!(
+            matches!(result, Err(ArchiveError::BelowLink(_))),
+            "{result:?}"
+        );
+        assert!(!dir.path().join("file").exists());
+    }
+
+    #[test]
+    fn clean_paths_refuse_every_way_out() {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "C:/x",
+            "a\\..\\x",
+            "./",
+            "",
+        ] {
+            assert!(clean_path(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(clean_path("./a/./b").unwrap(), PathBuf::from("a/b"));
+    }
+
+    #[test]
+    fn bootstrap_must_be_an_executable_file_inside_the_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = dir.path().join("bootstrap");
+        fs::write(&boot, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&boot, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(!has_executable_bootstrap(dir.path()));
+        fs::set_permissions(&boot, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(has_executable_bootstrap(dir.path()));
+        fs::remove_file(&boot).unwrap();
+        std::os::unix::fs::symlink("/bin/sh", &boot).unwrap();
+        assert!(
+            !has_executable_bootstrap(dir.path()),
+            "a link to the host's /bin/sh counted"
+        );
+    }
+}

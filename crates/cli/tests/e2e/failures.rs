@@ -106,6 +106,10 @@ async fn a_crashing_runtime_is_unhandled_and_the_next_call_starts_cold() {
     let ok = api.invoke("crash", json!({})).await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.json()["count"], 1, "the crashed environment was reused");
+    let left = server
+        .wait_cgroups(1, std::time::Duration::from_secs(5))
+        .await;
+    assert_eq!(left, 1, "crashed environments' cgroups were left behind");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -133,6 +137,12 @@ async fn running_out_of_memory_is_reported_as_killed_and_only_hurts_the_function
     assert!(r.log_tail().contains("(out of memory)"), "{}", r.log_tail());
     assert!(server.is_running());
     assert_eq!(api.invoke("hog", json!({})).await.json()["count"], 1);
+    assert_eq!(
+        server
+            .wait_cgroups(1, std::time::Duration::from_secs(5))
+            .await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -255,4 +265,45 @@ async fn a_runtime_that_dies_while_idle_is_discarded_not_handed_to_the_next_call
     let next = api.invoke("flaky", json!({})).await;
     assert_eq!(next.header("x-amz-function-error"), None, "{}", next.text());
     assert_eq!(next.json()["count"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_is_limited_to_ten_seconds() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    let zip = zip_files(&[(
+        "app.py",
+        b"import time\ntime.sleep(60)\ndef handler(e, c):\n    return 1\n",
+        0o644,
+    )]);
+    let r = api
+        .create(
+            "sleepy",
+            &zip,
+            json!({ "Runtime": "python3", "Handler": "app.handler", "Timeout": 60 }),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let started = std::time::Instant::now();
+    let r = api.invoke("sleepy", json!({})).await;
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(10) && took < std::time::Duration::from_secs(20),
+        "{took:?}"
+    );
+    assert_eq!(r.header("x-amz-function-error"), Some("Unhandled"));
+    assert_eq!(r.json()["errorType"], "Sandbox.Timedout", "{}", r.text());
+    assert!(
+        r.json()["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("init timed out after 10.00 seconds")
+    );
+    assert_eq!(
+        server
+            .wait_cgroups(0, std::time::Duration::from_secs(5))
+            .await,
+        0
+    );
 }

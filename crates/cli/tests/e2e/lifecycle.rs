@@ -116,6 +116,12 @@ async fn concurrent_calls_get_separate_environments() {
     // Sleeping returns the default document; each environment has its own id.
     assert_ne!(a.json()["env_id"], b.json()["env_id"]);
     assert_eq!(api.environments("busy").await, (2, 0));
+    // Sequential calls then keep to the most recently used environment, leaving the other
+    // to go cold (least recently used first would alternate between them).
+    let first = api.invoke("busy", json!({})).await.json()["env_id"].clone();
+    for _ in 0..3 {
+        assert_eq!(api.invoke("busy", json!({})).await.json()["env_id"], first);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -205,7 +211,14 @@ async fn restarting_the_server_keeps_every_function() {
         .create("keep2", &provided_zip(), json!({ "Runtime": "provided" }))
         .await;
     assert_eq!(r.status, 201);
+    api.invoke("keep", json!({})).await;
+    assert_eq!(server.environment_cgroups(), 1);
     server.stop();
+    assert_eq!(
+        server.environment_cgroups(),
+        0,
+        "shutdown left environments behind"
+    );
 
     let server = Server::start_in(&data, &[]);
     let api = server.api();

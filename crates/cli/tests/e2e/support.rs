@@ -46,6 +46,8 @@ pub struct Server {
     child: Child,
     pub url: String,
     pub data_dir: PathBuf,
+    /// Where the server keeps its environments' (memory) cgroups.
+    cgroups: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -77,10 +79,12 @@ impl Server {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("the server did not start: {line:?}"))
             .to_owned();
+        let cgroups = cgroup_dir(child.id(), data_dir);
         Server {
             child,
             url,
             data_dir: data_dir.to_owned(),
+            cgroups,
             _temp: None,
         }
     }
@@ -94,6 +98,28 @@ impl Server {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
+    }
+
+    /// How many environment cgroups this server has: one per live environment.
+    pub fn environment_cgroups(&self) -> usize {
+        let entries = std::fs::read_dir(&self.cgroups)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.cgroups.display()));
+        entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .count()
+    }
+
+    /// Waits, at most `limit`, until the server has `n` environment cgroups.
+    pub async fn wait_cgroups(&self, n: usize, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let count = self.environment_cgroups();
+            if count == n || tokio::time::Instant::now() > deadline {
+                return count;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Whether the server process is still running.
@@ -278,6 +304,28 @@ impl Api {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// The server's instance directory in the memory hierarchy (see ember-sandbox-process's
+/// `cgroup` module): `ember-` and a hash of its data directory, below its own cgroup.
+fn cgroup_dir(pid: u32, data_dir: &Path) -> PathBuf {
+    use sha2::Digest;
+    let data = data_dir.canonicalize().unwrap();
+    let hash = hex::encode(sha2::Sha256::digest(data.as_os_str().as_encoded_bytes()));
+    let instance = format!("ember-{}", &hash[..12]);
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let memory = own.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        ctrls
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| path.trim_start_matches('/').to_owned())
+    });
+    match memory {
+        Some(path) => Path::new("/sys/fs/cgroup/memory").join(path).join(instance),
+        None => Path::new("/sys/fs/cgroup").join(instance),
     }
 }
 
