@@ -152,3 +152,44 @@ async fn a_function_has_only_loopback_and_cannot_reach_the_ember_api() {
     assert_eq!(r["interfaces"], json!(["lo"]), "{r}");
     assert_eq!(r["ember_api"], "ConnectionRefusedError", "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_is_proportional_to_memory() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("small", json!({ "MemorySize": 128, "Timeout": 10 }))
+        .await;
+    api.create_kitchen("large", json!({ "MemorySize": 1769, "Timeout": 10 }))
+        .await;
+    let spin = json!({ "action": "spin", "seconds": 1.0 });
+    let small = api.invoke("small", spin.clone()).await.json()["cpu_share"]
+        .as_f64()
+        .unwrap();
+    let large = api.invoke("large", spin).await.json()["cpu_share"]
+        .as_f64()
+        .unwrap();
+    // 128 MB buys 128/1769 = 7 % of a core; 1769 MB a whole one.
+    assert!(small < 0.2, "a 128 MB function used {small:.2} of a core");
+    assert!(
+        large > 2.0 * small,
+        "1769 MB got {large:.2} of a core, 128 MB {small:.2}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pids_limit_stops_runaway_thread_creation_inside_the_function() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("threads", json!({ "MemorySize": 1024, "Timeout": 30 }))
+        .await;
+    let r = api
+        .invoke("threads", json!({ "action": "threads", "count": 5000 }))
+        .await;
+    assert_eq!(r.header("x-amz-function-error"), None, "{}", r.text());
+    let started = r.json()["started"].as_u64().unwrap();
+    assert!((100..1024).contains(&started), "started {started} threads");
+    // The environment is still usable afterwards.
+    assert_eq!(api.invoke("threads", json!({})).await.status, 200);
+}
