@@ -16,6 +16,7 @@ pub mod logs;
 mod output;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -135,6 +136,14 @@ struct Current {
     arn: String,
 }
 
+impl Function {
+    /// Takes every idle environment out of the pool.
+    fn take_idle(&self) -> Vec<Env> {
+        let mut pool = self.pool.lock().expect("pool lock");
+        pool.idle.drain(..).map(|(env, _)| env).collect()
+    }
+}
+
 #[derive(Default)]
 struct Pool {
     /// Most recently used last.
@@ -203,36 +212,21 @@ impl Dispatcher {
             generation,
             arn,
         });
-        let existing = self
-            .inner
-            .functions
-            .read()
-            .expect("functions lock")
-            .get(&name)
-            .cloned();
-        match existing {
-            Some(function) => {
+        let mut functions = self.inner.functions.write().expect("functions lock");
+        match functions.entry(name) {
+            Entry::Occupied(entry) => {
+                let function = Arc::clone(entry.get());
+                drop(functions);
                 *function.current.write().expect("current lock") = current;
-                let retired: Vec<_> = function
-                    .pool
-                    .lock()
-                    .expect("pool lock")
-                    .idle
-                    .drain(..)
-                    .collect();
-                destroy_all(retired.into_iter().map(|(env, _)| env));
+                destroy_all(function.take_idle());
             }
-            None => {
-                let function = Arc::new(Function {
-                    name: Arc::from(name.as_str()),
+            Entry::Vacant(entry) => {
+                let name = Arc::from(entry.key().as_str());
+                entry.insert(Arc::new(Function {
+                    name,
                     current: RwLock::new(current),
                     pool: Mutex::new(Pool::default()),
-                });
-                self.inner
-                    .functions
-                    .write()
-                    .expect("functions lock")
-                    .insert(name, function);
+                }));
             }
         }
     }
@@ -246,14 +240,7 @@ impl Dispatcher {
             .expect("functions lock")
             .remove(name);
         if let Some(function) = removed {
-            let retired: Vec<_> = function
-                .pool
-                .lock()
-                .expect("pool lock")
-                .idle
-                .drain(..)
-                .collect();
-            destroy_all(retired.into_iter().map(|(env, _)| env));
+            destroy_all(function.take_idle());
         }
     }
 
@@ -284,14 +271,7 @@ impl Dispatcher {
             .cloned()
             .collect();
         for function in functions {
-            let idle: Vec<_> = function
-                .pool
-                .lock()
-                .expect("pool lock")
-                .idle
-                .drain(..)
-                .collect();
-            for (env, _) in idle {
+            for env in function.take_idle() {
                 env.destroy().await;
             }
         }
