@@ -278,7 +278,26 @@ impl Dispatcher {
     }
 
     /// Runs one synchronous invocation.
+    ///
+    /// The invocation runs in its own task: a caller that goes away (a closed connection
+    /// drops the request's future) does not cancel it halfway, which would strand its
+    /// environment mid-event. Like on Lambda, the invocation runs to its end either way.
     pub async fn invoke(
+        &self,
+        name: &str,
+        request: InvokeRequest,
+    ) -> Result<InvokeResult, DispatchError> {
+        let this = self.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move { this.invoke_to_end(&name, request).await })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "an invocation task failed");
+                Err(DispatchError::Internal("the invocation task failed"))
+            })
+    }
+
+    async fn invoke_to_end(
         &self,
         name: &str,
         request: InvokeRequest,

@@ -210,6 +210,30 @@ pub struct ProcessEnvironment {
     destroyed: bool,
 }
 
+impl Drop for ProcessEnvironment {
+    /// An environment dropped without [`Environment::destroy`] (a bug, or a panic on the
+    /// way) still takes its processes down; its cgroup is removed once they are gone.
+    fn drop(&mut self) {
+        if self.destroyed {
+            return;
+        }
+        tracing::warn!("an environment was dropped without being destroyed; cleaning it up");
+        self.cgroup.kill_all();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let cgroup = Arc::clone(&self.cgroup);
+            runtime.spawn(async move {
+                for _ in 0..200 {
+                    cgroup.kill_all();
+                    if cgroup.remove().is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            });
+        }
+    }
+}
+
 #[async_trait]
 impl Environment for ProcessEnvironment {
     fn take_runtime_api_listener(&mut self) -> Option<TcpListener> {

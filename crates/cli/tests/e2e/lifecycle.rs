@@ -324,3 +324,22 @@ async fn control_plane_round_trip_get_list_update_code_delete() {
         json!([])
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_hangs_up_does_not_cancel_the_invocation_or_leak_its_environment() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("hangup", json!({ "Timeout": 10 })).await;
+    let call = api.invoke("hangup", json!({ "action": "sleep", "seconds": 1 }));
+    // Give up on the call while it runs: the connection closes under it.
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), call).await;
+    assert!(gave_up.is_err(), "the call finished early");
+    // The invocation runs to its end and its environment returns to the pool.
+    let counts = api
+        .wait_environments("hangup", Duration::from_secs(10), |c| c == (1, 0))
+        .await;
+    assert_eq!(counts, (1, 0));
+    assert_eq!(server.environment_cgroups(), 1);
+    assert_eq!(api.invoke("hangup", json!({})).await.json()["count"], 2);
+}
