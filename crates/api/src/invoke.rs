@@ -54,27 +54,9 @@ pub async fn invoke(
             "Could not parse request body into json: the payload must be a JSON document".into(),
         ));
     }
-    let client_context = match header("x-amz-client-context") {
-        Some(cc) => {
-            let decoded = BASE64
-                .decode(cc)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| {
-                    ApiError::InvalidParameter(
-                        "X-Amz-Client-Context must be base64 of a JSON document".into(),
-                    )
-                })?;
-            if decoded.len() > CLIENT_CONTEXT_BYTES {
-                return Err(ApiError::InvalidParameter(format!(
-                    "X-Amz-Client-Context must decode to at most {CLIENT_CONTEXT_BYTES} bytes (got {})",
-                    decoded.len()
-                )));
-            }
-            Some(decoded)
-        }
-        None => None,
-    };
+    let client_context = header("x-amz-client-context")
+        .map(client_context)
+        .transpose()?;
     if dry_run {
         return match dispatcher.stats(&name) {
             Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -121,4 +103,22 @@ pub async fn invoke(
         h.insert("x-amz-log-result", v);
     }
     Ok(response)
+}
+
+/// Decodes `X-Amz-Client-Context` (base64 of JSON) into the compact JSON the runtime gets
+/// as `Lambda-Runtime-Client-Context`. Compact JSON has no control characters, so it is
+/// always a valid header value.
+fn client_context(encoded: &str) -> Result<String, ApiError> {
+    let invalid = || {
+        ApiError::InvalidParameter("X-Amz-Client-Context must be base64 of a JSON document".into())
+    };
+    let decoded = BASE64.decode(encoded).map_err(|_| invalid())?;
+    if decoded.len() > CLIENT_CONTEXT_BYTES {
+        return Err(ApiError::InvalidParameter(format!(
+            "X-Amz-Client-Context must decode to at most {CLIENT_CONTEXT_BYTES} bytes (got {})",
+            decoded.len()
+        )));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&decoded).map_err(|_| invalid())?;
+    Ok(value.to_string())
 }

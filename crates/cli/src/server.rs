@@ -82,8 +82,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         init_program: std::env::current_exe().context("could not locate the ember binary")?,
         work_dir: data.join("sandbox"),
         instance,
-    })
-    .context("the process sandbox is unavailable")?;
+    })?;
     let logs = LogSink::start(
         data.join("logs"),
         ember_dispatch::logs::DEFAULT_LOG_FILE_BYTES,

@@ -206,7 +206,13 @@ async fn next(state: &State) -> Response<Body> {
         .header("lambda-runtime-deadline-ms", inv.deadline_ms.to_string())
         .header("lambda-runtime-invoked-function-arn", &inv.function_arn)
         .header("lambda-runtime-trace-id", &inv.trace_id);
-    if let Some(cc) = &inv.client_context {
+    // Optional and user-supplied: a value that cannot be a header is left out rather than
+    // failing the whole event.
+    if let Some(cc) = inv
+        .client_context
+        .as_deref()
+        .and_then(|cc| http::HeaderValue::from_bytes(cc.as_bytes()).ok())
+    {
         builder = builder.header("lambda-runtime-client-context", cc);
     }
     let payload = inv.payload;

@@ -33,6 +33,20 @@ async fn python_function_deploys_and_answers_with_lambda_context() {
     assert_eq!(body["task_root"], "/var/task");
     assert_eq!(body["runtime_api"], "127.0.0.1:9001");
     assert_eq!(body["request_id"].as_str(), r.header("x-amzn-requestid"));
+    // The client context reaches the handler, decoded.
+    let context = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        r#"{"custom": {"k": "v\nw"}}"#,
+    );
+    let r = api
+        .invoke_with("hello", json!({}), &[("x-amz-client-context", &context)])
+        .await;
+    assert_eq!(
+        r.json()["client_context"],
+        json!({ "custom": { "k": "v\nw" } }),
+        "{}",
+        r.text()
+    );
     let remaining = body["remaining_ms"].as_u64().unwrap();
     assert!(
         remaining > 2000 && remaining <= 3000,

@@ -417,6 +417,35 @@ async fn bad_updates_and_unknown_functions_are_refused_clearly() {
         .invoke_with("f", json!({}), &[("x-amz-invocation-type", "DryRun")])
         .await;
     assert_eq!(r.status, 204);
+    let r = api
+        .invoke_with("f", json!({}), &[("x-amz-client-context", "bm90IGpzb24=")])
+        .await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "InvalidParameterValueException"),
+        "{}",
+        r.text()
+    );
+    // A hostile package is refused on update too, and leaves nothing behind.
+    let traversal = BASE64.encode(zip_named(&["app.py", "../evil.py"]));
+    let r = api
+        .request(
+            hyper::Method::PUT,
+            "/2015-03-31/functions/f/code",
+            &[],
+            serde_json::to_vec(&json!({ "ZipFile": traversal })).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "InvalidParameterValueException")
+    );
+    assert_eq!(
+        std::fs::read_dir(server.data_dir.join("artifacts/code"))
+            .unwrap()
+            .count(),
+        1
+    );
     let r = api.get("/2015-03-31/nothing-here").await;
     assert_eq!(
         (r.status, r.error_type()),

@@ -136,6 +136,27 @@ class RuntimeClient:
         return status, headers, data[:length]
 
 
+class _Record:
+    """An object whose attributes are a JSON document's keys, as Lambda's context gives them."""
+
+    def __init__(self, doc, fields):
+        for field in fields:
+            setattr(self, field, doc.get(field) if isinstance(doc, dict) else None)
+
+
+CLIENT_FIELDS = ("installation_id", "app_title", "app_version_name", "app_version_code", "app_package_name")
+
+
+def client_context(doc):
+    context = _Record(doc, ("custom", "env"))
+    context.client = _Record(doc.get("client") or {}, CLIENT_FIELDS) if isinstance(doc, dict) else None
+    return context
+
+
+def cognito_identity(doc):
+    return _Record(doc, ("cognito_identity_id", "cognito_identity_pool_id"))
+
+
 class LambdaContext:
     """The context object handlers receive, with Lambda's attribute names."""
 
@@ -213,14 +234,14 @@ def main():
             os.environ["_X_AMZN_TRACE_ID"] = trace
         else:
             os.environ.pop("_X_AMZN_TRACE_ID", None)
-        client_context = headers.get("lambda-runtime-client-context")
-        identity = headers.get("lambda-runtime-cognito-identity")
+        context_header = headers.get("lambda-runtime-client-context")
+        identity_header = headers.get("lambda-runtime-cognito-identity")
         context = LambdaContext(
             request_id,
             int(headers.get("lambda-runtime-deadline-ms", "0")),
             headers.get("lambda-runtime-invoked-function-arn", ""),
-            loads(client_context) if client_context else None,
-            loads(identity) if identity else None,
+            client_context(loads(context_header)) if context_header else None,
+            cognito_identity(loads(identity_header)) if identity_header else None,
         )
         path = "/invocation/%s/" % request_id
         try:
