@@ -60,6 +60,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         )
     })?;
     let data = args.data_dir.canonicalize()?;
+    // One server per data directory: a second one would take the first's environments for
+    // leftovers of a crash and kill them. The lock lives as long as the server.
+    let _lock = lock_data_dir(&data)?;
     // Only root may look inside: it holds every function's code.
     std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let instance = format!(
@@ -141,6 +144,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn lock_data_dir(data: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data.join("ember.lock"))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        anyhow::anyhow!(
+            "another Ember server is using the data directory {} ({errno}); stop it or pass another --data-dir",
+            data.display()
+        )
+    })
+}
+
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -185,6 +202,6 @@ async fn show_example(endpoint: &str) -> anyhow::Result<()> {
         "  curl -s -X POST {endpoint}/2015-03-31/functions/hello/invocations -d '{{\"name\": \"you\"}}'"
     );
     println!("  cargo run --release -- invoke hello --payload '{{\"name\": \"you\"}}' --log");
-    println!("  aws lambda invoke --endpoint-url {endpoint} --function-name hello out.json\n");
+    println!();
     Ok(())
 }

@@ -357,3 +357,23 @@ async fn a_caller_that_hangs_up_does_not_cancel_the_invocation_or_leak_its_envir
     assert_eq!(server.environment_cgroups(), 1);
     assert_eq!(api.invoke("hangup", json!({})).await.json()["count"], 2);
 }
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    if let Some(why) = crate::support::sandbox_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let server = Server::start(&[]);
+    let out = std::process::Command::new(crate::support::EMBER)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another Ember server is using the data directory"),
+        "{err}"
+    );
+}
