@@ -318,3 +318,211 @@ async fn init_error(state: &State, req: Request<Incoming>) -> Response<Body> {
         .send_replace(Phase::InitFailed { body, error_type });
     json(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    use super::*;
+
+    type TestClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+    fn serve(limit: usize) -> (RuntimeApi, String, TestClient) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let base = format!(
+            "http://{}/2018-06-01/runtime",
+            listener.local_addr().unwrap()
+        );
+        let api = RuntimeApi::serve(listener, limit).unwrap();
+        (
+            api,
+            base,
+            Client::builder(TokioExecutor::new()).build_http(),
+        )
+    }
+
+    async fn call(
+        client: &TestClient,
+        method: Method,
+        url: String,
+        body: Vec<u8>,
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
+        let req = Request::builder()
+            .method(method)
+            .uri(url)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let (parts, body) = res.into_parts();
+        (
+            parts.status,
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
+    }
+
+    fn invocation(id: &str, payload: &'static [u8]) -> (Invocation, oneshot::Receiver<Reply>) {
+        let (tx, rx) = oneshot::channel();
+        let inv = Invocation {
+            request_id: id.into(),
+            payload: Bytes::from_static(payload),
+            deadline_ms: 42,
+            function_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+            trace_id: "Root=1-0-0".into(),
+            client_context: Some("{\"a\":1}".into()),
+            reply: tx,
+        };
+        (inv, rx)
+    }
+
+    #[tokio::test]
+    async fn next_hands_over_the_event_with_lambda_headers_and_marks_init_done() {
+        let (api, base, client) = serve(1024);
+        assert_eq!(*api.phase().borrow(), Phase::Initializing);
+        let (inv, reply) = invocation("req-1", b"{\"x\":1}");
+        api.invoke(inv).await;
+        let (status, headers, body) = call(
+            &client,
+            Method::GET,
+            format!("{base}/invocation/next"),
+            vec![],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, Bytes::from_static(b"{\"x\":1}"));
+        assert_eq!(headers["lambda-runtime-aws-request-id"], "req-1");
+        assert_eq!(headers["lambda-runtime-deadline-ms"], "42");
+        assert_eq!(
+            headers["lambda-runtime-invoked-function-arn"],
+            "arn:aws:lambda:us-east-1:000000000000:function:f"
+        );
+        assert_eq!(headers["lambda-runtime-trace-id"], "Root=1-0-0");
+        assert_eq!(headers["lambda-runtime-client-context"], "{\"a\":1}");
+        assert_eq!(*api.phase().borrow(), Phase::Ready);
+
+        let (status, _, _) = call(
+            &client,
+            Method::POST,
+            format!("{base}/invocation/req-1/response"),
+            b"\"ok\"".to_vec(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert!(matches!(reply.await.unwrap(), Reply::Response(b) if b == "\"ok\""));
+    }
+
+    #[tokio::test]
+    async fn answers_for_unknown_or_already_answered_requests_are_refused() {
+        let (api, base, client) = serve(1024);
+        let (inv, _reply) = invocation("req-1", b"{}");
+        api.invoke(inv).await;
+        call(
+            &client,
+            Method::GET,
+            format!("{base}/invocation/next"),
+            vec![],
+        )
+        .await;
+        let (status, _, _) = call(
+            &client,
+            Method::POST,
+            format!("{base}/invocation/other/response"),
+            b"1".to_vec(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _, _) = call(
+            &client,
+            Method::POST,
+            format!("{base}/invocation/req-1/response"),
+            b"1".to_vec(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let (status, _, _) = call(
+            &client,
+            Method::POST,
+            format!("{base}/invocation/req-1/error"),
+            b"{}".to_vec(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _, _) = call(&client, Method::GET, format!("{base}/nowhere"), vec![]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_response_gets_413_and_the_runtime_can_carry_on() {
+        let (api, base, client) = serve(8);
+        let (inv, reply) = invocation("big", b"{}");
+        api.invoke(inv).await;
+        call(
+            &client,
+            Method::GET,
+            format!("{base}/invocation/next"),
+            vec![],
+        )
+        .await;
+        let (status, _, body) = call(
+            &client,
+            Method::POST,
+            format!("{base}/invocation/big/response"),
+            vec![b'x'; 100_000],
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(String::from_utf8_lossy(&body).contains("Function.ResponseSizeTooLarge"));
+        assert!(matches!(reply.await.unwrap(), Reply::ResponseTooLarge));
+        // The next event still flows.
+        let (inv, reply) = invocation("small", b"{}");
+        api.invoke(inv).await;
+        let (_, headers, _) = call(
+            &client,
+            Method::GET,
+            format!("{base}/invocation/next"),
+            vec![],
+        )
+        .await;
+        assert_eq!(headers["lambda-runtime-aws-request-id"], "small");
+        call(
+            &client,
+            Method::POST,
+            format!("{base}/invocation/small/response"),
+            b"1".to_vec(),
+        )
+        .await;
+        assert!(matches!(reply.await.unwrap(), Reply::Response(_)));
+    }
+
+    #[tokio::test]
+    async fn errors_and_init_errors_carry_their_type() {
+        let (api, base, client) = serve(1024);
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{base}/init/error"))
+            .header(
+                "lambda-runtime-function-error-type",
+                "Runtime.ImportModuleError",
+            )
+            .body(Full::new(Bytes::from_static(
+                b"{\"errorType\":\"Runtime.ImportModuleError\"}",
+            )))
+            .unwrap();
+        assert_eq!(
+            client.request(req).await.unwrap().status(),
+            StatusCode::ACCEPTED
+        );
+        let phase = api.phase().borrow().clone();
+        assert!(
+            matches!(phase, Phase::InitFailed { error_type: Some(t), .. } if t == "Runtime.ImportModuleError")
+        );
+    }
+}
