@@ -158,6 +158,8 @@ struct Inner {
     in_flight: AtomicU32,
     generations: AtomicU64,
     logs: LogSink,
+    /// Environments being destroyed in the background.
+    destroying: tokio::sync::watch::Sender<usize>,
 }
 
 /// The invoke path and the warm pools. Cheap to clone.
@@ -185,6 +187,7 @@ impl Dispatcher {
             in_flight: AtomicU32::new(0),
             generations: AtomicU64::new(0),
             logs,
+            destroying: tokio::sync::watch::Sender::new(0),
         });
         tokio::spawn(reclaim_loop(Arc::downgrade(&inner)));
         Dispatcher { inner }
@@ -218,7 +221,7 @@ impl Dispatcher {
                 let function = Arc::clone(entry.get());
                 drop(functions);
                 *function.current.write().expect("current lock") = current;
-                destroy_all(function.take_idle());
+                self.inner.destroy_all(function.take_idle());
             }
             Entry::Vacant(entry) => {
                 let name = Arc::from(entry.key().as_str());
@@ -240,7 +243,7 @@ impl Dispatcher {
             .expect("functions lock")
             .remove(name);
         if let Some(function) = removed {
-            destroy_all(function.take_idle());
+            self.inner.destroy_all(function.take_idle());
         }
     }
 
@@ -260,7 +263,8 @@ impl Dispatcher {
         })
     }
 
-    /// Destroys every idle environment; used at shutdown.
+    /// Destroys every idle environment, then lets the backend release what it holds; used
+    /// at shutdown, once no invocation is running.
     pub async fn shutdown(&self) {
         let functions: Vec<_> = self
             .inner
@@ -275,6 +279,9 @@ impl Dispatcher {
                 env.destroy().await;
             }
         }
+        let mut destroying = self.inner.destroying.subscribe();
+        let _ = destroying.wait_for(|n| *n == 0).await;
+        self.inner.backend.shutdown().await;
     }
 
     /// Runs one synchronous invocation.
@@ -328,7 +335,7 @@ impl Dispatcher {
             pool.busy += 1;
             (warm, dead)
         };
-        destroy_all(dead);
+        inner.destroy_all(dead);
         let result = match warm {
             Some(env) => {
                 inner
@@ -343,6 +350,18 @@ impl Dispatcher {
 }
 
 impl Inner {
+    /// Destroys environments in the background; [`Dispatcher::shutdown`] waits for them.
+    fn destroy_all(&self, envs: impl IntoIterator<Item = Env>) {
+        for env in envs {
+            self.destroying.send_modify(|n| *n += 1);
+            let destroying = self.destroying.clone();
+            tokio::spawn(async move {
+                env.destroy().await;
+                destroying.send_modify(|n| *n -= 1);
+            });
+        }
+    }
+
     fn admit(&self) -> Result<Permit<'_>, DispatchError> {
         let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let permit = Permit(&self.in_flight);
@@ -630,14 +649,8 @@ impl Inner {
                 .idle
                 .push((env, Instant::now()));
         } else {
-            destroy_all(std::iter::once(env));
+            self.destroy_all(std::iter::once(env));
         }
-    }
-}
-
-fn destroy_all(envs: impl IntoIterator<Item = Env>) {
-    for env in envs {
-        tokio::spawn(env.destroy());
     }
 }
 
@@ -695,7 +708,7 @@ impl Inner {
                 pool.idle = keep;
                 old.into_iter().map(|(env, _)| env).collect()
             };
-            destroy_all(expired);
+            self.destroy_all(expired);
         }
     }
 }

@@ -161,18 +161,35 @@ impl CgroupLayout {
         }
     }
 
+    /// Removes the instance directories, after killing and removing any environment cgroup
+    /// still in them.
+    pub fn remove_instance(&self) {
+        self.remove_stale();
+        for dir in self.instance_dirs() {
+            if let Err(e) = fs::remove_dir(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove the instance cgroup");
+            }
+        }
+    }
+
     /// Creates the cgroup for environment `id` with its limits.
     pub fn create(&self, id: &str, limits: &Limits) -> io::Result<Cgroup> {
         let dirs: Vec<PathBuf> = self.instance_dirs().iter().map(|d| d.join(id)).collect();
-        for dir in &dirs {
-            fs::create_dir(dir)?;
-        }
         let mut group = Cgroup {
             layout: self.clone(),
-            dirs,
+            dirs: Vec::new(),
             peak: None,
         };
-        group.apply(limits)?;
+        // A failure part way leaves nothing behind: what was made is removed.
+        let made = dirs.iter().try_for_each(|dir| {
+            fs::create_dir(dir)?;
+            group.dirs.push(dir.clone());
+            Ok::<_, io::Error>(())
+        });
+        if let Err(e) = made.and_then(|()| group.apply(limits)) {
+            let _ = group.remove();
+            return Err(e);
+        }
         let peak = match group.layout {
             CgroupLayout::V1 { .. } => "memory.max_usage_in_bytes",
             CgroupLayout::V2 { .. } => "memory.peak",

@@ -95,9 +95,13 @@ impl Backend for ProcessBackend {
         "process"
     }
 
+    /// Removes this server's (by now empty) instance cgroups.
+    async fn shutdown(&self) {
+        self.layout.remove_instance();
+    }
+
     async fn create(&self, spec: EnvironmentSpec) -> Result<Box<dyn Environment>, SandboxError> {
         let setup = |what| move |source| SandboxError::Setup { what, source };
-        let ns = netns::create().map_err(setup("network namespace"))?;
         let limits = Limits {
             memory_bytes: u64::from(spec.memory_mb) * 1024 * 1024,
             // Init runs with a full vCPU (Lambda's init burst); init_done() sets the
@@ -105,10 +109,17 @@ impl Backend for ProcessBackend {
             cpu_quota_us: Some(CPU_PERIOD_US),
             pids: PIDS_LIMIT,
         };
-        let cgroup = self
-            .layout
-            .create(&spec.id, &limits)
-            .map_err(setup("cgroup"))?;
+        // Creating a namespace and a cgroup blocks for a millisecond or so: off the async
+        // workers, so a burst of cold starts does not stall warm invocations.
+        let layout = self.layout.clone();
+        let id = spec.id.clone();
+        let (ns, cgroup) = tokio::task::spawn_blocking(move || {
+            let ns = netns::create().map_err(setup("network namespace"))?;
+            let cgroup = layout.create(&id, &limits).map_err(setup("cgroup"))?;
+            Ok::<_, SandboxError>((ns, cgroup))
+        })
+        .await
+        .map_err(|e| setup("environment")(std::io::Error::other(e)))??;
         let mut env = ProcessEnvironment {
             cgroup: Arc::new(cgroup),
             memory_mb: spec.memory_mb,

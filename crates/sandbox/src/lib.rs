@@ -95,6 +95,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Starts an environment: the sandbox, then the runtime process inside it.
     async fn create(&self, spec: EnvironmentSpec) -> Result<Box<dyn Environment>, SandboxError>;
+
+    /// Releases what the backend holds beyond its environments, once all are destroyed.
+    async fn shutdown(&self) {}
 }
 
 /// One running environment.

@@ -100,6 +100,11 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Whether the server's instance cgroup directory exists.
+    pub fn has_instance_cgroup(&self) -> bool {
+        self.cgroups.exists()
+    }
+
     /// How many environment cgroups this server has: one per live environment.
     pub fn environment_cgroups(&self) -> usize {
         let entries = std::fs::read_dir(&self.cgroups)
