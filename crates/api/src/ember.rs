@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::{Read, Seek, SeekFrom};
 
 use axum::Json;
 use axum::body::Body;
@@ -80,13 +79,13 @@ pub async fn logs(
         None => DEFAULT_LOG_BYTES,
     };
     let follow = query.get("follow").is_some_and(|f| f == "true" || f == "1");
-    let sink = state.registry.dispatcher().logs().clone();
-    // Subscribe before reading the file so nothing written in between is missed.
-    let live = follow.then(|| sink.subscribe());
-    let path = sink.path(&name);
-    let existing = tokio::task::spawn_blocking(move || read_tail(&path, bytes))
-        .await
-        .map_err(|e| ApiError::Service(e.to_string()))?;
+    let read = state
+        .registry
+        .dispatcher()
+        .logs()
+        .read(&name, bytes, follow)
+        .await;
+    let (existing, live) = (read.existing, read.live);
     let mut response = match live {
         None => Response::new(Body::from(existing)),
         Some(live) => {
@@ -114,15 +113,4 @@ pub async fn logs(
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     Ok(response)
-}
-
-fn read_tail(path: &std::path::Path, bytes: u64) -> Vec<u8> {
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(len.saturating_sub(bytes)));
-    let mut out = Vec::new();
-    let _ = file.read_to_end(&mut out);
-    out
 }

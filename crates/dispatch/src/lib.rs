@@ -517,7 +517,7 @@ impl Inner {
             .as_bytes(),
         );
         let platform = Bytes::from(log[printed.len()..].to_vec());
-        self.logs.write(&function.name, platform).await;
+        self.logs.write_platform(&function.name, platform);
         InvokeResult {
             request_id: request_id.to_owned(),
             body,
@@ -542,8 +542,7 @@ impl Inner {
         let spec = &current.deployment.spec;
         let start_line = report::start_line(request_id, "$LATEST");
         self.logs
-            .write(&function.name, Bytes::from(start_line.clone()))
-            .await;
+            .write_platform(&function.name, Bytes::from(start_line.clone()));
         let began = Instant::now();
         let timeout = Duration::from_secs(u64::from(spec.timeout_s));
         let outcome = env
@@ -615,7 +614,7 @@ impl Inner {
             all.extend_from_slice(lines.as_bytes());
             tail(&all)
         });
-        self.logs.write(&function.name, Bytes::from(lines)).await;
+        self.logs.write_platform(&function.name, Bytes::from(lines));
 
         if keep {
             self.release(function, env);

@@ -100,7 +100,7 @@ impl Shared {
                         let cut = drain.captured.len() - LOG_TAIL_BYTES;
                         drain.captured.drain(..cut);
                     }
-                    self.logs.write(&self.function, data).await;
+                    self.logs.write_output(&self.function, data).await;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
