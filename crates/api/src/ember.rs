@@ -27,7 +27,7 @@ pub async fn health() -> Json<serde_json::Value> {
 fn require_function(state: &AppState, name: &str) -> Result<(), ApiError> {
     match state.registry.dispatcher().stats(name) {
         Some(_) => Ok(()),
-        None => Err(ApiError::FunctionNotFound(state.registry.arn(name))),
+        None => Err(ApiError::FunctionNotFound(state.registry.arn(name, None))),
     }
 }
 
@@ -40,7 +40,7 @@ pub async fn environments(
         .registry
         .dispatcher()
         .stats(&name)
-        .ok_or_else(|| ApiError::FunctionNotFound(state.registry.arn(&name)))?;
+        .ok_or_else(|| ApiError::FunctionNotFound(state.registry.arn(&name, None)))?;
     Ok(Json(serde_json::json!({ "Idle": stats.idle, "Busy": stats.busy })).into_response())
 }
 
@@ -51,7 +51,7 @@ pub async fn code(
 ) -> Result<Response, ApiError> {
     let registry = std::sync::Arc::clone(&state.registry);
     let zip = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-        let record = registry.get(&name)?;
+        let record = registry.get(&name, None)?;
         std::fs::read(registry.artifacts().zip_path(&record.code_sha256))
             .map_err(|e| ApiError::Service(format!("could not read the package: {e}")))
     })

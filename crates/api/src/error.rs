@@ -15,11 +15,15 @@ pub enum ApiError {
     #[error("Function not found: {0}")]
     FunctionNotFound(String),
     #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
     InvalidParameter(String),
     #[error("{0}")]
     InvalidRequestContent(String),
     #[error("Function already exist: {0}")]
     FunctionExists(String),
+    #[error("{0}")]
+    Conflict(String),
     /// An invocation payload over the synchronous limit.
     #[error("Request must be smaller than {0} bytes for the InvokeFunction operation")]
     RequestTooLarge(usize),
@@ -39,14 +43,18 @@ pub enum ApiError {
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::FunctionNotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
+            ApiError::FunctionNotFound(_) | ApiError::NotFound(_) => {
+                (StatusCode::NOT_FOUND, "ResourceNotFoundException")
+            }
             ApiError::InvalidParameter(_) => {
                 (StatusCode::BAD_REQUEST, "InvalidParameterValueException")
             }
             ApiError::InvalidRequestContent(_) => {
                 (StatusCode::BAD_REQUEST, "InvalidRequestContentException")
             }
-            ApiError::FunctionExists(_) => (StatusCode::CONFLICT, "ResourceConflictException"),
+            ApiError::FunctionExists(_) | ApiError::Conflict(_) => {
+                (StatusCode::CONFLICT, "ResourceConflictException")
+            }
             ApiError::RequestTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException")
             }
@@ -94,6 +102,12 @@ impl From<ValidationError> for ApiError {
     }
 }
 
+impl From<ember_core::arn::RefError> for ApiError {
+    fn from(e: ember_core::arn::RefError) -> Self {
+        ApiError::InvalidParameter(e.to_string())
+    }
+}
+
 impl From<ArchiveError> for ApiError {
     fn from(e: ArchiveError) -> Self {
         match e {
@@ -117,6 +131,12 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Exists(name) => ApiError::FunctionExists(name),
             StoreError::NotFound(name) => ApiError::FunctionNotFound(name),
+            StoreError::AliasExists(name) => {
+                ApiError::Conflict(format!("Alias already exists: {name}"))
+            }
+            StoreError::AliasNotFound(name) => {
+                ApiError::NotFound(format!("Alias not found: {name}"))
+            }
             StoreError::Sqlite(_) | StoreError::Corrupt(_) => ApiError::Service(anyhow_chain(&e)),
         }
     }

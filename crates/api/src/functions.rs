@@ -1,5 +1,7 @@
-//! Lambda control-plane handlers: CreateFunction, GetFunction, GetFunctionConfiguration,
-//! ListFunctions, UpdateFunctionCode, UpdateFunctionConfiguration, DeleteFunction.
+//! Lambda control-plane handlers for functions: CreateFunction, GetFunction,
+//! GetFunctionConfiguration, ListFunctions, UpdateFunctionCode,
+//! UpdateFunctionConfiguration, DeleteFunction. Every `{name}` may be a name, a
+//! `NAME:QUALIFIER`, or a full or partial ARN.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ember_core::arn::{FunctionRef, Qualifier};
 use ember_store::FunctionRecord;
 
 use crate::error::ApiError;
@@ -20,7 +23,7 @@ use crate::{AppState, read_body};
 const CONTROL_BODY_BYTES: usize = 70 * 1024 * 1024;
 
 /// Runs a blocking registry call off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     registry: &Arc<Registry>,
     f: impl FnOnce(&Registry) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -30,11 +33,42 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Service(format!("a control-plane task failed: {e}")))?
 }
 
-fn configuration(registry: &Registry, record: &FunctionRecord) -> FunctionConfiguration {
-    FunctionConfiguration::new(record, registry.arn(&record.spec.name))
+/// Parses a `{name}` path segment and an optional `Qualifier` parameter.
+pub(crate) fn function_ref(
+    state: &AppState,
+    raw: &str,
+    qualifier: Option<&str>,
+) -> Result<FunctionRef, ApiError> {
+    let config = state.registry.dispatcher().config();
+    Ok(FunctionRef::parse(raw, &config.region, &config.account)?.with_qualifier(qualifier)?)
 }
 
-async fn control_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+/// The function name of a reference that must name `$LATEST` (operations that change the
+/// mutable function).
+pub(crate) fn unqualified(state: &AppState, raw: &str) -> Result<String, ApiError> {
+    let reference = function_ref(state, raw, None)?;
+    match reference.qualifier {
+        None | Some(Qualifier::Latest) => Ok(reference.name),
+        Some(q) => Err(ApiError::InvalidParameter(format!(
+            "this operation changes $LATEST only; drop the qualifier {q:?} from the function name"
+        ))),
+    }
+}
+
+/// The configuration as reported: under the ARN the caller used when qualified.
+pub(crate) fn configuration(
+    registry: &Registry,
+    record: &FunctionRecord,
+    qualifier: Option<&Qualifier>,
+) -> FunctionConfiguration {
+    let arn = match qualifier {
+        Some(q) => registry.arn(&record.spec.name, Some(&q.to_string())),
+        None => registry.record_arn(record),
+    };
+    FunctionConfiguration::new(record, arn)
+}
+
+pub(crate) async fn control_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     read_body(body, CONTROL_BODY_BYTES).await.map_err(|_| {
         ApiError::EntityTooLarge(format!(
             "Request must be smaller than {CONTROL_BODY_BYTES} bytes; zip files must be at most 50 MB"
@@ -42,61 +76,12 @@ async fn control_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     })
 }
 
-pub async fn create(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
-    let body = control_body(body).await?;
-    let input: CreateFunctionIn = model::parse(&body)?;
-    model::refuse_unsupported(
-        input.package_type.as_deref(),
-        input.architectures.as_deref(),
-        input.layers.as_deref(),
-    )?;
-    let spec = input.spec();
-    let zip = model::decode_zip(
-        input.code.zip_file.as_deref(),
-        input.code.s3_bucket.is_some(),
-    )?;
-    let record = blocking(&state.registry, move |r| r.create(spec, &zip)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(configuration(&state.registry, &record)),
-    )
-        .into_response())
-}
-
-pub async fn get_configuration(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    let record = blocking(&state.registry, move |r| r.get(&name)).await?;
-    Ok(Json(configuration(&state.registry, &record)).into_response())
-}
-
-pub async fn get(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let record = blocking(&state.registry, move |r| r.get(&name)).await?;
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1:9000");
-    let body = serde_json::json!({
-        "Configuration": configuration(&state.registry, &record),
-        "Code": {
-            "RepositoryType": "S3",
-            "Location": format!("http://{host}/ember/v1/functions/{}/code", record.spec.name),
-        },
-        "Tags": {},
-    });
-    Ok(Json(body).into_response())
-}
-
-pub async fn list(
-    State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let max_items: usize = match query.get("MaxItems") {
+/// `Marker` (an opaque offset) and `MaxItems` (1–10000, default 50) of a list call.
+pub(crate) fn page<T>(
+    items: Vec<T>,
+    query: &HashMap<String, String>,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let max: usize = match query.get("MaxItems") {
         Some(m) => m
             .parse()
             .ok()
@@ -108,30 +93,106 @@ pub async fn list(
             })?,
         None => 50,
     };
-    let marker = query.get("Marker").cloned();
-    let records = blocking(&state.registry, |r| r.list()).await?;
-    // The marker is the name of the last function of the previous page.
-    let page: Vec<&FunctionRecord> = records
-        .iter()
-        .filter(|r| {
-            marker
-                .as_ref()
-                .is_none_or(|m| r.spec.name.as_str() > m.as_str())
-        })
-        .take(max_items)
-        .collect();
-    let more = page.last().is_some_and(|last| {
-        records
-            .last()
-            .is_some_and(|end| end.spec.name != last.spec.name)
+    let start: usize = match query.get("Marker") {
+        Some(m) => m.parse().map_err(|_| {
+            ApiError::InvalidParameter(format!(
+                "Marker {m:?} did not come from this API; pass NextMarker as given"
+            ))
+        })?,
+        None => 0,
+    };
+    let total = items.len();
+    let page: Vec<T> = items.into_iter().skip(start).take(max).collect();
+    let next = (start + page.len() < total).then(|| (start + page.len()).to_string());
+    Ok((page, next))
+}
+
+pub async fn create(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let body = control_body(body).await?;
+    let input: CreateFunctionIn = model::parse(&body)?;
+    model::refuse_unsupported(
+        input.package_type.as_deref(),
+        input.architectures.as_deref(),
+        input.layers.as_deref(),
+    )?;
+    let spec = input.spec();
+    let publish = input.publish.unwrap_or(false);
+    let zip = model::decode_zip(
+        input.code.zip_file.as_deref(),
+        input.code.s3_bucket.is_some(),
+    )?;
+    let tags = input.tags.clone();
+    let record = blocking(&state.registry, move |r| {
+        let record = r.create(spec, &zip, publish)?;
+        if let Some(tags) = tags {
+            r.change_tags(&record.spec.name, model::parse_tags(tags)?, &[])?;
+        }
+        Ok(record)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(configuration(&state.registry, &record, None)),
+    )
+        .into_response())
+}
+
+pub async fn get_configuration(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let reference = function_ref(&state, &name, query.get("Qualifier").map(String::as_str))?;
+    let qualifier = reference.qualifier.clone();
+    let record = blocking(&state.registry, move |r| {
+        r.get(&reference.name, reference.qualifier.as_ref())
+    })
+    .await?;
+    Ok(Json(configuration(&state.registry, &record, qualifier.as_ref())).into_response())
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let reference = function_ref(&state, &name, query.get("Qualifier").map(String::as_str))?;
+    let qualifier = reference.qualifier.clone();
+    let (record, tags) = blocking(&state.registry, move |r| {
+        let record = r.get(&reference.name, reference.qualifier.as_ref())?;
+        let tags = r.tags(&reference.name)?;
+        Ok((record, tags))
+    })
+    .await?;
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:9000");
+    let body = serde_json::json!({
+        "Configuration": configuration(&state.registry, &record, qualifier.as_ref()),
+        "Code": {
+            "RepositoryType": "S3",
+            "Location": format!("http://{host}/ember/v1/functions/{}/code", record.spec.name),
+        },
+        "Tags": tags,
     });
+    Ok(Json(body).into_response())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let records = blocking(&state.registry, |r| r.list()).await?;
+    let (page, next) = page(records, &query)?;
     let functions: Vec<_> = page
         .iter()
-        .map(|r| configuration(&state.registry, r))
+        .map(|r| configuration(&state.registry, r, None))
         .collect();
     let mut body = serde_json::json!({ "Functions": functions });
-    if more {
-        body["NextMarker"] = page.last().map(|r| r.spec.name.clone()).into();
+    if let Some(next) = next {
+        body["NextMarker"] = next.into();
     }
     Ok(Json(body).into_response())
 }
@@ -141,16 +202,22 @@ pub async fn update_code(
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let name = unqualified(&state, &name)?;
     let body = control_body(body).await?;
     let input: UpdateCodeIn = model::parse(&body)?;
     model::refuse_unsupported(None, input.architectures.as_deref(), None)?;
     let zip = model::decode_zip(input.zip_file.as_deref(), input.s3_bucket.is_some())?;
     let revision = input.revision_id.clone();
+    let publish = input.publish.unwrap_or(false);
+    if input.dry_run == Some(true) {
+        let record = blocking(&state.registry, move |r| r.get(&name, None)).await?;
+        return Ok(Json(configuration(&state.registry, &record, None)).into_response());
+    }
     let record = blocking(&state.registry, move |r| {
-        r.update_code(&name, &zip, revision.as_deref())
+        r.update_code(&name, &zip, revision.as_deref(), publish)
     })
     .await?;
-    Ok(Json(configuration(&state.registry, &record)).into_response())
+    Ok(Json(configuration(&state.registry, &record, None)).into_response())
 }
 
 pub async fn update_configuration(
@@ -158,6 +225,7 @@ pub async fn update_configuration(
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let name = unqualified(&state, &name)?;
     let body = control_body(body).await?;
     let input: UpdateConfigIn = model::parse(&body)?;
     model::refuse_unsupported(None, None, input.layers.as_deref())?;
@@ -167,13 +235,18 @@ pub async fn update_configuration(
         r.update_config(&name, update, revision.as_deref())
     })
     .await?;
-    Ok(Json(configuration(&state.registry, &record)).into_response())
+    Ok(Json(configuration(&state.registry, &record, None)).into_response())
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    blocking(&state.registry, move |r| r.delete(&name)).await?;
+    let reference = function_ref(&state, &name, query.get("Qualifier").map(String::as_str))?;
+    blocking(&state.registry, move |r| {
+        r.delete(&reference.name, reference.qualifier.as_ref())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

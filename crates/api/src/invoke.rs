@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use ember_core::arn::FunctionRef;
 use ember_core::limits::SYNC_PAYLOAD_BYTES;
 use ember_dispatch::InvokeRequest;
 
@@ -25,12 +26,13 @@ pub async fn invoke(
     body: Body,
 ) -> Result<Response, ApiError> {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if let Some(q) = query.get("Qualifier").filter(|q| q.as_str() != "$LATEST") {
-        return Err(ApiError::FunctionNotFound(format!(
-            "{}:{q}",
-            state.registry.arn(&name)
-        )));
-    }
+    let reference =
+        crate::functions::function_ref(&state, &name, query.get("Qualifier").map(String::as_str))?;
+    let qualifier_text = reference.qualifier.as_ref().map(|q| q.to_string());
+    let invoked_arn = state
+        .registry
+        .arn(&reference.name, qualifier_text.as_deref());
+    let not_found = || ApiError::FunctionNotFound(invoked_arn.clone());
     let dispatcher = state.registry.dispatcher();
     let dry_run = match header("x-amz-invocation-type").unwrap_or("RequestResponse") {
         "RequestResponse" => false,
@@ -58,36 +60,35 @@ pub async fn invoke(
         .map(client_context)
         .transpose()?;
     if dry_run {
-        return match dispatcher.stats(&name) {
-            Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
-            None => Err(ApiError::FunctionNotFound(state.registry.arn(&name))),
-        };
+        let FunctionRef { name, qualifier } = reference;
+        crate::functions::blocking(&state.registry, move |r| r.get(&name, qualifier.as_ref()))
+            .await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let tail_log = header("x-amz-log-type") == Some("Tail");
     let result = dispatcher
         .invoke(
-            &name,
+            &reference.name,
+            reference.qualifier.as_ref(),
             InvokeRequest {
                 payload,
                 tail_log,
                 client_context,
+                invoked_arn: Some(invoked_arn.clone()),
             },
         )
         .await
         .map_err(|e| match e {
-            ember_dispatch::DispatchError::FunctionNotFound(_) => {
-                ApiError::FunctionNotFound(state.registry.arn(&name))
-            }
+            ember_dispatch::DispatchError::FunctionNotFound(_) => not_found(),
             other => other.into(),
         })?;
 
     let mut response = Response::new(Body::from(result.body));
     let h = response.headers_mut();
     h.insert("content-type", HeaderValue::from_static("application/json"));
-    h.insert(
-        "x-amz-executed-version",
-        HeaderValue::from_static(result.executed_version),
-    );
+    if let Ok(version) = HeaderValue::from_str(&result.executed_version) {
+        h.insert("x-amz-executed-version", version);
+    }
     if let Ok(id) = HeaderValue::from_str(&result.request_id) {
         h.insert("x-amzn-requestid", id);
     }

@@ -1,18 +1,21 @@
 //! Ember's HTTP surfaces, on one axum router.
 //!
-//! - `/2015-03-31/functions…`: the Lambda-compatible API (`functions`, `invoke`), the
-//!   control plane's canonical surface.
+//! - `/2015-03-31/functions…`: the Lambda-compatible API (`functions`, `invoke`,
+//!   `versions` for versions and aliases), the control plane's canonical surface; tags
+//!   and account settings under their own API dates (`account`).
 //! - `/ember/v1/…`: what Lambda lacks (`ember`): logs, environment counts, health.
 //! - [`error`]: every error variant → status and Lambda error type, in one match.
 //! - [`registry`]: the control plane — validates, stores, tells the dispatcher.
 //! - [`model`]: the Lambda JSON shapes.
 
+mod account;
 mod ember;
 pub mod error;
 mod functions;
 mod invoke;
 pub mod model;
 pub mod registry;
+mod versions;
 
 use std::sync::Arc;
 
@@ -47,7 +50,30 @@ pub fn router(state: AppState) -> Router {
             get(functions::get_configuration).put(functions::update_configuration),
         )
         .route("/functions/{name}/code", put(functions::update_code))
-        .route("/functions/{name}/invocations", post(invoke::invoke));
+        .route("/functions/{name}/invocations", post(invoke::invoke))
+        .route(
+            "/functions/{name}/versions",
+            get(versions::list_versions).post(versions::publish),
+        )
+        .route(
+            "/functions/{name}/aliases",
+            get(versions::list_aliases).post(versions::create_alias),
+        )
+        .route(
+            "/functions/{name}/aliases/{alias}",
+            get(versions::get_alias)
+                .put(versions::update_alias)
+                .delete(versions::delete_alias),
+        );
+    let tags = Router::new().route(
+        "/tags/{arn}",
+        get(account::list_tags)
+            .post(account::tag)
+            .delete(account::untag),
+    );
+    let settings = Router::new()
+        .route("/account-settings", get(account::account_settings))
+        .route("/account-settings/", get(account::account_settings));
     let ember = Router::new()
         .route("/health", get(ember::health))
         .route("/functions/{name}/logs", get(ember::logs))
@@ -55,6 +81,8 @@ pub fn router(state: AppState) -> Router {
         .route("/functions/{name}/code", get(ember::code));
     Router::new()
         .nest("/2015-03-31", lambda)
+        .nest("/2017-03-31", tags)
+        .nest("/2016-08-19", settings)
         .nest("/ember/v1", ember)
         .fallback(unknown)
         // Handlers read bodies themselves, each with its own limit and error.

@@ -232,7 +232,7 @@ pub struct FunctionConfiguration {
     pub memory_size: u32,
     pub last_modified: String,
     pub code_sha256: String,
-    pub version: &'static str,
+    pub version: String,
     pub environment: Value,
     pub tracing_config: Value,
     pub revision_id: String,
@@ -262,7 +262,9 @@ impl FunctionConfiguration {
             memory_size: spec.memory_mb,
             last_modified: record.last_modified.clone(),
             code_sha256: sha,
-            version: "$LATEST",
+            version: record
+                .version
+                .map_or_else(|| "$LATEST".to_owned(), |v| v.to_string()),
             environment: serde_json::json!({ "Variables": spec.environment }),
             tracing_config: serde_json::json!({ "Mode": "PassThrough" }),
             revision_id: record.revision_id.clone(),
@@ -273,4 +275,80 @@ impl FunctionConfiguration {
             ephemeral_storage: serde_json::json!({ "Size": spec.ephemeral_mb }),
         }
     }
+}
+
+/// Tags as a JSON object of strings.
+pub fn parse_tags(tags: Value) -> Result<BTreeMap<String, String>, ApiError> {
+    serde_json::from_value(tags).map_err(|_| {
+        ApiError::InvalidParameter("Tags must be an object of string keys and string values".into())
+    })
+}
+
+/// PublishVersion.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct PublishVersionIn {
+    pub code_sha256: Option<String>,
+    pub description: Option<String>,
+    pub revision_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct RoutingConfigIn {
+    pub additional_version_weights: Option<BTreeMap<String, f64>>,
+}
+
+/// CreateAlias and UpdateAlias.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct AliasIn {
+    pub name: Option<String>,
+    pub function_version: Option<String>,
+    pub description: Option<String>,
+    pub routing_config: Option<RoutingConfigIn>,
+    pub revision_id: Option<String>,
+}
+
+impl AliasIn {
+    pub fn change(&self) -> Result<crate::registry::AliasChange, ApiError> {
+        let routing = match &self.routing_config {
+            None => None,
+            Some(RoutingConfigIn {
+                additional_version_weights: None,
+            }) => Some(None),
+            Some(RoutingConfigIn {
+                additional_version_weights: Some(weights),
+            }) => match weights.len() {
+                0 => Some(None),
+                1 => weights.iter().next().map(|(v, w)| Some((v.clone(), *w))),
+                n => {
+                    return Err(ApiError::InvalidParameter(format!(
+                        "AdditionalVersionWeights takes one version (got {n})"
+                    )));
+                }
+            },
+        };
+        Ok(crate::registry::AliasChange {
+            version: self.function_version.clone(),
+            description: self.description.clone(),
+            routing,
+        })
+    }
+}
+
+/// AliasConfiguration, as every alias call returns it.
+pub fn alias_configuration(alias: &ember_store::AliasRecord, arn: String) -> Value {
+    let mut body = serde_json::json!({
+        "AliasArn": arn,
+        "Name": alias.name,
+        "FunctionVersion": alias.version,
+        "Description": alias.description,
+        "RevisionId": alias.revision_id,
+    });
+    if let Some((version, weight)) = &alias.routing {
+        body["RoutingConfig"] =
+            serde_json::json!({ "AdditionalVersionWeights": { version.clone(): weight } });
+    }
+    body
 }

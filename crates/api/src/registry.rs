@@ -1,19 +1,24 @@
 //! The control plane's function registry: validates, stores, and tells the dispatcher.
 //!
 //! Every change goes store first, then dispatcher: a function the dispatcher runs is always
-//! one the store holds, so a restart finds what was running. Changes to functions are
-//! serialized by one lock (they are rare and fast next to invocations, which never take it).
-//! Methods are blocking (SQLite, unpacking a package): the API calls them off the async
-//! workers.
+//! one the store holds, so a restart finds what was running. Changes are serialized by one
+//! lock (they are rare and fast next to invocations, which never take it). Methods are
+//! blocking (SQLite, unpacking a package): the API calls them off the async workers.
+//!
+//! `$LATEST` is the mutable function; publishing snapshots it as an immutable numbered
+//! version with its own warm pool. Aliases name a version and may send a weighted share of
+//! calls to a second one.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use ember_core::arn::{Qualifier, validate_alias_name};
 use ember_core::function::validate_name;
 use ember_core::{FunctionSpec, FunctionUpdate, RuntimeFamily};
-use ember_dispatch::{Deployment, Dispatcher};
+use ember_dispatch::{AliasRoute, Deployment, Dispatcher};
 use ember_store::archive::has_executable_bootstrap;
-use ember_store::{Artifacts, FunctionRecord, Store};
+use ember_store::{AliasRecord, Artifacts, FunctionRecord, Store, StoreError};
 
 use crate::error::ApiError;
 
@@ -24,8 +29,17 @@ pub struct Registry {
     changes: Mutex<()>,
 }
 
+/// A requested alias configuration, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct AliasChange {
+    pub version: Option<String>,
+    pub description: Option<String>,
+    /// `Some(None)` clears the routing; `None` leaves it as it is.
+    pub routing: Option<Option<(String, f64)>>,
+}
+
 impl Registry {
-    /// Opens the registry and deploys every stored function into the dispatcher.
+    /// Opens the registry and deploys every stored function, version and alias.
     pub fn load(
         store: Store,
         artifacts: Artifacts,
@@ -39,6 +53,12 @@ impl Registry {
         };
         for record in registry.store.list()? {
             registry.deploy(&record);
+            for version in registry.store.list_versions(&record.spec.name)? {
+                registry.deploy(&version);
+            }
+        }
+        for alias in registry.store.list_aliases("*")? {
+            registry.route(&alias);
         }
         Ok(registry)
     }
@@ -55,15 +75,41 @@ impl Registry {
         self.dispatcher.deploy(Deployment {
             spec: record.spec.clone(),
             code_dir: self.artifacts.code_dir(&record.code_sha256),
+            version: record.version,
         });
     }
 
-    pub fn arn(&self, name: &str) -> String {
+    fn route(&self, alias: &AliasRecord) {
+        let version = |v: &str| v.parse::<u32>().ok();
+        self.dispatcher.set_alias(
+            &alias.function,
+            &alias.name,
+            AliasRoute {
+                version: version(&alias.version),
+                additional: alias
+                    .routing
+                    .as_ref()
+                    .and_then(|(v, w)| Some((version(v)?, *w))),
+            },
+        );
+    }
+
+    /// The function's ARN, qualified when `qualifier` is given.
+    pub fn arn(&self, name: &str, qualifier: Option<&str>) -> String {
         let config = self.dispatcher.config();
-        format!(
-            "arn:aws:lambda:{}:{}:function:{name}",
-            config.region, config.account
+        ember_core::arn::function_arn(&config.region, &config.account, name, qualifier)
+    }
+
+    /// The ARN a record is reported under: versions carry their number.
+    pub fn record_arn(&self, record: &FunctionRecord) -> String {
+        self.arn(
+            &record.spec.name,
+            record.version.map(|v| v.to_string()).as_deref(),
         )
+    }
+
+    fn not_found(&self, name: &str, qualifier: Option<&Qualifier>) -> ApiError {
+        ApiError::FunctionNotFound(self.arn(name, qualifier.map(|q| q.to_string()).as_deref()))
     }
 
     fn validate(&self, spec: &FunctionSpec) -> Result<(), ApiError> {
@@ -85,7 +131,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Removes a package's files if no function uses it any more.
+    /// Removes a package's files if no function or version uses it any more.
     fn collect_garbage(&self, sha256: &str) {
         if !self.store.code_in_use(sha256).unwrap_or(true) {
             self.artifacts.remove(sha256);
@@ -94,6 +140,7 @@ impl Registry {
 
     fn record(spec: FunctionSpec, code_sha256: String, code_size: u64) -> FunctionRecord {
         FunctionRecord {
+            version: None,
             spec,
             code_sha256,
             code_size,
@@ -102,9 +149,15 @@ impl Registry {
         }
     }
 
-    pub fn create(&self, spec: FunctionSpec, zip: &[u8]) -> Result<FunctionRecord, ApiError> {
+    /// Creates a function; with `publish`, also its version 1.
+    pub fn create(
+        &self,
+        spec: FunctionSpec,
+        zip: &[u8],
+        publish: bool,
+    ) -> Result<FunctionRecord, ApiError> {
         self.validate(&spec)?;
-        let _guard = self.changes.lock().expect("registry lock");
+        let guard = self.changes.lock().expect("registry lock");
         if self.store.get(&spec.name).is_ok() {
             return Err(ApiError::FunctionExists(spec.name));
         }
@@ -114,21 +167,46 @@ impl Registry {
             self.store.create(&record)?;
             Ok(record)
         });
-        match stored {
-            Ok(record) => {
-                self.deploy(&record);
-                Ok(record)
-            }
+        let record = match stored {
+            Ok(record) => record,
             Err(e) => {
                 self.collect_garbage(&artifact.sha256);
-                Err(e)
+                return Err(e);
             }
+        };
+        self.deploy(&record);
+        drop(guard);
+        if publish {
+            return self.publish(&record.spec.name, None, None);
         }
+        Ok(record)
     }
 
-    pub fn get(&self, name: &str) -> Result<FunctionRecord, ApiError> {
-        validate_name(name).map_err(|_| ApiError::FunctionNotFound(self.arn(name)))?;
-        self.store.get(name).map_err(|e| not_found_as_arn(e, self))
+    /// `$LATEST`, a version, or the version an alias names.
+    pub fn get(
+        &self,
+        name: &str,
+        qualifier: Option<&Qualifier>,
+    ) -> Result<FunctionRecord, ApiError> {
+        validate_name(name).map_err(|_| self.not_found(name, qualifier))?;
+        let found = match qualifier {
+            None | Some(Qualifier::Latest) => self.store.get(name),
+            Some(Qualifier::Version(v)) => self.store.get_version(name, *v),
+            Some(Qualifier::Alias(alias)) => {
+                let alias = self
+                    .store
+                    .get_alias(name, alias)
+                    .map_err(|_| self.not_found(name, qualifier))?;
+                match alias.version.parse() {
+                    Ok(v) => self.store.get_version(name, v),
+                    Err(_) => self.store.get(name),
+                }
+            }
+        };
+        found.map_err(|e| match e {
+            StoreError::NotFound(_) => self.not_found(name, qualifier),
+            other => other.into(),
+        })
     }
 
     pub fn list(&self) -> Result<Vec<FunctionRecord>, ApiError> {
@@ -140,10 +218,11 @@ impl Registry {
         name: &str,
         zip: &[u8],
         revision: Option<&str>,
+        publish: bool,
     ) -> Result<FunctionRecord, ApiError> {
-        let _guard = self.changes.lock().expect("registry lock");
-        let old = self.get(name)?;
-        check_revision(&old, revision)?;
+        let guard = self.changes.lock().expect("registry lock");
+        let old = self.get(name, None)?;
+        check_revision(&old.revision_id, revision)?;
         let artifact = self.artifacts.put(zip)?;
         let result = self
             .check_package(&old.spec, &artifact.sha256)
@@ -152,21 +231,24 @@ impl Registry {
                 self.store.update(&record)?;
                 Ok(record)
             });
-        match result {
-            Ok(record) => {
-                self.deploy(&record);
-                if record.code_sha256 != old.code_sha256 {
-                    self.collect_garbage(&old.code_sha256);
-                }
-                Ok(record)
-            }
+        let record = match result {
+            Ok(record) => record,
             Err(e) => {
                 if artifact.sha256 != old.code_sha256 {
                     self.collect_garbage(&artifact.sha256);
                 }
-                Err(e)
+                return Err(e);
             }
+        };
+        self.deploy(&record);
+        if record.code_sha256 != old.code_sha256 {
+            self.collect_garbage(&old.code_sha256);
         }
+        drop(guard);
+        if publish {
+            return self.publish(name, None, None);
+        }
+        Ok(record)
     }
 
     pub fn update_config(
@@ -176,8 +258,8 @@ impl Registry {
         revision: Option<&str>,
     ) -> Result<FunctionRecord, ApiError> {
         let _guard = self.changes.lock().expect("registry lock");
-        let old = self.get(name)?;
-        check_revision(&old, revision)?;
+        let old = self.get(name, None)?;
+        check_revision(&old.revision_id, revision)?;
         let spec = old.spec.updated(update);
         self.validate(&spec)?;
         self.check_package(&spec, &old.code_sha256)?;
@@ -187,29 +269,262 @@ impl Registry {
         Ok(record)
     }
 
-    pub fn delete(&self, name: &str) -> Result<(), ApiError> {
+    /// Publishes `$LATEST` as a new version — or, when nothing changed since the latest
+    /// version, returns that one (as Lambda does).
+    pub fn publish(
+        &self,
+        name: &str,
+        description: Option<String>,
+        revision: Option<&str>,
+    ) -> Result<FunctionRecord, ApiError> {
         let _guard = self.changes.lock().expect("registry lock");
-        let old = self.get(name)?;
-        self.store.delete(name)?;
-        self.dispatcher.remove(name);
-        self.dispatcher.logs().remove(name);
-        self.collect_garbage(&old.code_sha256);
+        let latest = self.get(name, None)?;
+        check_revision(&latest.revision_id, revision)?;
+        if let Some(newest) = self.store.list_versions(name)?.pop() {
+            let unchanged = newest.code_sha256 == latest.code_sha256
+                && FunctionSpec {
+                    description: latest.spec.description.clone(),
+                    ..newest.spec.clone()
+                } == latest.spec;
+            if unchanged {
+                return Ok(newest);
+            }
+        }
+        let mut record = Self::record(
+            latest.spec.clone(),
+            latest.code_sha256.clone(),
+            latest.code_size,
+        );
+        if let Some(description) = description {
+            record.spec.description = description;
+        }
+        let version = self.store.insert_version(&record)?;
+        record.version = Some(version);
+        self.deploy(&record);
+        Ok(record)
+    }
+
+    /// `$LATEST` followed by every published version.
+    pub fn list_versions(&self, name: &str) -> Result<Vec<FunctionRecord>, ApiError> {
+        let latest = self.get(name, None)?;
+        let mut all = vec![latest];
+        all.extend(self.store.list_versions(name)?);
+        Ok(all)
+    }
+
+    /// Deletes the function (no qualifier) or one published version.
+    pub fn delete(&self, name: &str, qualifier: Option<&Qualifier>) -> Result<(), ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        match qualifier {
+            None => {
+                let old = self.get(name, None)?;
+                let versions = self.store.list_versions(name)?;
+                self.store.delete(name)?;
+                self.dispatcher.remove(name);
+                self.dispatcher.logs().remove(name);
+                self.collect_garbage(&old.code_sha256);
+                for version in versions {
+                    self.collect_garbage(&version.code_sha256);
+                }
+                Ok(())
+            }
+            Some(Qualifier::Version(v)) => {
+                let version = self.get(name, qualifier)?;
+                let users: Vec<String> = self
+                    .store
+                    .list_aliases(name)?
+                    .into_iter()
+                    .filter(|a| a.version == v.to_string() || a.routing.as_ref().is_some_and(|(r, _)| *r == v.to_string()))
+                    .map(|a| a.name)
+                    .collect();
+                if !users.is_empty() {
+                    return Err(ApiError::Conflict(format!(
+                        "version {v} is used by the alias(es) {}; point them elsewhere first",
+                        users.join(", ")
+                    )));
+                }
+                self.store.delete_version(name, *v)?;
+                self.dispatcher.remove_version(name, *v);
+                self.collect_garbage(&version.code_sha256);
+                Ok(())
+            }
+            Some(Qualifier::Latest | Qualifier::Alias(_)) => Err(ApiError::InvalidParameter(
+                "a qualified delete takes a version number; delete the function itself without a qualifier, \
+                 or an alias with DeleteAlias"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Checks that `version` (`$LATEST` or a number) exists for `name`.
+    fn check_version(&self, name: &str, version: &str) -> Result<(), ApiError> {
+        let qualifier = match Qualifier::parse(version) {
+            Ok(q @ (Qualifier::Latest | Qualifier::Version(_))) => q,
+            _ => {
+                return Err(ApiError::InvalidParameter(format!(
+                    "FunctionVersion must be $LATEST or a version number (got {version:?})"
+                )));
+            }
+        };
+        self.get(name, Some(&qualifier)).map(|_| ())
+    }
+
+    fn validate_alias(&self, alias: &AliasRecord) -> Result<(), ApiError> {
+        validate_alias_name(&alias.name).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+        self.check_version(&alias.function, &alias.version)?;
+        if let Some((extra, weight)) = &alias.routing {
+            if !(0.0..=1.0).contains(weight) {
+                return Err(ApiError::InvalidParameter(format!(
+                    "AdditionalVersionWeights values must be between 0.0 and 1.0 (got {weight})"
+                )));
+            }
+            if alias.version == "$LATEST" || extra == "$LATEST" {
+                return Err(ApiError::InvalidParameter(
+                    "weighted routing works between published versions, not $LATEST".into(),
+                ));
+            }
+            if *extra == alias.version {
+                return Err(ApiError::InvalidParameter(
+                    "the additional version must differ from the alias's FunctionVersion".into(),
+                ));
+            }
+            self.check_version(&alias.function, extra)?;
+        }
         Ok(())
     }
-}
 
-fn not_found_as_arn(e: ember_store::StoreError, registry: &Registry) -> ApiError {
-    match e {
-        ember_store::StoreError::NotFound(name) => ApiError::FunctionNotFound(registry.arn(&name)),
-        other => other.into(),
+    pub fn create_alias(
+        &self,
+        function: &str,
+        name: &str,
+        change: AliasChange,
+    ) -> Result<AliasRecord, ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        self.get(function, None)?;
+        let alias = AliasRecord {
+            function: function.to_owned(),
+            name: name.to_owned(),
+            version: change
+                .version
+                .ok_or_else(|| ApiError::InvalidParameter("FunctionVersion is required".into()))?,
+            description: change.description.unwrap_or_default(),
+            routing: change.routing.flatten(),
+            revision_id: uuid::Uuid::new_v4().to_string(),
+        };
+        self.validate_alias(&alias)?;
+        self.store.create_alias(&alias).map_err(|e| match e {
+            StoreError::AliasExists(_) => ApiError::Conflict(format!(
+                "Alias already exists: {}",
+                self.arn(function, Some(name))
+            )),
+            other => other.into(),
+        })?;
+        self.route(&alias);
+        Ok(alias)
+    }
+
+    pub fn get_alias(&self, function: &str, name: &str) -> Result<AliasRecord, ApiError> {
+        self.get(function, None)?;
+        self.store.get_alias(function, name).map_err(|e| match e {
+            StoreError::AliasNotFound(_) => ApiError::NotFound(format!(
+                "Alias not found: {}",
+                self.arn(function, Some(name))
+            )),
+            other => other.into(),
+        })
+    }
+
+    pub fn list_aliases(&self, function: &str) -> Result<Vec<AliasRecord>, ApiError> {
+        self.get(function, None)?;
+        Ok(self.store.list_aliases(function)?)
+    }
+
+    pub fn update_alias(
+        &self,
+        function: &str,
+        name: &str,
+        change: AliasChange,
+        revision: Option<&str>,
+    ) -> Result<AliasRecord, ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        let old = self.get_alias(function, name)?;
+        check_revision(&old.revision_id, revision)?;
+        let alias = AliasRecord {
+            version: change.version.unwrap_or(old.version),
+            description: change.description.unwrap_or(old.description),
+            routing: change.routing.unwrap_or(old.routing),
+            revision_id: uuid::Uuid::new_v4().to_string(),
+            ..old
+        };
+        self.validate_alias(&alias)?;
+        self.store.update_alias(&alias)?;
+        self.route(&alias);
+        Ok(alias)
+    }
+
+    pub fn delete_alias(&self, function: &str, name: &str) -> Result<(), ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        self.get_alias(function, name)?;
+        self.store.delete_alias(function, name)?;
+        self.dispatcher.remove_alias(function, name);
+        Ok(())
+    }
+
+    pub fn tags(&self, function: &str) -> Result<BTreeMap<String, String>, ApiError> {
+        self.get(function, None)?;
+        Ok(self.store.get_tags(function)?)
+    }
+
+    /// Adds or replaces tags (`add`) and removes tags (`remove`).
+    pub fn change_tags(
+        &self,
+        function: &str,
+        add: BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<(), ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        let mut tags = self.tags(function)?;
+        for (key, value) in &add {
+            if key.is_empty() || key.len() > 128 || value.len() > 256 || key.starts_with("aws:") {
+                return Err(ApiError::InvalidParameter(format!(
+                    "tag {key:?} is not valid: keys are 1-128 characters not starting with aws:, values at most 256"
+                )));
+            }
+        }
+        tags.extend(add);
+        for key in remove {
+            tags.remove(key);
+        }
+        if tags.len() > 50 {
+            return Err(ApiError::InvalidParameter(format!(
+                "a function may have at most 50 tags (got {})",
+                tags.len()
+            )));
+        }
+        self.store.set_tags(function, &tags)?;
+        Ok(())
+    }
+
+    /// (functions, total code bytes of every stored package).
+    pub fn usage(&self) -> Result<(usize, u64), ApiError> {
+        let functions = self.store.list()?;
+        let mut total: u64 = functions.iter().map(|f| f.code_size).sum();
+        for f in &functions {
+            total += self
+                .store
+                .list_versions(&f.spec.name)?
+                .iter()
+                .map(|v| v.code_size)
+                .sum::<u64>();
+        }
+        Ok((functions.len(), total))
     }
 }
 
-fn check_revision(record: &FunctionRecord, revision: Option<&str>) -> Result<(), ApiError> {
+fn check_revision(current: &str, revision: Option<&str>) -> Result<(), ApiError> {
     match revision {
-        Some(r) if r != record.revision_id => Err(ApiError::PreconditionFailed(format!(
-            "The Revision Id provided does not match the latest Revision Id {}. Call GetFunction to get the latest Revision Id",
-            record.revision_id
+        Some(r) if r != current => Err(ApiError::PreconditionFailed(format!(
+            "The Revision Id provided does not match the latest Revision Id {current}. Call the Get operation to get the latest Revision Id"
         ))),
         _ => Ok(()),
     }

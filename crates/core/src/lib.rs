@@ -8,6 +8,7 @@
 //! Everything here is plain data plus validation; the store, the sandbox and the API build
 //! on these types and never re-implement their rules.
 
+pub mod arn;
 pub mod function;
 pub mod limits;
 pub mod report;

@@ -125,3 +125,25 @@ mod tests {
         );
     }
 }
+
+/// Weighted routing of an alias between its version and one additional version.
+///
+/// `weight` is the additional version's share (0–1); `draw` is uniform in [0, 1). Pure, so
+/// tests and the simulator pass their own draws.
+pub fn routes_to_additional(weight: f64, draw: f64) -> bool {
+    draw < weight
+}
+
+#[cfg(test)]
+mod routing_tests {
+    use super::routes_to_additional;
+
+    #[test]
+    fn the_additional_share_matches_its_weight() {
+        let draws = (0..1000).map(|i| f64::from(i) / 1000.0);
+        let extra = draws.filter(|d| routes_to_additional(0.3, *d)).count();
+        assert_eq!(extra, 300);
+        assert!(!routes_to_additional(0.0, 0.0));
+        assert!(routes_to_additional(1.0, 0.999));
+    }
+}

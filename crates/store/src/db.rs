@@ -9,14 +9,28 @@ use std::sync::Mutex;
 use ember_core::FunctionSpec;
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// A stored function.
+/// A stored function: `$LATEST` (`version: None`) or a published version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionRecord {
+    pub version: Option<u32>,
     pub spec: FunctionSpec,
     pub code_sha256: String,
     pub code_size: u64,
     pub revision_id: String,
     pub last_modified: String,
+}
+
+/// An alias: a name for a version, optionally sending a share of calls to a second one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasRecord {
+    pub function: String,
+    pub name: String,
+    /// `$LATEST` or a version number.
+    pub version: String,
+    pub description: String,
+    /// The additional version and the share of invocations (0–1) it receives.
+    pub routing: Option<(String, f64)>,
+    pub revision_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +39,10 @@ pub enum StoreError {
     Exists(String),
     #[error("function not found: {0}")]
     NotFound(String),
+    #[error("alias already exists: {0}")]
+    AliasExists(String),
+    #[error("alias not found: {0}")]
+    AliasNotFound(String),
     #[error("the metadata store failed")]
     Sqlite(#[from] rusqlite::Error),
     #[error("a stored function could not be read")]
@@ -36,16 +54,39 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS functions (
-    name          TEXT PRIMARY KEY,
-    spec          TEXT NOT NULL,
-    code_sha256   TEXT NOT NULL,
-    code_size     INTEGER NOT NULL,
-    revision_id   TEXT NOT NULL,
-    last_modified TEXT NOT NULL
-);
-";
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS functions (
+        name          TEXT PRIMARY KEY,
+        spec          TEXT NOT NULL,
+        code_sha256   TEXT NOT NULL,
+        code_size     INTEGER NOT NULL,
+        revision_id   TEXT NOT NULL,
+        last_modified TEXT NOT NULL
+    );",
+    "ALTER TABLE functions ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE functions ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+     CREATE TABLE versions (
+        function      TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        version       INTEGER NOT NULL,
+        spec          TEXT NOT NULL,
+        code_sha256   TEXT NOT NULL,
+        code_size     INTEGER NOT NULL,
+        revision_id   TEXT NOT NULL,
+        last_modified TEXT NOT NULL,
+        PRIMARY KEY (function, version)
+     );
+     CREATE TABLE aliases (
+        function      TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        name          TEXT NOT NULL,
+        version       TEXT NOT NULL,
+        description   TEXT NOT NULL,
+        extra_version TEXT,
+        extra_weight  REAL,
+        revision_id   TEXT NOT NULL,
+        PRIMARY KEY (function, name)
+     );",
+];
 
 impl Store {
     /// Opens (creating if needed) the store at `path`.
@@ -56,7 +97,14 @@ impl Store {
         // commits but never corrupts the database.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -137,17 +185,199 @@ impl Store {
         Ok(())
     }
 
-    /// Whether any function uses the package with this hash.
+    /// Whether any function or version uses the package with this hash.
     pub fn code_in_use(&self, sha256: &str) -> Result<bool, StoreError> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT 1 FROM functions WHERE code_sha256 = ?1 LIMIT 1",
+                "SELECT 1 FROM functions WHERE code_sha256 = ?1
+                 UNION ALL SELECT 1 FROM versions WHERE code_sha256 = ?1 LIMIT 1",
                 [sha256],
                 |_| Ok(()),
             )
             .optional()?
             .is_some())
+    }
+
+    /// Stores `record` as the function's next version and returns its number.
+    pub fn insert_version(&self, record: &FunctionRecord) -> Result<u32, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let last: u32 = tx
+            .query_row(
+                "SELECT last_version FROM functions WHERE name = ?1",
+                [&record.spec.name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(record.spec.name.clone()))?;
+        // Numbers are never reused, even after a version is deleted.
+        let version = last + 1;
+        let spec = serde_json::to_string(&record.spec)?;
+        tx.execute(
+            "INSERT INTO versions (function, version, spec, code_sha256, code_size, revision_id, last_modified)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![record.spec.name, version, spec, record.code_sha256, record.code_size as i64, record.revision_id, record.last_modified],
+        )?;
+        tx.execute(
+            "UPDATE functions SET last_version = ?2 WHERE name = ?1",
+            params![record.spec.name, version],
+        )?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    pub fn get_version(&self, name: &str, version: u32) -> Result<FunctionRecord, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT spec, code_sha256, code_size, revision_id, last_modified FROM versions
+                 WHERE function = ?1 AND version = ?2",
+                params![name, version],
+                row_parts,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("{name}:{version}")))
+            .and_then(into_record)
+            .map(|r| FunctionRecord {
+                version: Some(version),
+                ..r
+            })
+    }
+
+    /// Every published version of a function, oldest first.
+    pub fn list_versions(&self, name: &str) -> Result<Vec<FunctionRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT spec, code_sha256, code_size, revision_id, last_modified, version FROM versions
+             WHERE function = ?1 ORDER BY version",
+        )?;
+        let rows = stmt
+            .query_map([name], |row| Ok((row_parts(row)?, row.get::<_, u32>(5)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(parts, v)| {
+                into_record(parts).map(|r| FunctionRecord {
+                    version: Some(v),
+                    ..r
+                })
+            })
+            .collect()
+    }
+
+    pub fn delete_version(&self, name: &str, version: u32) -> Result<(), StoreError> {
+        let changed = self.conn().execute(
+            "DELETE FROM versions WHERE function = ?1 AND version = ?2",
+            params![name, version],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("{name}:{version}")));
+        }
+        Ok(())
+    }
+
+    pub fn create_alias(&self, alias: &AliasRecord) -> Result<(), StoreError> {
+        let (extra_version, extra_weight) = alias.routing.clone().unzip();
+        let result = self.conn().execute(
+            "INSERT INTO aliases (function, name, version, description, extra_version, extra_weight, revision_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![alias.function, alias.name, alias.version, alias.description, extra_version, extra_weight, alias.revision_id],
+        );
+        match result {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::AliasExists(format!(
+                    "{}:{}",
+                    alias.function, alias.name
+                )))
+            }
+            other => other.map(|_| ()).map_err(StoreError::from),
+        }
+    }
+
+    pub fn update_alias(&self, alias: &AliasRecord) -> Result<(), StoreError> {
+        let (extra_version, extra_weight) = alias.routing.clone().unzip();
+        let changed = self.conn().execute(
+            "UPDATE aliases SET version = ?3, description = ?4, extra_version = ?5, extra_weight = ?6, revision_id = ?7
+             WHERE function = ?1 AND name = ?2",
+            params![alias.function, alias.name, alias.version, alias.description, extra_version, extra_weight, alias.revision_id],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::AliasNotFound(format!(
+                "{}:{}",
+                alias.function, alias.name
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn get_alias(&self, function: &str, name: &str) -> Result<AliasRecord, StoreError> {
+        self.list_aliases(function)?
+            .into_iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| StoreError::AliasNotFound(format!("{function}:{name}")))
+    }
+
+    /// Every alias of a function, by name; every alias of every function with `"*"`.
+    pub fn list_aliases(&self, function: &str) -> Result<Vec<AliasRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT function, name, version, description, extra_version, extra_weight, revision_id FROM aliases
+             WHERE function = ?1 OR ?1 = '*' ORDER BY function, name",
+        )?;
+        let rows = stmt.query_map([function], |row| {
+            let extra: Option<String> = row.get(4)?;
+            let weight: Option<f64> = row.get(5)?;
+            Ok(AliasRecord {
+                function: row.get(0)?,
+                name: row.get(1)?,
+                version: row.get(2)?,
+                description: row.get(3)?,
+                routing: extra.zip(weight),
+                revision_id: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn delete_alias(&self, function: &str, name: &str) -> Result<(), StoreError> {
+        let changed = self.conn().execute(
+            "DELETE FROM aliases WHERE function = ?1 AND name = ?2",
+            params![function, name],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::AliasNotFound(format!("{function}:{name}")));
+        }
+        Ok(())
+    }
+
+    pub fn get_tags(
+        &self,
+        name: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        let tags: String = self
+            .conn()
+            .query_row("SELECT tags FROM functions WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        Ok(serde_json::from_str(&tags)?)
+    }
+
+    pub fn set_tags(
+        &self,
+        name: &str,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let changed = self.conn().execute(
+            "UPDATE functions SET tags = ?2 WHERE name = ?1",
+            params![name, serde_json::to_string(tags)?],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(name.to_owned()));
+        }
+        Ok(())
     }
 }
 
@@ -167,6 +397,7 @@ fn into_record(
     (spec, code_sha256, code_size, revision_id, last_modified): RowParts,
 ) -> Result<FunctionRecord, StoreError> {
     Ok(FunctionRecord {
+        version: None,
         spec: serde_json::from_str(&spec)?,
         code_sha256,
         code_size: code_size as u64,

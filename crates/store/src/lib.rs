@@ -10,4 +10,4 @@ pub mod db;
 
 pub use archive::ArchiveError;
 pub use artifacts::{Artifact, Artifacts};
-pub use db::{FunctionRecord, Store, StoreError};
+pub use db::{AliasRecord, FunctionRecord, Store, StoreError};

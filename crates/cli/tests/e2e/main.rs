@@ -4,6 +4,7 @@
 //! talks to it over HTTP or through the CLI, as a user would. Tests that need the process
 //! sandbox (root, cgroups) say why they skip when the host cannot run it.
 
+mod aws;
 mod cli;
 mod failures;
 mod isolation;

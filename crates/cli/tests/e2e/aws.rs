@@ -1,0 +1,301 @@
+//! The Lambda API as the AWS tools see it: the AWS CLI v1 and boto3, unchanged, against
+//! Ember's endpoint.
+
+use std::process::Command;
+
+use crate::require_sandbox;
+use crate::support::{KITCHEN, Server, zip_files};
+
+/// Why the AWS tools cannot run here, if they cannot.
+fn aws_tools_unavailable() -> Option<&'static str> {
+    let ok = Command::new("python3")
+        .args(["-c", "import awscli, boto3"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!ok).then_some("the AWS CLI and boto3 are not installed (python3 -m pip install awscli boto3)")
+}
+
+macro_rules! require_aws_tools {
+    () => {
+        require_sandbox!();
+        if let Some(why) = aws_tools_unavailable() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+fn boto3(server: &Server, scenario: &str) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/fixtures/boto3_suite.py"
+    );
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(scenario)
+        .env("EMBER_ENDPOINT", &server.url)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "boto3 scenario {scenario} failed:\n{stdout}\n{stderr}"
+    );
+    eprint!("{stdout}");
+}
+
+/// Runs `aws lambda …` (the CLI v1 from PyPI) against the server.
+fn aws(server: &Server, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "awscli",
+            "--endpoint-url",
+            &server.url,
+            "--output",
+            "json",
+            "lambda",
+        ])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok_json(result: (i32, String, String)) -> serde_json::Value {
+    let (code, out, err) = result;
+    assert_eq!(code, 0, "{out}{err}");
+    serde_json::from_str(&out).unwrap_or_else(|_| panic!("not JSON: {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_cli_creates_waits_invokes_updates_and_deletes() {
+    require_aws_tools!();
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("fn.zip");
+    std::fs::write(&zip, zip_files(&[("app.py", KITCHEN.as_bytes(), 0o644)])).unwrap();
+    let fileb = format!("fileb://{}", zip.display());
+    let created = ok_json(aws(
+        &server,
+        &[
+            "create-function",
+            "--function-name",
+            "cli",
+            "--runtime",
+            "python3.11",
+            "--role",
+            "r",
+            "--handler",
+            "app.handler",
+            "--zip-file",
+            &fileb,
+            "--environment",
+            "Variables={GREETING=hello}",
+        ],
+    ));
+    assert_eq!(
+        created["FunctionArn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:cli"
+    );
+    assert_eq!(
+        aws(
+            &server,
+            &["wait", "function-active", "--function-name", "cli"]
+        )
+        .0,
+        0
+    );
+
+    let out = dir.path().join("out.json");
+    let result = ok_json(aws(
+        &server,
+        &[
+            "invoke",
+            "--function-name",
+            "cli",
+            "--payload",
+            r#"{"k":"v"}"#,
+            "--log-type",
+            "Tail",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(result["StatusCode"], 200);
+    assert_eq!(result["ExecutedVersion"], "$LATEST");
+    let log = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        result["LogResult"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(String::from_utf8_lossy(&log).contains("REPORT RequestId:"));
+    let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(
+        (body["event"]["k"].as_str(), body["greeting"].as_str()),
+        (Some("v"), Some("hello"))
+    );
+
+    let failed = ok_json(aws(
+        &server,
+        &[
+            "invoke",
+            "--function-name",
+            "cli",
+            "--payload",
+            r#"{"action":"raise"}"#,
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(failed["FunctionError"], "Handled");
+
+    ok_json(aws(
+        &server,
+        &[
+            "update-function-configuration",
+            "--function-name",
+            "cli",
+            "--timeout",
+            "9",
+        ],
+    ));
+    assert_eq!(
+        aws(
+            &server,
+            &["wait", "function-updated", "--function-name", "cli"]
+        )
+        .0,
+        0
+    );
+    let updated = ok_json(aws(
+        &server,
+        &[
+            "update-function-code",
+            "--function-name",
+            "cli",
+            "--zip-file",
+            &fileb,
+            "--publish",
+        ],
+    ));
+    assert_eq!(updated["Version"], "1");
+    assert_eq!(updated["Timeout"], 9);
+
+    // By ARN, percent-encoded in the path by the CLI, and by NAME:QUALIFIER.
+    let arn = "arn:aws:lambda:us-east-1:000000000000:function:cli:1";
+    let by_arn = ok_json(aws(
+        &server,
+        &["invoke", "--function-name", arn, out.to_str().unwrap()],
+    ));
+    assert_eq!(by_arn["ExecutedVersion"], "1");
+    let config = ok_json(aws(
+        &server,
+        &["get-function-configuration", "--function-name", "cli:1"],
+    ));
+    assert_eq!(
+        (config["Version"].as_str(), config["FunctionArn"].as_str()),
+        (Some("1"), Some(arn))
+    );
+
+    let (code, _, err) = aws(&server, &["get-function", "--function-name", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("(ResourceNotFoundException)"), "{err}");
+    let (code, _, err) = aws(
+        &server,
+        &[
+            "update-function-configuration",
+            "--function-name",
+            "cli",
+            "--memory-size",
+            "20000",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("(InvalidParameterValueException)")
+            && err.contains("between 128 and 10240 MB"),
+        "{err}"
+    );
+
+    assert_eq!(
+        aws(&server, &["delete-function", "--function-name", "cli"]).0,
+        0
+    );
+    assert_eq!(
+        ok_json(aws(&server, &["list-functions"]))["Functions"],
+        serde_json::json!([])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_lifecycle_with_waiters_tags_pagination_and_settings() {
+    require_aws_tools!();
+    let server = Server::start(&[]);
+    boto3(&server, "lifecycle");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_versions_aliases_and_weighted_routing() {
+    require_aws_tools!();
+    let server = Server::start(&[]);
+    boto3(&server, "versions_and_aliases");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_raises_the_typed_exceptions() {
+    require_aws_tools!();
+    let server = Server::start(&[]);
+    boto3(&server, "typed_errors");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_sees_throttling_as_too_many_requests() {
+    require_aws_tools!();
+    let server = Server::start(&["--account-concurrency", "1"]);
+    boto3(&server, "throttled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_and_aliases_survive_a_restart() {
+    require_sandbox!();
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let mut server = Server::start_in(&data, &[]);
+    let api = server.api();
+    api.create_kitchen("keep", serde_json::json!({ "Publish": true, "Environment": { "Variables": { "GREETING": "v1" } } })).await;
+    api.update_configuration(
+        "keep",
+        serde_json::json!({ "Environment": { "Variables": { "GREETING": "latest" } } }),
+    )
+    .await;
+    let body = serde_json::json!({ "Name": "stable", "FunctionVersion": "1" });
+    let r = api
+        .request(
+            hyper::Method::POST,
+            "/2015-03-31/functions/keep/aliases",
+            &[],
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    server.stop();
+
+    let server = Server::start_in(&data, &[]);
+    let api = server.api();
+    let r = api.invoke("keep:stable", serde_json::json!({})).await;
+    assert_eq!(r.header("x-amz-executed-version"), Some("1"));
+    assert_eq!(r.json()["greeting"], "v1");
+    assert_eq!(
+        api.invoke("keep", serde_json::json!({})).await.json()["greeting"],
+        "latest"
+    );
+}

@@ -1,0 +1,367 @@
+//! Running one invocation on an environment: admission, the cold start and its init
+//! failures, handing the event over, the outcome, the log lines, and returning the
+//! environment to its pool or destroying it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ember_core::RuntimeFamily;
+use ember_core::limits::LOG_TAIL_BYTES;
+use ember_core::report::{self, Report};
+use ember_policy::Throttle;
+use ember_sandbox::{EnvironmentSpec, ExitStatus};
+
+use crate::environment::{Env, InitFailure, Outcome};
+use crate::{Current, DispatchError, Function, FunctionError, Inner, InvokeRequest, InvokeResult};
+
+/// Holds one unit of account concurrency.
+pub(crate) struct Permit<'a>(&'a AtomicU32);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Inner {
+    /// Destroys environments in the background; [`Dispatcher::shutdown`] waits for them.
+    pub(crate) fn destroy_all(&self, envs: impl IntoIterator<Item = Env>) {
+        for env in envs {
+            self.destroying.send_modify(|n| *n += 1);
+            let destroying = self.destroying.clone();
+            tokio::spawn(async move {
+                env.destroy().await;
+                destroying.send_modify(|n| *n -= 1);
+            });
+        }
+    }
+
+    pub(crate) fn admit(&self) -> Result<Permit<'_>, DispatchError> {
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let permit = Permit(&self.in_flight);
+        match self.config.admission.admit(before) {
+            Ok(()) => Ok(permit),
+            Err(Throttle::AccountConcurrency { limit }) => Err(DispatchError::Throttled(limit)),
+        }
+    }
+
+    fn environment_spec(
+        &self,
+        function: &Function,
+        current: &Current,
+        id: &str,
+    ) -> EnvironmentSpec {
+        let spec = &current.deployment.spec;
+        let argv = match (spec.family(), &self.config.python) {
+            (RuntimeFamily::Python, Some(python)) => vec![
+                python.display().to_string(),
+                "-u".into(),
+                ember_runtime_api::runtimes::PYTHON_BOOTSTRAP_PATH.into(),
+            ],
+            _ => vec!["/var/task/bootstrap".into()],
+        };
+        let date = ember_core::time::log_stream_date(std::time::SystemTime::now());
+        let mut env: Vec<(String, String)> = vec![
+            ("_HANDLER".into(), spec.handler.clone()),
+            ("LAMBDA_TASK_ROOT".into(), "/var/task".into()),
+            ("LAMBDA_RUNTIME_DIR".into(), "/var/runtime".into()),
+            ("AWS_LAMBDA_FUNCTION_NAME".into(), function.name.to_string()),
+            (
+                "AWS_LAMBDA_FUNCTION_VERSION".into(),
+                function.version.to_string(),
+            ),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+                spec.memory_mb.to_string(),
+            ),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME".into(),
+                format!("/aws/lambda/{}", function.name),
+            ),
+            (
+                "AWS_LAMBDA_LOG_STREAM_NAME".into(),
+                format!("{date}/[{}]{id}", function.version),
+            ),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+            ("AWS_REGION".into(), self.config.region.clone()),
+            ("AWS_DEFAULT_REGION".into(), self.config.region.clone()),
+            (
+                "AWS_EXECUTION_ENV".into(),
+                format!("AWS_Lambda_{}", spec.runtime),
+            ),
+            ("TZ".into(), ":UTC".into()),
+            ("LANG".into(), "en_US.UTF-8".into()),
+            (
+                "PATH".into(),
+                "/usr/local/bin:/usr/bin:/bin:/opt/bin".into(),
+            ),
+            (
+                "LD_LIBRARY_PATH".into(),
+                "/var/task:/var/task/lib:/opt/lib".into(),
+            ),
+        ];
+        env.extend(spec.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+        EnvironmentSpec {
+            id: id.to_owned(),
+            memory_mb: spec.memory_mb,
+            ephemeral_mb: spec.ephemeral_mb,
+            code_dir: current.deployment.code_dir.clone(),
+            runtime_dir: self.config.runtime_dir.clone(),
+            argv,
+            env,
+        }
+    }
+
+    /// Starts a new environment and runs the invocation on it.
+    pub(crate) async fn cold(
+        &self,
+        function: &Function,
+        current: &Current,
+        request_id: &str,
+        request: InvokeRequest,
+    ) -> Result<InvokeResult, DispatchError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let spec = self.environment_spec(function, current, &id);
+        let (env, init) = Env::start(
+            self.backend.as_ref(),
+            spec,
+            current.generation,
+            Arc::clone(&function.name),
+            self.logs.clone(),
+        )
+        .await?;
+        match init {
+            Ok(init) => {
+                self.run(function, current, env, Some(init), request_id, request)
+                    .await
+            }
+            Err(failure) => Ok(self
+                .init_failed(
+                    function,
+                    current,
+                    env,
+                    failure,
+                    request_id,
+                    request.tail_log,
+                )
+                .await),
+        }
+    }
+
+    async fn init_failed(
+        &self,
+        function: &Function,
+        current: &Current,
+        env: Env,
+        failure: InitFailure,
+        request_id: &str,
+        tail_log: bool,
+    ) -> InvokeResult {
+        let (body, status_line) = match failure {
+            InitFailure::Reported { body, error_type } => {
+                let kind = error_type.unwrap_or_else(|| "Runtime.Unknown".into());
+                (
+                    body,
+                    format!("INIT_REPORT Status: error\tError Type: {kind}\n"),
+                )
+            }
+            InitFailure::Exited(status) => (
+                exit_error(request_id, status),
+                format!("INIT_REPORT Status: error\tError Type: Runtime.ExitError\t{status}\n"),
+            ),
+            InitFailure::TimedOut => (
+                error_doc(
+                    "Sandbox.Timedout",
+                    &format!("RequestId: {request_id} Error: init timed out after 10.00 seconds"),
+                ),
+                "INIT_REPORT Status: timeout\n".into(),
+            ),
+        };
+        let printed = env.output.collect().await;
+        env.destroy().await;
+        let mut log = printed.to_vec();
+        log.extend_from_slice(status_line.as_bytes());
+        log.extend_from_slice(report::start_line(request_id, &function.version).as_bytes());
+        log.extend_from_slice(report::end_line(request_id).as_bytes());
+        log.extend_from_slice(
+            report::report_line(&Report {
+                request_id: request_id.to_owned(),
+                duration_ms: 0.0,
+                memory_mb: current.deployment.spec.memory_mb,
+                max_memory_used_mb: 0,
+                init_duration_ms: None,
+            })
+            .as_bytes(),
+        );
+        let platform = Bytes::from(log[printed.len()..].to_vec());
+        self.logs.write_platform(&function.name, platform);
+        InvokeResult {
+            request_id: request_id.to_owned(),
+            body,
+            function_error: Some(FunctionError::Unhandled),
+            executed_version: Arc::clone(&function.version),
+            log_tail: tail_log.then(|| tail(&log)),
+            cold: true,
+        }
+    }
+
+    /// Runs one invocation on `env`, writes its log lines, and returns `env` to the pool or
+    /// destroys it.
+    pub(crate) async fn run(
+        &self,
+        function: &Function,
+        current: &Current,
+        env: Env,
+        init: Option<Duration>,
+        request_id: &str,
+        request: InvokeRequest,
+    ) -> Result<InvokeResult, DispatchError> {
+        let spec = &current.deployment.spec;
+        let start_line = report::start_line(request_id, &function.version);
+        self.logs
+            .write_platform(&function.name, Bytes::from(start_line.clone()));
+        let began = Instant::now();
+        let timeout = Duration::from_secs(u64::from(spec.timeout_s));
+        let outcome = env
+            .invoke(
+                request_id,
+                request.payload,
+                request.invoked_arn.as_deref().unwrap_or(&current.arn),
+                request.client_context,
+                timeout,
+            )
+            .await;
+        let duration = began.elapsed();
+        let printed = env.output.collect().await;
+
+        // Platform lines: an exit note goes before END, a timeout note before REPORT.
+        let mut before_end = String::new();
+        let mut before_report = String::new();
+        let (body, function_error, keep) = match outcome {
+            Outcome::Response(body) => (body, None, true),
+            Outcome::Error { body } => (body, Some(FunctionError::Handled), true),
+            Outcome::ResponseTooLarge => (
+                error_doc(
+                    "Function.ResponseSizeTooLarge",
+                    "Response payload size exceeded maximum allowed payload size (6291556 bytes).",
+                ),
+                Some(FunctionError::Unhandled),
+                true,
+            ),
+            Outcome::Exited(status) => {
+                let oom = if status.oom_killed {
+                    " (out of memory)"
+                } else {
+                    ""
+                };
+                before_end = format!(
+                    "RequestId: {request_id} Error: Runtime exited with error: {status}{oom}\nRuntime.ExitError\n"
+                );
+                (
+                    exit_error(request_id, status),
+                    Some(FunctionError::Unhandled),
+                    false,
+                )
+            }
+            Outcome::TimedOut => {
+                let message = report::timeout_message(spec.timeout_s);
+                before_report = format!("{message}\n");
+                let body = error_doc(
+                    "Sandbox.Timedout",
+                    &format!("RequestId: {request_id} Error: {message}"),
+                );
+                (body, Some(FunctionError::Unhandled), false)
+            }
+        };
+
+        let mut lines = before_end;
+        lines.push_str(&report::end_line(request_id));
+        lines.push_str(&before_report);
+        lines.push_str(&report::report_line(&Report {
+            request_id: request_id.to_owned(),
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            memory_mb: spec.memory_mb,
+            max_memory_used_mb: env.max_memory_used_mb(),
+            init_duration_ms: init.map(|d| d.as_secs_f64() * 1000.0),
+        }));
+        let log_tail = request.tail_log.then(|| {
+            let mut all = Vec::with_capacity(start_line.len() + printed.len() + lines.len());
+            all.extend_from_slice(start_line.as_bytes());
+            all.extend_from_slice(&printed);
+            all.extend_from_slice(lines.as_bytes());
+            tail(&all)
+        });
+        self.logs.write_platform(&function.name, Bytes::from(lines));
+
+        if keep {
+            self.release(function, env);
+        } else {
+            env.destroy().await;
+        }
+        Ok(InvokeResult {
+            request_id: request_id.to_owned(),
+            body,
+            function_error,
+            executed_version: Arc::clone(&function.version),
+            log_tail,
+            cold: init.is_some(),
+        })
+    }
+
+    /// Returns an environment to its pool, unless its function moved on or went away.
+    fn release(&self, function: &Function, env: Env) {
+        let current_generation = function.current.read().expect("current lock").generation;
+        let still_deployed = self
+            .functions
+            .read()
+            .expect("functions lock")
+            .get(function.name.as_ref())
+            .is_some_and(|f| std::ptr::eq(f.as_ref(), function));
+        if env.generation == current_generation && still_deployed {
+            function
+                .pool
+                .lock()
+                .expect("pool lock")
+                .idle
+                .push((env, Instant::now()));
+        } else {
+            self.destroy_all(std::iter::once(env));
+        }
+    }
+}
+
+fn error_doc(error_type: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+}
+
+fn exit_error(request_id: &str, status: ExitStatus) -> Bytes {
+    error_doc(
+        "Runtime.ExitError",
+        &format!("RequestId: {request_id} Error: Runtime exited with error: {status}"),
+    )
+}
+
+/// The last 4 KB of a log, cut at a character boundary.
+fn tail(log: &[u8]) -> Bytes {
+    let mut start = log.len().saturating_sub(LOG_TAIL_BYTES);
+    while start < log.len() && (log[start] & 0xC0) == 0x80 {
+        start += 1;
+    }
+    Bytes::copy_from_slice(&log[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tail_keeps_the_last_4_kb_on_a_character_boundary() {
+        let mut log = "é".repeat(3000).into_bytes();
+        log.extend_from_slice(b"END\n");
+        let t = tail(&log);
+        assert!(t.len() <= LOG_TAIL_BYTES);
+        assert!(std::str::from_utf8(&t).unwrap().ends_with("END\n"));
+    }
+}
