@@ -10,6 +10,8 @@ use ember_core::ValidationError;
 use ember_dispatch::DispatchError;
 use ember_store::{ArchiveError, StoreError};
 
+use crate::sigv4::AuthError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("Function not found: {0}")]
@@ -38,6 +40,8 @@ pub enum ApiError {
     UnknownOperation { method: String, path: String },
     #[error("{0}")]
     Service(String),
+    #[error("{0}")]
+    Auth(crate::sigv4::AuthError),
 }
 
 impl ApiError {
@@ -71,6 +75,15 @@ impl ApiError {
                 (StatusCode::NOT_FOUND, "UnknownOperationException")
             }
             ApiError::Service(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException"),
+            ApiError::Auth(AuthError::Missing | AuthError::UnknownKey(_)) => {
+                (StatusCode::FORBIDDEN, "UnrecognizedClientException")
+            }
+            ApiError::Auth(
+                AuthError::Malformed(_)
+                | AuthError::Scope { .. }
+                | AuthError::Expired(_)
+                | AuthError::Mismatch,
+            ) => (StatusCode::FORBIDDEN, "InvalidSignatureException"),
         }
     }
 }

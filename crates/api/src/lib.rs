@@ -9,12 +9,14 @@
 //! - [`model`]: the Lambda JSON shapes.
 
 mod account;
+pub mod auth;
 mod ember;
 pub mod error;
 mod functions;
 mod invoke;
 pub mod model;
 pub mod registry;
+pub mod sigv4;
 mod versions;
 
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub use registry::Registry;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    pub keys: Arc<auth::KeyRing>,
 }
 
 /// The whole API.
@@ -76,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .route("/account-settings/", get(account::account_settings));
     let ember = Router::new()
         .route("/health", get(ember::health))
+        .route("/keys", get(auth::list_keys).post(auth::create_key))
+        .route("/keys/{id}", axum::routing::delete(auth::delete_key))
         .route("/functions/{name}/logs", get(ember::logs))
         .route("/functions/{name}/environments", get(ember::environments))
         .route("/functions/{name}/code", get(ember::code));
@@ -85,6 +90,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/2016-08-19", settings)
         .nest("/ember/v1", ember)
         .fallback(unknown)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_signature,
+        ))
         // Handlers read bodies themselves, each with its own limit and error.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

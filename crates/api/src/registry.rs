@@ -23,7 +23,7 @@ use ember_store::{AliasRecord, Artifacts, FunctionRecord, Store, StoreError};
 use crate::error::ApiError;
 
 pub struct Registry {
-    store: Store,
+    store: std::sync::Arc<Store>,
     artifacts: Artifacts,
     dispatcher: Dispatcher,
     changes: Mutex<()>,
@@ -41,7 +41,7 @@ pub struct AliasChange {
 impl Registry {
     /// Opens the registry and deploys every stored function, version and alias.
     pub fn load(
-        store: Store,
+        store: std::sync::Arc<Store>,
         artifacts: Artifacts,
         dispatcher: Dispatcher,
     ) -> Result<Registry, ApiError> {

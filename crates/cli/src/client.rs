@@ -13,6 +13,8 @@ use hyper_util::rt::TokioExecutor;
 pub struct Client {
     base: String,
     http: HttpClient<HttpConnector, Full<Bytes>>,
+    /// (key id, secret, region) to sign requests with, when configured.
+    credentials: Option<(String, String, String)>,
 }
 
 /// A complete response.
@@ -35,6 +37,7 @@ impl Client {
         Client {
             base: base.trim_end_matches('/').to_owned(),
             http: HttpClient::builder(TokioExecutor::new()).build(connector),
+            credentials: credentials_from_env(),
         }
     }
 
@@ -46,11 +49,35 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> anyhow::Result<Response<Incoming>> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
+        let uri: hyper::Uri = format!("{}{path}", self.base).parse()?;
+        let mut req = Request::builder().method(method.clone()).uri(uri.clone());
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        if let Some((key_id, secret, region)) = &self.credentials {
+            let host = uri
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .unwrap_or_default();
+            let base = vec![("host".to_owned(), host.clone())];
+            let signed = ember_api::sigv4::SignedRequest {
+                method: method.as_str(),
+                path: uri.path(),
+                query: uri.query().unwrap_or(""),
+                headers: &base,
+                body: &body,
+            };
+            req = req.header("host", host);
+            for (k, v) in ember_api::sigv4::sign(
+                &signed,
+                key_id,
+                secret,
+                region,
+                "lambda",
+                std::time::SystemTime::now(),
+            ) {
+                req = req.header(k, v);
+            }
         }
         let req = req.body(Full::new(Bytes::from(body)))?;
         self.http.request(req).await.with_context(|| {
@@ -117,4 +144,21 @@ impl Client {
         )
         .await
     }
+}
+
+/// Credentials to sign with: `EMBER_ACCESS_KEY_ID` and `EMBER_SECRET_ACCESS_KEY`, or the
+/// AWS tools' `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`; region from `EMBER_REGION`,
+/// else `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`. A server without keys
+/// ignores signatures, so signing is harmless there.
+fn credentials_from_env() -> Option<(String, String, String)> {
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    };
+    let key_id = var(&["EMBER_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"])?;
+    let secret = var(&["EMBER_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"])?;
+    let region = var(&["EMBER_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"])
+        .unwrap_or_else(|| "us-east-1".into());
+    Some((key_id, secret, region))
 }

@@ -378,3 +378,69 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create an access key and print its id and secret (shown only this once).
+    Create,
+    /// List access keys (ids and creation dates).
+    Ls,
+    /// Delete an access key.
+    Rm { key_id: String },
+}
+
+#[derive(clap::Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    command: KeysCommand,
+    #[command(flatten)]
+    endpoint: Endpoint,
+}
+
+pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.endpoint.endpoint);
+    match args.command {
+        KeysCommand::Create => {
+            let answer = client
+                .call(Method::POST, "/ember/v1/keys", &[], vec![])
+                .await?;
+            let key: serde_json::Value = serde_json::from_slice(&answer.body)?;
+            println!(
+                "AWS_ACCESS_KEY_ID={}",
+                key["AccessKeyId"].as_str().unwrap_or_default()
+            );
+            println!(
+                "AWS_SECRET_ACCESS_KEY={}",
+                key["SecretAccessKey"].as_str().unwrap_or_default()
+            );
+            eprintln!(
+                "Keep the secret: it is not shown again. From now on every request must be signed."
+            );
+        }
+        KeysCommand::Ls => {
+            let answer = client
+                .call(Method::GET, "/ember/v1/keys", &[], vec![])
+                .await?;
+            let keys: serde_json::Value = serde_json::from_slice(&answer.body)?;
+            for key in keys["AccessKeys"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {}",
+                    key["AccessKeyId"].as_str().unwrap_or_default(),
+                    key["CreateDate"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        KeysCommand::Rm { key_id } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/ember/v1/keys/{key_id}"),
+                    &[],
+                    vec![],
+                )
+                .await?;
+            println!("deleted {key_id}");
+        }
+    }
+    Ok(())
+}

@@ -63,6 +63,8 @@ enum Command {
     Rm(commands::NameArgs),
     /// Print a function's log.
     Logs(commands::LogsArgs),
+    /// Manage the access keys requests are signed with.
+    Keys(commands::KeysArgs),
     /// Measure warm and cold invocation latency against baselines, in one run.
     Bench(bench::BenchArgs),
     #[command(hide = true, name = "sandbox-init")]
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
             Command::Get(args) => commands::get(args).await,
             Command::Rm(args) => commands::rm(args).await,
             Command::Logs(args) => commands::logs(args).await,
+            Command::Keys(args) => commands::keys(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::EchoServer => bench::echo_server().await,
             Command::SandboxInit | Command::EchoRuntime => unreachable!("handled above"),

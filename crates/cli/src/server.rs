@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
+use ember_api::auth::KeyRing;
 use ember_api::{AppState, Registry};
 use ember_dispatch::{DispatchConfig, Dispatcher, LogSink};
 use ember_policy::{Admission, KeepAlive};
 use ember_sandbox_process::{ProcessBackend, ProcessConfig};
-use ember_store::{Artifacts, Store};
+use ember_store::{Artifacts, SecretBox, Store};
 use sha2::{Digest, Sha256};
 
 use crate::client::Client;
@@ -106,12 +107,25 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         },
         logs,
     );
-    let store = Store::open(&data.join("ember.db")).context("could not open the store")?;
+    let store = Arc::new(Store::open(&data.join("ember.db")).context("could not open the store")?);
     let artifacts = Artifacts::open(&data.join("artifacts"))?;
+    let sealer = SecretBox::open(&data.join("secrets.key"))?;
+    let public = !args.listen.ip().is_loopback();
+    let keys =
+        KeyRing::load(Arc::clone(&store), sealer, public).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if public && keys.is_empty() {
+        anyhow::bail!(
+            "refusing to listen on {} without access keys: anyone who can reach it could run code on this host. \
+             Start on 127.0.0.1, run `ember keys create`, then restart on {}",
+            args.listen,
+            args.listen
+        );
+    }
     let registry =
         Registry::load(store, artifacts, dispatcher.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let app = ember_api::router(AppState {
         registry: Arc::new(registry),
+        keys: Arc::new(keys),
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -86,6 +86,12 @@ const MIGRATIONS: &[&str] = &[
         revision_id   TEXT NOT NULL,
         PRIMARY KEY (function, name)
      );",
+    "CREATE TABLE access_keys (
+        key_id  TEXT PRIMARY KEY,
+        nonce   BLOB NOT NULL,
+        secret  BLOB NOT NULL,
+        created TEXT NOT NULL
+     );",
 ];
 
 impl Store {
@@ -378,6 +384,49 @@ impl Store {
             return Err(StoreError::NotFound(name.to_owned()));
         }
         Ok(())
+    }
+}
+
+/// An access key as stored: its secret sealed (see [`crate::secrets`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub sealed_secret: Vec<u8>,
+    pub created: String,
+}
+
+impl Store {
+    pub fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO access_keys (key_id, nonce, secret, created) VALUES (?1, ?2, ?3, ?4)",
+            params![key.key_id, key.nonce, key.sealed_secret, key.created],
+        )?;
+        Ok(())
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT key_id, nonce, secret, created FROM access_keys ORDER BY created, key_id",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(StoredKey {
+                key_id: row.get(0)?,
+                nonce: row.get(1)?,
+                sealed_secret: row.get(2)?,
+                created: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a key; `false` if there was none.
+    pub fn delete_key(&self, key_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM access_keys WHERE key_id = ?1", [key_id])?
+            > 0)
     }
 }
 

@@ -3,11 +3,14 @@
 //! - [`Store`] (`db`): function metadata in SQLite, WAL mode.
 //! - [`Artifacts`]: content-addressed packages, zipped and unpacked.
 //! - [`archive`]: the hostile-archive checks every package passes before it is stored.
+//! - [`secrets`]: access-key secrets sealed at rest.
 
 pub mod archive;
 pub mod artifacts;
 pub mod db;
+pub mod secrets;
 
 pub use archive::ArchiveError;
 pub use artifacts::{Artifact, Artifacts};
-pub use db::{AliasRecord, FunctionRecord, Store, StoreError};
+pub use db::{AliasRecord, FunctionRecord, Store, StoreError, StoredKey};
+pub use secrets::{SecretBox, SecretError};

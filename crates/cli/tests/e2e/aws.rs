@@ -26,6 +26,11 @@ macro_rules! require_aws_tools {
 }
 
 fn boto3(server: &Server, scenario: &str) {
+    boto3_with(server, scenario, &[]);
+}
+
+/// Runs a boto3 scenario with extra environment (`SUITE_KEY_ID`, `SUITE_SECRET`, …).
+fn boto3_with(server: &Server, scenario: &str, env: &[(&str, &str)]) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/e2e/fixtures/boto3_suite.py"
@@ -34,6 +39,7 @@ fn boto3(server: &Server, scenario: &str) {
         .arg(script)
         .arg(scenario)
         .env("EMBER_ENDPOINT", &server.url)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let (stdout, stderr) = (
@@ -298,4 +304,151 @@ async fn versions_and_aliases_survive_a_restart() {
         api.invoke("keep", serde_json::json!({})).await.json()["greeting"],
         "latest"
     );
+}
+
+/// Creates an access key through the `ember` CLI; returns (id, secret).
+fn create_key(server: &Server) -> (String, String) {
+    let (code, out, err) = crate::support::cli(&server.url, &["keys", "create"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let value = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .to_owned()
+    };
+    (value("AWS_ACCESS_KEY_ID"), value("AWS_SECRET_ACCESS_KEY"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_a_key_exists_only_requests_signed_by_it_pass() {
+    require_aws_tools!();
+    let server = Server::start(&[]);
+    let (id, secret) = create_key(&server);
+
+    // Unsigned: refused, and the refusal says what to do.
+    let r = server.api().get("/2015-03-31/functions").await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (403, "UnrecognizedClientException")
+    );
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("ember keys create")
+    );
+    // Health stays open for probes.
+    assert_eq!(server.api().get("/ember/v1/health").await.status, 200);
+
+    // The same boto3 scenarios, every request signed.
+    let signed = [
+        ("SUITE_KEY_ID", id.as_str()),
+        ("SUITE_SECRET", secret.as_str()),
+    ];
+    boto3_with(&server, "lifecycle", &signed);
+    boto3_with(&server, "typed_errors", &signed);
+
+    // Wrong secret, unknown key.
+    boto3_with(
+        &server,
+        "bad_signature",
+        &[
+            ("SUITE_KEY_ID", &id),
+            ("SUITE_SECRET", "wrong"),
+            ("SUITE_EXPECT", "InvalidSignatureException"),
+        ],
+    );
+    boto3_with(
+        &server,
+        "bad_signature",
+        &[
+            ("SUITE_KEY_ID", "EMBRUNKNOWN"),
+            ("SUITE_SECRET", "x"),
+            ("SUITE_EXPECT", "UnrecognizedClientException"),
+        ],
+    );
+
+    // The ember CLI signs with the same credentials.
+    let out = Command::new(crate::support::EMBER)
+        .args(["ls"])
+        .env("EMBER_ENDPOINT", &server.url)
+        .env("EMBER_ACCESS_KEY_ID", &id)
+        .env("EMBER_SECRET_ACCESS_KEY", &secret)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("page-2"));
+
+    // The secret is sealed at rest.
+    let db = std::fs::read(server.data_dir.join("ember.db")).unwrap();
+    assert!(
+        !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is stored in clear"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_and_aliases_work_signed() {
+    require_aws_tools!();
+    let server = Server::start(&[]);
+    let (id, secret) = create_key(&server);
+    boto3_with(
+        &server,
+        "versions_and_aliases",
+        &[
+            ("SUITE_KEY_ID", id.as_str()),
+            ("SUITE_SECRET", secret.as_str()),
+        ],
+    );
+}
+
+#[test]
+fn a_server_will_not_listen_beyond_loopback_without_keys() {
+    if let Some(why) = crate::support::sandbox_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let refused = Command::new(crate::support::EMBER)
+        .args(["server", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0:0 without access keys"),
+        "{err}"
+    );
+
+    // With a key (made on loopback first), the same server starts.
+    let mut local = Server::start_in(&data, &[]);
+    create_key(&local);
+    local.stop();
+    let mut public = std::process::Command::new(crate::support::EMBER)
+        .args(["server", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(public.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(
+        line.starts_with("Ember is listening on http://0.0.0.0:"),
+        "{line}"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(public.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    public.wait().unwrap();
 }
