@@ -114,3 +114,23 @@ pub async fn logs(
     );
     Ok(response)
 }
+
+/// `GET /ember/v1/artifacts/{sha256}.zip`: a stored package by its hash (layer downloads).
+pub async fn artifact(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let sha = file.strip_suffix(".zip").unwrap_or(&file).to_owned();
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::NotFound(format!("no package {file}")));
+    }
+    let path = state.registry.artifacts().zip_path(&sha);
+    let zip = tokio::fs::read(&path)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("no package {file}")))?;
+    let mut response = Response::new(Body::from(zip));
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/zip"));
+    Ok(response)
+}

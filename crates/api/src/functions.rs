@@ -65,7 +65,13 @@ pub(crate) fn configuration(
         Some(q) => registry.arn(&record.spec.name, Some(&q.to_string())),
         None => registry.record_arn(record),
     };
-    FunctionConfiguration::new(record, arn)
+    let mut config = FunctionConfiguration::new(record, arn);
+    config.layers = registry
+        .layer_sizes(&record.spec)
+        .into_iter()
+        .map(|(arn, size)| serde_json::json!({ "Arn": arn, "CodeSize": size }))
+        .collect();
+    config
 }
 
 pub(crate) async fn control_body(body: Body) -> Result<bytes::Bytes, ApiError> {
@@ -113,7 +119,6 @@ pub async fn create(State(state): State<AppState>, body: Body) -> Result<Respons
     model::refuse_unsupported(
         input.package_type.as_deref(),
         input.architectures.as_deref(),
-        input.layers.as_deref(),
     )?;
     let spec = input.spec();
     let publish = input.publish.unwrap_or(false);
@@ -205,7 +210,7 @@ pub async fn update_code(
     let name = unqualified(&state, &name)?;
     let body = control_body(body).await?;
     let input: UpdateCodeIn = model::parse(&body)?;
-    model::refuse_unsupported(None, input.architectures.as_deref(), None)?;
+    model::refuse_unsupported(None, input.architectures.as_deref())?;
     let zip = model::decode_zip(input.zip_file.as_deref(), input.s3_bucket.is_some())?;
     let revision = input.revision_id.clone();
     let publish = input.publish.unwrap_or(false);
@@ -228,7 +233,6 @@ pub async fn update_configuration(
     let name = unqualified(&state, &name)?;
     let body = control_body(body).await?;
     let input: UpdateConfigIn = model::parse(&body)?;
-    model::refuse_unsupported(None, None, input.layers.as_deref())?;
     let update = input.update();
     let revision = input.revision_id.clone();
     let record = blocking(&state.registry, move |r| {

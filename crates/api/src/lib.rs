@@ -14,6 +14,7 @@ mod ember;
 pub mod error;
 mod functions;
 mod invoke;
+mod layers;
 pub mod model;
 pub mod registry;
 pub mod sigv4;
@@ -74,6 +75,16 @@ pub fn router(state: AppState) -> Router {
             .post(account::tag)
             .delete(account::untag),
     );
+    let layers = Router::new()
+        .route("/layers", get(layers::list))
+        .route(
+            "/layers/{name}/versions",
+            get(layers::list_versions).post(layers::publish),
+        )
+        .route(
+            "/layers/{name}/versions/{version}",
+            get(layers::get).delete(layers::delete),
+        );
     let settings = Router::new()
         .route("/account-settings", get(account::account_settings))
         .route("/account-settings/", get(account::account_settings));
@@ -83,11 +94,13 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/{id}", axum::routing::delete(auth::delete_key))
         .route("/functions/{name}/logs", get(ember::logs))
         .route("/functions/{name}/environments", get(ember::environments))
-        .route("/functions/{name}/code", get(ember::code));
+        .route("/functions/{name}/code", get(ember::code))
+        .route("/artifacts/{file}", get(ember::artifact));
     Router::new()
         .nest("/2015-03-31", lambda)
         .nest("/2017-03-31", tags)
         .nest("/2016-08-19", settings)
+        .nest("/2018-10-31", layers)
         .nest("/ember/v1", ember)
         .fallback(unknown)
         .layer(axum::middleware::from_fn_with_state(

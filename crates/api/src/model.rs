@@ -151,7 +151,6 @@ pub fn decode_zip(zip: Option<&str>, s3: bool) -> Result<Vec<u8>, ApiError> {
 pub fn refuse_unsupported(
     package_type: Option<&str>,
     architectures: Option<&[String]>,
-    layers: Option<&[String]>,
 ) -> Result<(), ApiError> {
     if let Some(pt) = package_type
         && pt != "Zip"
@@ -166,11 +165,6 @@ pub fn refuse_unsupported(
         return Err(ApiError::InvalidParameter(format!(
             "Architectures {archs:?} is not supported on this host; use [\"x86_64\"]"
         )));
-    }
-    if layers.is_some_and(|l| !l.is_empty()) {
-        return Err(ApiError::InvalidParameter(
-            "Layers are not supported yet; bundle the code into the package".into(),
-        ));
     }
     Ok(())
 }
@@ -195,6 +189,7 @@ impl CreateFunctionIn {
                 .unwrap_or_default(),
             description: self.description.clone().unwrap_or_default(),
             role: self.role.clone().unwrap_or_default(),
+            layers: self.layers.clone().unwrap_or_default(),
         }
     }
 }
@@ -213,6 +208,7 @@ impl UpdateConfigIn {
                 .map(|e| e.variables.clone().unwrap_or_default()),
             description: self.description.clone(),
             role: self.role.clone(),
+            layers: self.layers.clone(),
         }
     }
 }
@@ -241,6 +237,8 @@ pub struct FunctionConfiguration {
     pub package_type: &'static str,
     pub architectures: [&'static str; 1],
     pub ephemeral_storage: Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<Value>,
 }
 
 impl FunctionConfiguration {
@@ -273,6 +271,7 @@ impl FunctionConfiguration {
             package_type: "Zip",
             architectures: ["x86_64"],
             ephemeral_storage: serde_json::json!({ "Size": spec.ephemeral_mb }),
+            layers: Vec::new(),
         }
     }
 }
@@ -351,4 +350,38 @@ pub fn alias_configuration(alias: &ember_store::AliasRecord, arn: String) -> Val
             serde_json::json!({ "AdditionalVersionWeights": { version.clone(): weight } });
     }
     body
+}
+
+/// PublishLayerVersion.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct PublishLayerIn {
+    pub content: CodeIn,
+    pub description: Option<String>,
+    pub compatible_runtimes: Option<Vec<String>>,
+    pub license_info: Option<String>,
+    pub compatible_architectures: Option<Vec<String>>,
+}
+
+/// A LayerVersion document.
+pub fn layer_version(
+    layer: &ember_store::LayerRecord,
+    layer_arn: String,
+    version_arn: String,
+    location: String,
+) -> Value {
+    let sha = hex::decode(&layer.code_sha256)
+        .map(|raw| BASE64.encode(raw))
+        .unwrap_or_default();
+    serde_json::json!({
+        "Content": { "Location": location, "CodeSha256": sha, "CodeSize": layer.code_size },
+        "LayerArn": layer_arn,
+        "LayerVersionArn": version_arn,
+        "Description": layer.description,
+        "CreatedDate": layer.created,
+        "Version": layer.version,
+        "CompatibleRuntimes": layer.compatible_runtimes,
+        "LicenseInfo": layer.license,
+        "CompatibleArchitectures": ["x86_64"],
+    })
 }

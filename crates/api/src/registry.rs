@@ -13,12 +13,14 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use ember_core::arn::{Qualifier, validate_alias_name};
+use ember_core::arn::{
+    Qualifier, layer_arn, parse_layer_version_arn, validate_alias_name, validate_layer_name,
+};
 use ember_core::function::validate_name;
 use ember_core::{FunctionSpec, FunctionUpdate, RuntimeFamily};
 use ember_dispatch::{AliasRoute, Deployment, Dispatcher};
 use ember_store::archive::has_executable_bootstrap;
-use ember_store::{AliasRecord, Artifacts, FunctionRecord, Store, StoreError};
+use ember_store::{AliasRecord, Artifacts, FunctionRecord, LayerRecord, Store, StoreError};
 
 use crate::error::ApiError;
 
@@ -72,11 +74,146 @@ impl Registry {
     }
 
     fn deploy(&self, record: &FunctionRecord) {
+        let layer_dirs = record
+            .spec
+            .layers
+            .iter()
+            .filter_map(|arn| match self.layer_of(arn) {
+                Ok(layer) => Some(self.artifacts.code_dir(&layer.code_sha256)),
+                Err(e) => {
+                    tracing::warn!(function = %record.spec.name, layer = %arn, error = %e, "a layer is missing");
+                    None
+                }
+            })
+            .collect();
         self.dispatcher.deploy(Deployment {
             spec: record.spec.clone(),
             code_dir: self.artifacts.code_dir(&record.code_sha256),
+            layer_dirs,
             version: record.version,
         });
+    }
+
+    /// The layer version an ARN names (deleted versions included: functions keep them).
+    fn layer_of(&self, arn: &str) -> Result<LayerRecord, ApiError> {
+        let config = self.dispatcher.config();
+        let not_found = || ApiError::NotFound(format!("Layer version {arn} does not exist"));
+        let (name, version) = parse_layer_version_arn(arn).ok_or_else(not_found)?;
+        if layer_arn(&config.region, &config.account, &name, Some(version)) != arn {
+            return Err(not_found());
+        }
+        self.store
+            .get_layer(&name, version)
+            .map_err(|_| not_found())
+    }
+
+    /// Checks a function's layers: each exists (a newly added one must not be deleted), and
+    /// code plus layers unpack to at most 250 MB.
+    fn check_layers(
+        &self,
+        spec: &FunctionSpec,
+        code_sha256: &str,
+        before: &[String],
+    ) -> Result<(), ApiError> {
+        let mut total =
+            ember_store::artifacts::unpacked_size(&self.artifacts.code_dir(code_sha256));
+        for arn in &spec.layers {
+            let layer = self
+                .layer_of(arn)
+                .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+            if layer.deleted && !before.contains(arn) {
+                return Err(ApiError::InvalidParameter(format!(
+                    "Layer version {arn} was deleted; use another version"
+                )));
+            }
+            total += layer.unpacked_size;
+        }
+        if total > ember_core::limits::UNZIPPED_BYTES {
+            return Err(ApiError::InvalidParameter(format!(
+                "Function code combined with layers exceeds the maximum allowed size of {} bytes (got {total})",
+                ember_core::limits::UNZIPPED_BYTES
+            )));
+        }
+        Ok(())
+    }
+
+    /// `Layers` of a function's configuration: each ARN and its package size.
+    pub fn layer_sizes(&self, spec: &FunctionSpec) -> Vec<(String, u64)> {
+        spec.layers
+            .iter()
+            .map(|arn| (arn.clone(), self.layer_of(arn).map_or(0, |l| l.code_size)))
+            .collect()
+    }
+
+    pub fn layer_arn(&self, name: &str, version: Option<u32>) -> String {
+        let config = self.dispatcher.config();
+        layer_arn(&config.region, &config.account, name, version)
+    }
+
+    /// Publishes a new version of a layer from a zip.
+    pub fn publish_layer(
+        &self,
+        name: &str,
+        zip: &[u8],
+        description: String,
+        compatible_runtimes: Vec<String>,
+        license: String,
+    ) -> Result<LayerRecord, ApiError> {
+        if !validate_layer_name(name) {
+            return Err(ApiError::InvalidParameter(format!(
+                "layer name {name:?} is not valid: use 1 to 140 letters, digits, '-' and '_'"
+            )));
+        }
+        let _guard = self.changes.lock().expect("registry lock");
+        let artifact = self.artifacts.put(zip)?;
+        let mut record = LayerRecord {
+            name: name.to_owned(),
+            version: 0,
+            description,
+            compatible_runtimes,
+            license,
+            code_sha256: artifact.sha256.clone(),
+            code_size: artifact.size,
+            unpacked_size: ember_store::artifacts::unpacked_size(
+                &self.artifacts.code_dir(&artifact.sha256),
+            ),
+            created: ember_core::time::lambda_timestamp(SystemTime::now()),
+            deleted: false,
+        };
+        record.version = self.store.insert_layer(&record)?;
+        Ok(record)
+    }
+
+    pub fn get_layer(&self, name: &str, version: u32) -> Result<LayerRecord, ApiError> {
+        self.store
+            .get_layer(name, version)
+            .ok()
+            .filter(|l| !l.deleted)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "Layer version {} does not exist",
+                    self.layer_arn(name, Some(version))
+                ))
+            })
+    }
+
+    /// Live versions of one layer (`"*"`: of every layer), oldest first.
+    pub fn list_layer_versions(&self, name: &str) -> Result<Vec<LayerRecord>, ApiError> {
+        Ok(self
+            .store
+            .list_layers(name)?
+            .into_iter()
+            .filter(|l| !l.deleted)
+            .collect())
+    }
+
+    /// Deletes a layer version. Functions that use it keep it (as on Lambda); it can no
+    /// longer be added to a function. Its number is never reused.
+    pub fn delete_layer(&self, name: &str, version: u32) -> Result<(), ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        self.get_layer(name, version)?;
+        self.store.mark_layer_deleted(name, version)?;
+        Ok(())
     }
 
     fn route(&self, alias: &AliasRecord) {
@@ -163,6 +300,7 @@ impl Registry {
         }
         let artifact = self.artifacts.put(zip)?;
         let stored = self.check_package(&spec, &artifact.sha256).and_then(|()| {
+            self.check_layers(&spec, &artifact.sha256, &[])?;
             let record = Self::record(spec, artifact.sha256.clone(), artifact.size);
             self.store.create(&record)?;
             Ok(record)
@@ -263,6 +401,7 @@ impl Registry {
         let spec = old.spec.updated(update);
         self.validate(&spec)?;
         self.check_package(&spec, &old.code_sha256)?;
+        self.check_layers(&spec, &old.code_sha256, &old.spec.layers)?;
         let record = Self::record(spec, old.code_sha256.clone(), old.code_size);
         self.store.update(&record)?;
         self.deploy(&record);

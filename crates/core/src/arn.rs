@@ -170,6 +170,35 @@ pub fn function_arn(region: &str, account: &str, name: &str, qualifier: Option<&
     }
 }
 
+/// (layer name, version) of `arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION`.
+pub fn parse_layer_version_arn(arn: &str) -> Option<(String, u32)> {
+    match arn.split(':').collect::<Vec<_>>().as_slice() {
+        ["arn", _, "lambda", _, _, "layer", name, version] if validate_layer_name(name) => version
+            .parse()
+            .ok()
+            .filter(|v| *v > 0)
+            .map(|v| ((*name).to_owned(), v)),
+        _ => None,
+    }
+}
+
+/// A layer name: 1–140 of `[A-Za-z0-9_-]`.
+pub fn validate_layer_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 140
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The ARN of a layer, or of one of its versions.
+pub fn layer_arn(region: &str, account: &str, name: &str, version: Option<u32>) -> String {
+    match version {
+        Some(v) => format!("arn:aws:lambda:{region}:{account}:layer:{name}:{v}"),
+        None => format!("arn:aws:lambda:{region}:{account}:layer:{name}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +272,22 @@ mod tests {
             parse("f:2").unwrap().with_qualifier(Some("3")),
             Err(RefError::Conflict { .. })
         ));
+    }
+
+    #[test]
+    fn layer_version_arns_parse() {
+        assert_eq!(
+            parse_layer_version_arn("arn:aws:lambda:us-east-1:000000000000:layer:deps:3"),
+            Some(("deps".into(), 3))
+        );
+        assert_eq!(
+            parse_layer_version_arn("arn:aws:lambda:us-east-1:000000000000:layer:deps"),
+            None
+        );
+        assert_eq!(
+            parse_layer_version_arn("arn:aws:lambda:us-east-1:000000000000:function:f:1"),
+            None
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct FunctionSpec {
     pub environment: BTreeMap<String, String>,
     pub description: String,
     pub role: String,
+    /// Layer version ARNs, in the order they are laid over `/opt`.
+    #[serde(default)]
+    pub layers: Vec<String>,
 }
 
 /// A partial change to a [`FunctionSpec`]; `None` leaves a field as it is.
@@ -37,6 +40,7 @@ pub struct FunctionUpdate {
     pub environment: Option<BTreeMap<String, String>>,
     pub description: Option<String>,
     pub role: Option<String>,
+    pub layers: Option<Vec<String>>,
 }
 
 /// Why a function configuration was refused. Each message says what to change.
@@ -72,6 +76,12 @@ pub enum ValidationError {
     EnvironmentSize(usize),
     #[error("description must be at most 256 characters (got {0})")]
     Description(usize),
+    #[error("a function may use at most 5 layers (got {0})")]
+    TooManyLayers(usize),
+    #[error(
+        "{0:?} is not a layer version ARN; use arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION"
+    )]
+    LayerArn(String),
 }
 
 /// Variables the platform sets in every environment; a function may not override them.
@@ -144,6 +154,13 @@ impl FunctionSpec {
         if chars > limits::DESCRIPTION_CHARS {
             return Err(ValidationError::Description(chars));
         }
+        if self.layers.len() > limits::LAYERS {
+            return Err(ValidationError::TooManyLayers(self.layers.len()));
+        }
+        for layer in &self.layers {
+            crate::arn::parse_layer_version_arn(layer)
+                .ok_or_else(|| ValidationError::LayerArn(layer.clone()))?;
+        }
         Ok(())
     }
 
@@ -168,6 +185,7 @@ impl FunctionSpec {
                 .description
                 .unwrap_or_else(|| self.description.clone()),
             role: update.role.unwrap_or_else(|| self.role.clone()),
+            layers: update.layers.unwrap_or_else(|| self.layers.clone()),
         }
     }
 }
@@ -250,6 +268,7 @@ mod tests {
             environment: BTreeMap::new(),
             description: String::new(),
             role: String::new(),
+            layers: Vec::new(),
         }
     }
 

@@ -39,3 +39,5 @@ pub const HANDLER_CHARS: usize = 128;
 pub const NAME_CHARS: usize = 64;
 /// Longest description.
 pub const DESCRIPTION_CHARS: usize = 256;
+/// Most layers one function may use.
+pub const LAYERS: usize = 5;

@@ -109,6 +109,7 @@ impl Inner {
             ephemeral_mb: spec.ephemeral_mb,
             code_dir: current.deployment.code_dir.clone(),
             runtime_dir: self.config.runtime_dir.clone(),
+            layers: current.deployment.layer_dirs.clone(),
             argv,
             env,
         }

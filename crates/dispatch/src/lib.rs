@@ -66,6 +66,8 @@ impl DispatchConfig {
 pub struct Deployment {
     pub spec: FunctionSpec,
     pub code_dir: PathBuf,
+    /// The function's layers, unpacked, in order.
+    pub layer_dirs: Vec<PathBuf>,
     /// `None` for `$LATEST`, else the published version number.
     pub version: Option<u32>,
 }

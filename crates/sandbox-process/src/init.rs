@@ -46,6 +46,8 @@ pub struct InitSpec {
     pub root_mountpoint: PathBuf,
     pub code_dir: PathBuf,
     pub runtime_dir: PathBuf,
+    /// Layers for `/opt`, lowest first.
+    pub layers: Vec<PathBuf>,
     pub tmp_mb: u32,
     pub uid: u32,
     pub gid: u32,
@@ -267,6 +269,27 @@ const ETC: &[&str] = &[
     "services",
 ];
 
+/// `/opt`: nothing, one layer bound read-only, or several merged read-only by overlayfs
+/// (its leftmost lower directory is the top one, so the list is reversed).
+fn mount_layers(layers: &[PathBuf], opt: &Path) -> io::Result<()> {
+    match layers {
+        [] => Ok(()),
+        [one] => bind(one, opt, RO),
+        many => {
+            let lower: Vec<String> = many.iter().rev().map(|p| p.display().to_string()).collect();
+            let options = format!("lowerdir={}", lower.join(":"));
+            mount(
+                Some("overlay"),
+                opt,
+                Some("overlay"),
+                RO,
+                Some(options.as_str()),
+            )
+            .map_err(|e| io::Error::other(format!("overlay of {} layers on /opt: {e}", many.len())))
+        }
+    }
+}
+
 fn build_root(spec: &InitSpec) -> io::Result<()> {
     mount(
         None::<&str>,
@@ -336,6 +359,7 @@ fn build_root(spec: &InitSpec) -> io::Result<()> {
     }
     bind(&spec.code_dir, &root.join("var/task"), RO)?;
     bind(&spec.runtime_dir, &root.join("var/runtime"), RO)?;
+    mount_layers(&spec.layers, &root.join("opt"))?;
     tmpfs(
         &root.join("tmp"),
         &format!("size={}m,mode=1777", spec.tmp_mb),

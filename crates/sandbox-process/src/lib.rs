@@ -161,6 +161,7 @@ impl ProcessBackend {
             root_mountpoint: self.root_mountpoint.clone(),
             code_dir: spec.code_dir.clone(),
             runtime_dir: spec.runtime_dir.clone(),
+            layers: spec.layers.clone(),
             tmp_mb: spec.ephemeral_mb,
             uid: SANDBOX_UID,
             gid: SANDBOX_UID,

@@ -30,6 +30,9 @@ pub struct EnvironmentSpec {
     pub code_dir: PathBuf,
     /// Ember's runtime files on the host, mounted read-only at `/var/runtime`.
     pub runtime_dir: PathBuf,
+    /// Unpacked layers on the host, laid read-only over `/opt` in order (a later layer's
+    /// files win).
+    pub layers: Vec<PathBuf>,
     /// The command to run inside, as seen from inside.
     pub argv: Vec<String>,
     /// Environment variables for the runtime; the backend adds `AWS_LAMBDA_RUNTIME_API`.

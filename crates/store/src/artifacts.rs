@@ -23,6 +23,22 @@ pub struct Artifact {
     pub size: u64,
 }
 
+/// Bytes of regular files below `dir` (links not followed): a package's unpacked size.
+pub fn unpacked_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(t) if t.is_file() => total += entry.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
 /// The artifact directory.
 #[derive(Debug, Clone)]
 pub struct Artifacts {

@@ -92,6 +92,19 @@ const MIGRATIONS: &[&str] = &[
         secret  BLOB NOT NULL,
         created TEXT NOT NULL
      );",
+    "CREATE TABLE layer_versions (
+        name          TEXT NOT NULL,
+        version       INTEGER NOT NULL,
+        description   TEXT NOT NULL,
+        runtimes      TEXT NOT NULL,
+        license       TEXT NOT NULL,
+        code_sha256   TEXT NOT NULL,
+        code_size     INTEGER NOT NULL,
+        unpacked_size INTEGER NOT NULL,
+        created       TEXT NOT NULL,
+        deleted       INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (name, version)
+     );",
 ];
 
 impl Store {
@@ -197,7 +210,8 @@ impl Store {
             .conn()
             .query_row(
                 "SELECT 1 FROM functions WHERE code_sha256 = ?1
-                 UNION ALL SELECT 1 FROM versions WHERE code_sha256 = ?1 LIMIT 1",
+                 UNION ALL SELECT 1 FROM versions WHERE code_sha256 = ?1
+                 UNION ALL SELECT 1 FROM layer_versions WHERE code_sha256 = ?1 LIMIT 1",
                 [sha256],
                 |_| Ok(()),
             )
@@ -383,6 +397,99 @@ impl Store {
         if changed == 0 {
             return Err(StoreError::NotFound(name.to_owned()));
         }
+        Ok(())
+    }
+}
+
+/// A published layer version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRecord {
+    pub name: String,
+    pub version: u32,
+    pub description: String,
+    pub compatible_runtimes: Vec<String>,
+    pub license: String,
+    pub code_sha256: String,
+    pub code_size: u64,
+    pub unpacked_size: u64,
+    pub created: String,
+    /// Deleted versions stay on record for the functions that still use them.
+    pub deleted: bool,
+}
+
+impl Store {
+    /// Stores a new version of layer `record.name`; returns its number (never reused).
+    pub fn insert_layer(&self, record: &LayerRecord) -> Result<u32, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let version: u32 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM layer_versions WHERE name = ?1",
+            [&record.name],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO layer_versions (name, version, description, runtimes, license, code_sha256, code_size, unpacked_size, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                record.name,
+                version,
+                record.description,
+                serde_json::to_string(&record.compatible_runtimes)?,
+                record.license,
+                record.code_sha256,
+                record.code_size as i64,
+                record.unpacked_size as i64,
+                record.created
+            ],
+        )?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    /// Versions of layer `name` (all layers with `"*"`), deleted ones included.
+    pub fn list_layers(&self, name: &str) -> Result<Vec<LayerRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, version, description, runtimes, license, code_sha256, code_size, unpacked_size, created, deleted
+             FROM layer_versions WHERE name = ?1 OR ?1 = '*' ORDER BY name, version",
+        )?;
+        let rows = stmt.query_map([name], |row| {
+            Ok((
+                LayerRecord {
+                    name: row.get(0)?,
+                    version: row.get(1)?,
+                    description: row.get(2)?,
+                    compatible_runtimes: Vec::new(),
+                    license: row.get(4)?,
+                    code_sha256: row.get(5)?,
+                    code_size: row.get::<_, i64>(6)? as u64,
+                    unpacked_size: row.get::<_, i64>(7)? as u64,
+                    created: row.get(8)?,
+                    deleted: row.get::<_, i64>(9)? != 0,
+                },
+                row.get::<_, String>(3)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (mut record, runtimes) = row?;
+            record.compatible_runtimes = serde_json::from_str(&runtimes)?;
+            Ok(record)
+        })
+        .collect()
+    }
+
+    pub fn get_layer(&self, name: &str, version: u32) -> Result<LayerRecord, StoreError> {
+        self.list_layers(name)?
+            .into_iter()
+            .find(|l| l.version == version)
+            .ok_or_else(|| StoreError::NotFound(format!("layer {name}:{version}")))
+    }
+
+    pub fn mark_layer_deleted(&self, name: &str, version: u32) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE layer_versions SET deleted = 1 WHERE name = ?1 AND version = ?2",
+            params![name, version],
+        )?;
         Ok(())
     }
 }

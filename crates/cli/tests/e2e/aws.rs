@@ -257,6 +257,13 @@ async fn boto3_versions_aliases_and_weighted_routing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn boto3_layers_are_laid_over_opt_in_order() {
+    require_aws_tools!();
+    let server = Server::start(&[]);
+    boto3(&server, "layers");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn boto3_raises_the_typed_exceptions() {
     require_aws_tools!();
     let server = Server::start(&[]);

@@ -223,7 +223,8 @@ def load_handler(client, spec):
 
 def main():
     task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
-    sys.path[:0] = [task_root, "/opt/python"]
+    version = "python%d.%d" % sys.version_info[:2]
+    sys.path[:0] = [task_root, "/opt/python", "/opt/python/lib/%s/site-packages" % version]
     client = RuntimeClient(API)
     handler = load_handler(client, os.environ["_HANDLER"])
     while True:
