@@ -55,6 +55,11 @@ fn boto3_with(server: &Server, scenario: &str, env: &[(&str, &str)]) {
 
 /// Runs `aws lambda …` (the CLI v1 from PyPI) against the server.
 fn aws(server: &Server, args: &[&str]) -> (i32, String, String) {
+    aws_as(server, ("test", "test"), args)
+}
+
+/// Runs `aws lambda …` with the given (key id, secret).
+fn aws_as(server: &Server, (id, secret): (&str, &str), args: &[&str]) -> (i32, String, String) {
     let out = Command::new("python3")
         .args([
             "-m",
@@ -66,8 +71,8 @@ fn aws(server: &Server, args: &[&str]) -> (i32, String, String) {
             "lambda",
         ])
         .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_ACCESS_KEY_ID", id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .output()
         .unwrap();
@@ -399,18 +404,23 @@ async fn once_a_key_exists_only_requests_signed_by_it_pass() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn versions_and_aliases_work_signed() {
+async fn versions_aliases_layers_and_throttling_work_signed() {
     require_aws_tools!();
-    let server = Server::start(&[]);
+    let server = Server::start(&["--account-concurrency", "1"]);
     let (id, secret) = create_key(&server);
-    boto3_with(
-        &server,
-        "versions_and_aliases",
-        &[
-            ("SUITE_KEY_ID", id.as_str()),
-            ("SUITE_SECRET", secret.as_str()),
-        ],
-    );
+    let signed = [
+        ("SUITE_KEY_ID", id.as_str()),
+        ("SUITE_SECRET", secret.as_str()),
+    ];
+    boto3_with(&server, "versions_and_aliases", &signed);
+    boto3_with(&server, "layers", &signed);
+    boto3_with(&server, "throttled", &signed);
+    // The AWS CLI, signed with the key, and refused with another secret.
+    let list = ok_json(aws_as(&server, (&id, &secret), &["list-functions"]));
+    assert!(list["Functions"].as_array().is_some_and(|f| !f.is_empty()));
+    let (code, _, err) = aws_as(&server, (&id, "not-the-secret"), &["list-functions"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("(InvalidSignatureException)"), "{err}");
 }
 
 #[test]
