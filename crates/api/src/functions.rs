@@ -113,6 +113,23 @@ pub(crate) fn page<T>(
     Ok((page, next))
 }
 
+/// A list call's answer: `{key: items}`, with `NextMarker` when there is more.
+pub(crate) fn list_response<T: serde::Serialize>(
+    key: &str,
+    items: Vec<T>,
+    next: Option<String>,
+) -> Response {
+    let mut body = serde_json::Map::new();
+    body.insert(
+        key.to_owned(),
+        serde_json::to_value(items).unwrap_or_default(),
+    );
+    if let Some(next) = next {
+        body.insert("NextMarker".to_owned(), next.into());
+    }
+    Json(serde_json::Value::Object(body)).into_response()
+}
+
 pub async fn create(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let body = control_body(body).await?;
     let input: CreateFunctionIn = model::parse(&body)?;
@@ -195,11 +212,7 @@ pub async fn list(
         .iter()
         .map(|r| configuration(&state.registry, r, None))
         .collect();
-    let mut body = serde_json::json!({ "Functions": functions });
-    if let Some(next) = next {
-        body["NextMarker"] = next.into();
-    }
-    Ok(Json(body).into_response())
+    Ok(list_response("Functions", functions, next))
 }
 
 pub async fn update_code(

@@ -12,7 +12,7 @@ use ember_store::LayerRecord;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::functions::{blocking, control_body, page};
+use crate::functions::{blocking, control_body, list_response, page};
 use crate::model::{self, PublishLayerIn, layer_version};
 
 fn document(state: &AppState, headers: &HeaderMap, layer: &LayerRecord) -> serde_json::Value {
@@ -83,11 +83,7 @@ pub async fn list_versions(
     layers.reverse();
     let (page, next) = page(layers, &query)?;
     let versions: Vec<_> = page.iter().map(|l| document(&state, &headers, l)).collect();
-    let mut body = serde_json::json!({ "LayerVersions": versions });
-    if let Some(next) = next {
-        body["NextMarker"] = next.into();
-    }
-    Ok(Json(body).into_response())
+    Ok(list_response("LayerVersions", versions, next))
 }
 
 pub async fn list(
@@ -112,11 +108,7 @@ pub async fn list(
             })
         })
         .collect();
-    let mut body = serde_json::json!({ "Layers": listed });
-    if let Some(next) = next {
-        body["NextMarker"] = next.into();
-    }
-    Ok(Json(body).into_response())
+    Ok(list_response("Layers", listed, next))
 }
 
 pub async fn delete(

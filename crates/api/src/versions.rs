@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::functions::{blocking, configuration, control_body, page, unqualified};
+use crate::functions::{blocking, configuration, control_body, list_response, page, unqualified};
 use crate::model::{self, AliasIn, PublishVersionIn, alias_configuration};
 
 pub async fn publish(
@@ -64,11 +64,7 @@ pub async fn list_versions(
             configuration(&state.registry, r, r.version.is_none().then_some(&latest))
         })
         .collect();
-    let mut body = serde_json::json!({ "Versions": versions });
-    if let Some(next) = next {
-        body["NextMarker"] = next.into();
-    }
-    Ok(Json(body).into_response())
+    Ok(list_response("Versions", versions, next))
 }
 
 fn alias_body(state: &AppState, alias: &ember_store::AliasRecord) -> serde_json::Value {
@@ -119,11 +115,13 @@ pub async fn list_aliases(
         .filter(|a| version.as_ref().is_none_or(|v| a.version == *v))
         .collect();
     let (page, next) = page(aliases, &query)?;
-    let mut body = serde_json::json!({ "Aliases": page.iter().map(|a| alias_body(&state, a)).collect::<Vec<_>>() });
-    if let Some(next) = next {
-        body["NextMarker"] = next.into();
-    }
-    Ok(Json(body).into_response())
+    Ok(list_response(
+        "Aliases",
+        page.iter()
+            .map(|a| alias_body(&state, a))
+            .collect::<Vec<_>>(),
+        next,
+    ))
 }
 
 pub async fn update_alias(
