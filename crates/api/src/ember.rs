@@ -36,6 +36,7 @@ pub async fn environments(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
+    let name = crate::functions::unqualified(&state, &name)?;
     let stats = state
         .registry
         .dispatcher()
@@ -49,6 +50,7 @@ pub async fn code(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
+    let name = crate::functions::unqualified(&state, &name)?;
     let registry = std::sync::Arc::clone(&state.registry);
     let zip = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
         let record = registry.get(&name, None)?;
@@ -71,6 +73,7 @@ pub async fn logs(
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let name = crate::functions::unqualified(&state, &name)?;
     require_function(&state, &name)?;
     let bytes: u64 = match query.get("bytes") {
         Some(b) => b.parse().map_err(|_| {
