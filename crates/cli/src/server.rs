@@ -44,6 +44,8 @@ pub struct ServerArgs {
 
 /// Python interpreters in the places a sandbox can see (the host's `/usr` is mounted inside).
 const PYTHON_CANDIDATES: &[&str] = &["/usr/bin/python3", "/usr/local/bin/python3"];
+/// Node.js binaries, likewise.
+const NODE_CANDIDATES: &[&str] = &["/usr/bin/node", "/usr/local/bin/node"];
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -78,6 +80,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .iter()
         .map(PathBuf::from)
         .find(|p| is_executable(p));
+    let node = NODE_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| is_executable(p));
+    if node.is_none() {
+        tracing::warn!("no Node.js at {NODE_CANDIDATES:?}: nodejs runtimes are unavailable");
+    }
     if python.is_none() {
         tracing::warn!("no Python at {PYTHON_CANDIDATES:?}: python runtimes are unavailable");
     }
@@ -102,6 +111,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             },
             runtime_dir,
             python,
+            node,
             region: args.region,
             account: args.account_id,
         },

@@ -54,12 +54,18 @@ impl Inner {
         id: &str,
     ) -> EnvironmentSpec {
         let spec = &current.deployment.spec;
-        let argv = match (spec.family(), &self.config.python) {
-            (RuntimeFamily::Python, Some(python)) => vec![
+        let argv = match (spec.family(), &self.config.python, &self.config.node) {
+            (RuntimeFamily::Python, Some(python), _) => vec![
                 python.display().to_string(),
                 "-u".into(),
                 ember_runtime_api::runtimes::PYTHON_BOOTSTRAP_PATH.into(),
             ],
+            (RuntimeFamily::Node, _, Some(node)) => {
+                vec![
+                    node.display().to_string(),
+                    ember_runtime_api::runtimes::NODE_BOOTSTRAP_PATH.into(),
+                ]
+            }
             _ => vec!["/var/task/bootstrap".into()],
         };
         let date = ember_core::time::log_stream_date(std::time::SystemTime::now());
@@ -102,6 +108,9 @@ impl Inner {
                 "/var/task:/var/task/lib:/opt/lib".into(),
             ),
         ];
+        // The function's own variables win over the platform's defaults (PATH, NODE_PATH, …);
+        // the reserved ones cannot be set at all (validation refuses them).
+        env.retain(|(k, _)| !spec.environment.contains_key(k));
         env.extend(spec.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
         EnvironmentSpec {
             id: id.to_owned(),

@@ -46,6 +46,8 @@ pub struct DispatchConfig {
     pub runtime_dir: PathBuf,
     /// The Python interpreter, by a path that exists inside environments too.
     pub python: Option<PathBuf>,
+    /// The Node.js binary, likewise.
+    pub node: Option<PathBuf>,
     pub region: String,
     pub account: String,
 }
@@ -56,6 +58,9 @@ impl DispatchConfig {
         let mut families = vec![RuntimeFamily::Provided];
         if self.python.is_some() {
             families.push(RuntimeFamily::Python);
+        }
+        if self.node.is_some() {
+            families.push(RuntimeFamily::Node);
         }
         families
     }

@@ -115,7 +115,9 @@ async fn second_call_reuses_the_warm_environment_without_init_duration() {
     assert_eq!(api.environments("warm").await, (1, 0));
     // Ember's own endpoints take ARNs too.
     let arn = "arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Awarm";
-    let r = api.get(&format!("/ember/v1/functions/{arn}/environments")).await;
+    let r = api
+        .get(&format!("/ember/v1/functions/{arn}/environments"))
+        .await;
     assert_eq!(r.json()["Idle"], 1, "{}", r.text());
 }
 

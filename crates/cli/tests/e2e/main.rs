@@ -9,5 +9,6 @@ mod cli;
 mod failures;
 mod isolation;
 mod lifecycle;
+mod node;
 mod support;
 mod validation;
