@@ -23,11 +23,22 @@ use tokio::sync::Mutex;
 
 use crate::logs::LogSink;
 
+/// Most output one invocation keeps in the log. 1 MB is far more than a useful log of one
+/// call; past it, a function is flooding, and only it should pay.
+pub const INVOCATION_OUTPUT_BYTES: u64 = 1024 * 1024;
+/// Most output one environment keeps over its life (64 MB: eight full log files).
+pub const ENVIRONMENT_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
+
 struct Drain {
     /// What was printed since the last `collect`: its last few KB.
     captured: Vec<u8>,
     open: bool,
     buf: Box<[u8]>,
+    /// Bytes kept since the last `collect`, and over the environment's life.
+    invocation_bytes: u64,
+    environment_bytes: u64,
+    /// Bytes dropped since the last `collect`.
+    dropped: u64,
 }
 
 struct Shared {
@@ -58,6 +69,9 @@ impl Output {
                 captured: Vec::new(),
                 open: true,
                 buf: vec![0u8; 64 * 1024].into(),
+                invocation_bytes: 0,
+                environment_bytes: 0,
+                dropped: 0,
             }),
             function,
             logs,
@@ -67,9 +81,16 @@ impl Output {
     }
 
     /// Everything printed since the last call (its last 4 KB), once the pipe is drained.
+    /// Starts the next invocation's output budget.
     pub async fn collect(&self) -> Bytes {
         let mut drain = self.shared.drain.lock().await;
         self.shared.drain_now(&mut drain).await;
+        if drain.dropped > 0 {
+            let note = format!("[ember: {} bytes of output were dropped]\n", drain.dropped);
+            self.shared.keep(&mut drain, Bytes::from(note)).await;
+            drain.dropped = 0;
+        }
+        drain.invocation_bytes = 0;
         Bytes::from(std::mem::take(&mut drain.captured))
     }
 }
@@ -88,19 +109,52 @@ async fn pump(shared: Arc<Shared>) {
 }
 
 impl Shared {
+    /// Sends kept output to the log and the invocation's tail.
+    async fn keep(&self, drain: &mut Drain, data: Bytes) {
+        drain.captured.extend_from_slice(&data);
+        if drain.captured.len() > 2 * LOG_TAIL_BYTES {
+            let cut = drain.captured.len() - LOG_TAIL_BYTES;
+            drain.captured.drain(..cut);
+        }
+        self.logs.write_output(&self.function, data).await;
+    }
+
     /// Reads and logs what the pipe holds now.
     async fn drain_now(&self, drain: &mut Drain) {
         while drain.open {
             match self.pipe.try_read(&mut drain.buf) {
                 Ok(0) => drain.open = false,
                 Ok(n) => {
-                    let data = Bytes::copy_from_slice(&drain.buf[..n]);
-                    drain.captured.extend_from_slice(&data);
-                    if drain.captured.len() > 2 * LOG_TAIL_BYTES {
-                        let cut = drain.captured.len() - LOG_TAIL_BYTES;
-                        drain.captured.drain(..cut);
+                    // Past a cap the pipe is still read (the function never blocks on its
+                    // output), but what is read is dropped, with one marker line.
+                    let allowed = (INVOCATION_OUTPUT_BYTES - drain.invocation_bytes)
+                        .min(ENVIRONMENT_OUTPUT_BYTES - drain.environment_bytes);
+                    let kept = (n as u64).min(allowed) as usize;
+                    if kept > 0 {
+                        let data = Bytes::copy_from_slice(&drain.buf[..kept]);
+                        drain.invocation_bytes += kept as u64;
+                        drain.environment_bytes += kept as u64;
+                        self.keep(drain, data).await;
                     }
-                    self.logs.write_output(&self.function, data).await;
+                    if kept < n {
+                        if drain.dropped == 0 {
+                            let which = if drain.environment_bytes >= ENVIRONMENT_OUTPUT_BYTES {
+                                format!(
+                                    "this environment's output passed {ENVIRONMENT_OUTPUT_BYTES} bytes"
+                                )
+                            } else {
+                                format!(
+                                    "this invocation's output passed {INVOCATION_OUTPUT_BYTES} bytes"
+                                )
+                            };
+                            self.keep(
+                                drain,
+                                Bytes::from(format!("\n[ember: {which}; the rest is dropped]\n")),
+                            )
+                            .await;
+                        }
+                        drain.dropped += (n - kept) as u64;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

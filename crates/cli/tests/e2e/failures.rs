@@ -307,3 +307,51 @@ async fn init_is_limited_to_ten_seconds() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_flooding_its_output_is_capped_and_only_it_pays() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("flood", json!({ "MemorySize": 512, "Timeout": 60 }))
+        .await;
+    api.create_kitchen("quiet", json!({})).await;
+    // 30 MB of output in one invocation, while another function keeps answering.
+    let flood = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.invoke_tail("flood", json!({ "action": "flood", "lines": 30_000 }))
+                .await
+        })
+    };
+    for _ in 0..5 {
+        assert_eq!(api.invoke("quiet", json!({})).await.status, 200);
+    }
+    let r = flood.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-amz-function-error"), None, "{}", r.text());
+    let tail = r.log_tail();
+    assert!(tail.contains("bytes of output were dropped]"), "{tail}");
+    let log = std::fs::metadata(server.data_dir.join("logs/flood.log"))
+        .unwrap()
+        .len();
+    assert!(log < 2 * 1024 * 1024, "the log grew to {log} bytes");
+    let read = api
+        .get("/ember/v1/functions/flood/logs?bytes=100000000")
+        .await
+        .text();
+    assert_eq!(
+        read.matches("the rest is dropped]").count(),
+        1,
+        "one marker per invocation"
+    );
+    // The next invocation may log again.
+    let again = api
+        .invoke_tail("flood", json!({ "action": "print", "text": "still heard" }))
+        .await;
+    assert!(
+        again.log_tail().contains("still heard"),
+        "{}",
+        again.log_tail()
+    );
+}
