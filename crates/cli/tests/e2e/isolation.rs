@@ -193,3 +193,41 @@ async fn the_pids_limit_stops_runaway_thread_creation_inside_the_function() {
     // The environment is still usable afterwards.
     assert_eq!(api.invoke("threads", json!({})).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_bomb_is_stopped_at_the_pids_limit_and_hurts_only_its_environment() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("bomb", json!({ "MemorySize": 1024, "Timeout": 30 }))
+        .await;
+    api.create_kitchen("bystander", json!({})).await;
+    let r = api
+        .invoke("bomb", json!({ "action": "fork_bomb" }))
+        .await
+        .json();
+    const EAGAIN: i64 = 11;
+    assert_eq!(r["errno"], EAGAIN, "{r}");
+    assert!(r["children"].as_u64().unwrap() < 1024, "{r}");
+    // The host, the server and other functions carry on; the environment is still usable.
+    assert_eq!(api.invoke("bystander", json!({})).await.status, 200);
+    assert_eq!(api.invoke("bomb", json!({})).await.status, 200);
+    // Destroying the environment takes every child with it.
+    assert_eq!(
+        api.request(
+            hyper::Method::DELETE,
+            "/2015-03-31/functions/bomb",
+            &[],
+            bytes::Bytes::new()
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        server
+            .wait_cgroups(1, std::time::Duration::from_secs(10))
+            .await,
+        1
+    );
+}
