@@ -11,6 +11,8 @@
 //!   can hand requests over without a context switch, which no real hop does;
 //! - **throughput**: invocations per second with several clients at once, against the same
 //!   direct hop;
+//! - **signed warm latency**: the same `provided` calls with every request SigV4-signed
+//!   and verified (an access key is created on the private server, last);
 //! - **cold start**: request in → response out when no environment exists (the function's
 //!   configuration is touched before each sample to retire the previous environment),
 //!   against `python3 -c pass` for Python and against exec'ing the same runtime for
@@ -337,6 +339,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         &["--version"],
     )?);
 
+    // Last, because from the first key on every request must be signed.
+    eprintln!("warm latency with signed requests…");
+    let key: serde_json::Value = serde_json::from_slice(
+        &client
+            .call(Method::POST, "/ember/v1/keys", &[], vec![])
+            .await?
+            .body,
+    )?;
+    let signed = client.signed(
+        key["AccessKeyId"].as_str().context("no key id")?,
+        key["SecretAccessKey"].as_str().context("no secret")?,
+        "us-east-1",
+    );
+    let provided_path = "/2015-03-31/functions/bench-provided/invocations";
+    sequential(&signed, provided_path, warmup).await?;
+    let signed_lat = summarize(sequential(&signed, provided_path, n).await?);
+
     let (provided, python_warm) = (warm[0].1, warm[1].1);
     let added_p50 = provided.p50_us - direct_lat.p50_us;
     let python_target_us = 1.5 * (python_pass.p50_us + 10_000.0);
@@ -368,6 +387,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(direct_lat),
     );
     row("warm invoke, python3", python_warm, Some(direct_lat));
+    row(
+        "warm invoke, provided, SigV4-signed",
+        signed_lat,
+        Some(direct_lat),
+    );
     row("python3 -c pass (baseline)", python_pass, None);
     row("cold start, python3", cold_python, Some(python_pass));
     row("exec of the runtime binary (baseline)", exec_floor, None);
@@ -401,6 +425,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "in_process_hop": figure(in_process_lat),
         "warm_provided": figure(provided),
         "warm_python": figure(python_warm),
+        "warm_provided_signed": figure(signed_lat),
         "platform_added_warm_p50_us": added_p50,
         "throughput_clients": args.clients,
         "throughput_direct_rps": direct_rps,
