@@ -137,3 +137,42 @@ pub async fn artifact(
         .insert("content-type", HeaderValue::from_static("application/zip"));
     Ok(response)
 }
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct SettingsIn {
+    freeze_idle: Option<bool>,
+}
+
+fn settings_body(spec: &ember_core::FunctionSpec) -> Response {
+    Json(serde_json::json!({ "FreezeIdle": spec.freeze_idle })).into_response()
+}
+
+/// `GET /ember/v1/functions/{name}/settings`: Ember's own per-function settings.
+pub async fn get_settings(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let name = crate::functions::unqualified(&state, &name)?;
+    let record = crate::functions::blocking(&state.registry, move |r| r.get(&name, None)).await?;
+    Ok(settings_body(&record.spec))
+}
+
+/// `PUT /ember/v1/functions/{name}/settings`: change them (`{"FreezeIdle": true}`).
+pub async fn put_settings(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = crate::functions::unqualified(&state, &name)?;
+    let input: SettingsIn = crate::model::parse(&crate::functions::control_body(body).await?)?;
+    let update = ember_core::FunctionUpdate {
+        freeze_idle: input.freeze_idle,
+        ..Default::default()
+    };
+    let record = crate::functions::blocking(&state.registry, move |r| {
+        r.update_config(&name, update, None)
+    })
+    .await?;
+    Ok(settings_body(&record.spec))
+}

@@ -95,6 +95,10 @@ pub fn router(state: AppState) -> Router {
         .route("/functions/{name}/logs", get(ember::logs))
         .route("/functions/{name}/environments", get(ember::environments))
         .route("/functions/{name}/code", get(ember::code))
+        .route(
+            "/functions/{name}/settings",
+            get(ember::get_settings).put(ember::put_settings),
+        )
         .route("/artifacts/{file}", get(ember::artifact));
     Router::new()
         .nest("/2015-03-31", lambda)

@@ -190,6 +190,7 @@ impl CreateFunctionIn {
             description: self.description.clone().unwrap_or_default(),
             role: self.role.clone().unwrap_or_default(),
             layers: self.layers.clone().unwrap_or_default(),
+            freeze_idle: false,
         }
     }
 }
@@ -209,6 +210,7 @@ impl UpdateConfigIn {
             description: self.description.clone(),
             role: self.role.clone(),
             layers: self.layers.clone(),
+            freeze_idle: None,
         }
     }
 }

@@ -11,6 +11,8 @@
 //!   can hand requests over without a context switch, which no real hop does;
 //! - **throughput**: invocations per second with several clients at once, against the same
 //!   direct hop;
+//! - **frozen warm latency**: the same calls with idle environments frozen (`FreezeIdle`),
+//!   which costs a thaw before and a freeze after each call;
 //! - **signed warm latency**: the same `provided` calls with every request SigV4-signed
 //!   and verified (an access key is created on the private server, last);
 //! - **cold start**: request in → response out when no environment exists (the function's
@@ -339,6 +341,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         &["--version"],
     )?);
 
+    // Freezing idle environments: what a thaw (and the freeze after the call) adds.
+    eprintln!("warm latency with idle environments frozen…");
+    let settings = "/ember/v1/functions/bench-provided/settings";
+    client
+        .call(
+            Method::PUT,
+            settings,
+            &[],
+            br#"{"FreezeIdle": true}"#.to_vec(),
+        )
+        .await?;
+    let provided_path = "/2015-03-31/functions/bench-provided/invocations";
+    sequential(&client, provided_path, warmup).await?;
+    let frozen_lat = summarize(sequential(&client, provided_path, n).await?);
+    client
+        .call(
+            Method::PUT,
+            settings,
+            &[],
+            br#"{"FreezeIdle": false}"#.to_vec(),
+        )
+        .await?;
+
     // Last, because from the first key on every request must be signed.
     eprintln!("warm latency with signed requests…");
     let key: serde_json::Value = serde_json::from_slice(
@@ -352,7 +377,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         key["SecretAccessKey"].as_str().context("no secret")?,
         "us-east-1",
     );
-    let provided_path = "/2015-03-31/functions/bench-provided/invocations";
     sequential(&signed, provided_path, warmup).await?;
     let signed_lat = summarize(sequential(&signed, provided_path, n).await?);
 
@@ -392,6 +416,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         signed_lat,
         Some(direct_lat),
     );
+    row(
+        "warm invoke, provided, frozen when idle",
+        frozen_lat,
+        Some(direct_lat),
+    );
     row("python3 -c pass (baseline)", python_pass, None);
     row("cold start, python3", cold_python, Some(python_pass));
     row("exec of the runtime binary (baseline)", exec_floor, None);
@@ -406,6 +435,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!(
         "platform-added warm latency (provided p50 − direct p50): {added_p50:.1} µs (target ≤ 200 µs: {})",
         if added_p50 <= 200.0 { "met" } else { "missed" }
+    );
+    println!(
+        "freezing idle environments adds {:.1} µs at p50 (a thaw before each call, a freeze after)",
+        frozen_lat.p50_us - provided.p50_us
     );
     println!(
         "python cold start p50 / (python3 -c pass + 10 ms): {:.2} (target ≤ 1.5: {})",
@@ -426,6 +459,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "warm_provided": figure(provided),
         "warm_python": figure(python_warm),
         "warm_provided_signed": figure(signed_lat),
+        "warm_provided_frozen": figure(frozen_lat),
+        "freeze_added_p50_us": frozen_lat.p50_us - provided.p50_us,
         "platform_added_warm_p50_us": added_p50,
         "throughput_clients": args.clients,
         "throughput_direct_rps": direct_rps,

@@ -47,6 +47,10 @@ pub struct FunctionSettings {
     /// Environment variable, KEY=VALUE; repeatable. Replaces all variables when given.
     #[arg(long = "env", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// Freeze idle environments (true/false): nothing of the function runs between calls,
+    /// at the cost of a thaw (~0.2 ms) on each warm call.
+    #[arg(long)]
+    pub freeze_idle: Option<bool>,
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -63,6 +67,7 @@ impl FunctionSettings {
             && self.timeout.is_none()
             && self.ephemeral_storage.is_none()
             && self.env.is_empty()
+            && self.freeze_idle.is_none()
     }
 
     /// The Lambda configuration fields these settings set.
@@ -155,6 +160,13 @@ pub async fn create_or_update(
             )
             .await?
     };
+    if let Some(freeze) = settings.freeze_idle {
+        let body = serde_json::json!({ "FreezeIdle": freeze });
+        let path = format!("/ember/v1/functions/{name}/settings");
+        client
+            .call(Method::PUT, &path, &[], serde_json::to_vec(&body)?)
+            .await?;
+    }
     Ok(serde_json::from_slice(&answer.body)?)
 }
 

@@ -27,6 +27,11 @@ pub struct FunctionSpec {
     /// Layer version ARNs, in the order they are laid over `/opt`.
     #[serde(default)]
     pub layers: Vec<String>,
+    /// Freeze idle environments, so nothing of the function runs between invocations.
+    /// An Ember setting (`/ember/v1/functions/{name}/settings`); off by default because
+    /// each warm invocation then pays a thaw.
+    #[serde(default)]
+    pub freeze_idle: bool,
 }
 
 /// A partial change to a [`FunctionSpec`]; `None` leaves a field as it is.
@@ -41,6 +46,7 @@ pub struct FunctionUpdate {
     pub description: Option<String>,
     pub role: Option<String>,
     pub layers: Option<Vec<String>>,
+    pub freeze_idle: Option<bool>,
 }
 
 /// Why a function configuration was refused. Each message says what to change.
@@ -186,6 +192,7 @@ impl FunctionSpec {
                 .unwrap_or_else(|| self.description.clone()),
             role: update.role.unwrap_or_else(|| self.role.clone()),
             layers: update.layers.unwrap_or_else(|| self.layers.clone()),
+            freeze_idle: update.freeze_idle.unwrap_or(self.freeze_idle),
         }
     }
 }
@@ -269,6 +276,7 @@ mod tests {
             description: String::new(),
             role: String::new(),
             layers: Vec::new(),
+            freeze_idle: false,
         }
     }
 

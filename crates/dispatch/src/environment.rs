@@ -23,6 +23,8 @@ const UNKNOWN_EXIT: ExitStatus = ExitStatus {
 
 pub(crate) struct Env {
     pub generation: u64,
+    /// Whether the environment's processes are frozen (idle, with freezing on).
+    pub frozen: bool,
     api: RuntimeApi,
     sandbox: Box<dyn Environment>,
     exit: watch::Receiver<Option<ExitStatus>>,
@@ -84,6 +86,7 @@ impl Env {
         };
         let env = Env {
             generation,
+            frozen: false,
             api,
             sandbox,
             exit,
@@ -181,6 +184,19 @@ impl Env {
         })
         .await;
         self.exit.borrow().unwrap_or(UNKNOWN_EXIT)
+    }
+
+    /// Freezes the idle environment; remembers whether that worked.
+    pub fn freeze(&mut self) {
+        self.frozen = self.sandbox.freeze();
+    }
+
+    /// Lets a frozen environment run again.
+    pub fn thaw(&mut self) {
+        if self.frozen {
+            self.sandbox.thaw();
+            self.frozen = false;
+        }
     }
 
     /// Whether the runtime process has exited.

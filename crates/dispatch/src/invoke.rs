@@ -321,15 +321,18 @@ impl Inner {
     }
 
     /// Returns an environment to its pool, unless its function moved on or went away.
-    fn release(&self, function: &Function, env: Env) {
-        let current_generation = function.current.read().expect("current lock").generation;
+    fn release(&self, function: &Function, mut env: Env) {
+        let current = Arc::clone(&function.current.read().expect("current lock"));
         let still_deployed = self
             .functions
             .read()
             .expect("functions lock")
-            .get(function.name.as_ref())
+            .get(function.key.as_ref())
             .is_some_and(|f| std::ptr::eq(f.as_ref(), function));
-        if env.generation == current_generation && still_deployed {
+        if env.generation == current.generation && still_deployed {
+            if current.deployment.spec.freeze_idle {
+                env.freeze();
+            }
             function
                 .pool
                 .lock()

@@ -161,6 +161,8 @@ pub struct PoolStats {
 
 /// One deployed version of a function and its warm pool.
 struct Function {
+    /// Its key in the pool map: `name` or `name:N`.
+    key: Arc<str>,
     name: Arc<str>,
     /// `$LATEST` or the version number.
     version: Arc<str>,
@@ -258,7 +260,9 @@ impl Dispatcher {
                 self.inner.destroy_all(function.take_idle());
             }
             Entry::Vacant(entry) => {
+                let key = Arc::from(entry.key().as_str());
                 entry.insert(Arc::new(Function {
+                    key,
                     name: Arc::from(name.as_str()),
                     version,
                     current: RwLock::new(current),
@@ -444,7 +448,8 @@ impl Dispatcher {
         };
         inner.destroy_all(dead);
         let result = match warm {
-            Some(env) => {
+            Some(mut env) => {
+                env.thaw();
                 inner
                     .run(&function, &current, env, None, &request_id, request)
                     .await

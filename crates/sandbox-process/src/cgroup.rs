@@ -28,6 +28,8 @@ pub enum CgroupLayout {
         memory: PathBuf,
         cpu: PathBuf,
         pids: PathBuf,
+        /// The freezer hierarchy, when mounted.
+        freezer: Option<PathBuf>,
     },
     /// One unified hierarchy: the instance directory.
     V2 { instance: PathBuf },
@@ -92,9 +94,9 @@ impl CgroupLayout {
             let superopts = right.nth(1).unwrap_or_default();
             match fstype {
                 "cgroup" => {
-                    for ctrl in V1_CONTROLLERS {
-                        if superopts.split(',').any(|o| o == ctrl) {
-                            v1.push((ctrl, PathBuf::from(mountpoint)));
+                    for ctrl in V1_CONTROLLERS.iter().chain(&["freezer"]) {
+                        if superopts.split(',').any(|o| o == *ctrl) {
+                            v1.push((*ctrl, PathBuf::from(mountpoint)));
                         }
                     }
                 }
@@ -103,6 +105,7 @@ impl CgroupLayout {
             }
         }
         let find_v1 = |ctrl: &str| v1.iter().find(|(c, _)| *c == ctrl).map(|(_, p)| p.clone());
+        let freezer = find_v1("freezer");
         if let (Some(memory), Some(cpu), Some(pids)) =
             (find_v1("memory"), find_v1("cpu"), find_v1("pids"))
         {
@@ -123,6 +126,7 @@ impl CgroupLayout {
                 memory: under_own("memory", memory),
                 cpu: under_own("cpu", cpu),
                 pids: under_own("pids", pids),
+                freezer: freezer.map(|f| under_own("freezer", f)),
             });
         }
         match v2 {
@@ -135,7 +139,16 @@ impl CgroupLayout {
 
     fn instance_dirs(&self) -> Vec<&Path> {
         match self {
-            CgroupLayout::V1 { memory, cpu, pids } => vec![memory, cpu, pids],
+            CgroupLayout::V1 {
+                memory,
+                cpu,
+                pids,
+                freezer,
+            } => {
+                let mut dirs: Vec<&Path> = vec![memory, cpu, pids];
+                dirs.extend(freezer.as_deref());
+                dirs
+            }
             CgroupLayout::V2 { instance } => vec![instance],
         }
     }
@@ -154,6 +167,8 @@ impl CgroupLayout {
                         dirs: vec![entry.path()],
                         peak: None,
                     };
+                    // A frozen leftover must run again to die.
+                    let _ = fs::write(entry.path().join("freezer.state"), "THAWED");
                     group.kill_all();
                     let _ = fs::remove_dir(entry.path());
                 }
@@ -249,6 +264,32 @@ impl Cgroup {
         self.set_cpu_quota(limits.cpu_quota_us)
     }
 
+    /// Freezes (stops every process of) the cgroup, or thaws it. Freezing does not wait for
+    /// the processes to stop; thawing takes effect at once.
+    pub fn set_frozen(&self, frozen: bool) -> io::Result<()> {
+        match self.layout {
+            CgroupLayout::V1 {
+                freezer: Some(_), ..
+            } => {
+                let dir = self
+                    .dirs
+                    .get(3)
+                    .ok_or_else(|| io::Error::other("no freezer cgroup"))?;
+                fs::write(
+                    dir.join("freezer.state"),
+                    if frozen { "FROZEN" } else { "THAWED" },
+                )
+            }
+            CgroupLayout::V1 { freezer: None, .. } => {
+                Err(io::Error::other("the freezer hierarchy is not mounted"))
+            }
+            CgroupLayout::V2 { .. } => fs::write(
+                self.dirs[0].join("cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+            ),
+        }
+    }
+
     /// Sets the CPU quota per [`CPU_PERIOD_US`]; `None` lifts it.
     pub fn set_cpu_quota(&self, quota_us: Option<u64>) -> io::Result<()> {
         let cpu = self.dir("cpu");
@@ -311,8 +352,10 @@ impl Cgroup {
             .unwrap_or_default()
     }
 
-    /// SIGKILLs every process in the cgroup once.
+    /// SIGKILLs every process in the cgroup once (thawing it first: a frozen v1 task does
+    /// not die until it runs again).
     pub fn kill_all(&self) {
+        let _ = self.set_frozen(false);
         if let CgroupLayout::V2 { .. } = self.layout
             && fs::write(self.dirs[0].join("cgroup.kill"), "1").is_ok()
         {
@@ -358,7 +401,13 @@ mod tests {
     fn hybrid_hosts_use_the_v1_hierarchies_below_the_servers_own_cgroups() {
         let own = "4:memory:/process_api/abc\n8:pids:/\n1:cpu:/\n0::/\n";
         let layout = CgroupLayout::plan(HYBRID, own, "ember-1").unwrap();
-        let CgroupLayout::V1 { memory, cpu, pids } = layout else {
+        let CgroupLayout::V1 {
+            memory,
+            cpu,
+            pids,
+            freezer,
+        } = layout
+        else {
             panic!("{layout:?}")
         };
         assert_eq!(
@@ -367,6 +416,15 @@ mod tests {
         );
         assert_eq!(cpu, PathBuf::from("/sys/fs/cgroup/cpu/ember-1"));
         assert_eq!(pids, PathBuf::from("/sys/fs/cgroup/pids/ember-1"));
+        assert_eq!(freezer, None);
+        let with_freezer =
+            format!("{HYBRID}41 30 0:37 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer\n");
+        let own = "4:memory:/\n8:pids:/\n1:cpu:/\n6:freezer:/f\n";
+        let CgroupLayout::V1 { freezer, .. } = CgroupLayout::plan(&with_freezer, own, "e").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(freezer, Some(PathBuf::from("/sys/fs/cgroup/freezer/f/e")));
     }
 
     #[test]

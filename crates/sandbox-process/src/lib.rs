@@ -269,6 +269,16 @@ impl Environment for ProcessEnvironment {
         }
     }
 
+    fn freeze(&self) -> bool {
+        self.cgroup.set_frozen(true).is_ok()
+    }
+
+    fn thaw(&self) {
+        if let Err(e) = self.cgroup.set_frozen(false) {
+            tracing::warn!(error = %e, "could not thaw an environment");
+        }
+    }
+
     fn max_memory_used(&self) -> Option<u64> {
         self.cgroup.max_memory_used()
     }

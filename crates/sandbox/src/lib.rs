@@ -119,6 +119,15 @@ pub trait Environment: Send + Sync {
     /// (a full CPU for the init burst) to its steady-state ones.
     fn init_done(&self);
 
+    /// Stops every process of the environment until [`Environment::thaw`]; `false` if the
+    /// backend cannot (then the environment simply stays running).
+    fn freeze(&self) -> bool {
+        false
+    }
+
+    /// Lets a frozen environment run again; takes effect before it returns.
+    fn thaw(&self) {}
+
     /// The most memory the environment has used so far, in bytes, if the backend knows.
     fn max_memory_used(&self) -> Option<u64>;
 

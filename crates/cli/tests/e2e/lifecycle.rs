@@ -382,3 +382,59 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_published_version_keeps_its_warm_environment() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("ver", json!({ "Publish": true })).await;
+    let first = api.invoke("ver:1", json!({})).await.json();
+    let second = api.invoke("ver:1", json!({})).await.json();
+    assert_eq!(
+        first["env_id"], second["env_id"],
+        "version 1's environment was not reused"
+    );
+    assert_eq!(second["count"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn frozen_idle_environments_run_nothing_between_invocations() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("frozen", json!({ "MemorySize": 512 }))
+        .await;
+    api.create_kitchen("running", json!({ "MemorySize": 512 }))
+        .await;
+    let r = api
+        .request(
+            hyper::Method::PUT,
+            "/ember/v1/functions/frozen/settings",
+            &[],
+            r#"{"FreezeIdle": true}"#,
+        )
+        .await;
+    assert_eq!(r.json(), json!({ "FreezeIdle": true }), "{}", r.text());
+    let ticker = json!({ "action": "ticker" });
+    let ticks = |r: crate::support::Response| r.json()["ticks"].as_u64().unwrap();
+    let frozen_before = ticks(api.invoke("frozen", ticker.clone()).await);
+    let running_before = ticks(api.invoke("running", ticker.clone()).await);
+    // A background thread ticks every 5 ms; let half a second pass with both idle.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let frozen_after = api.invoke("frozen", ticker.clone()).await;
+    let running_after = ticks(api.invoke("running", ticker.clone()).await);
+    let frozen_delta = ticks(frozen_after) - frozen_before;
+    assert!(
+        running_after - running_before > 30,
+        "the unfrozen ticker barely ran: {}",
+        running_after - running_before
+    );
+    assert!(
+        frozen_delta < 10,
+        "the frozen environment ran {frozen_delta} ticks while idle"
+    );
+    // Still the same, working environment after thawing.
+    assert_eq!(api.invoke("frozen", json!({})).await.status, 200);
+    assert_eq!(api.environments("frozen").await, (1, 0));
+}
