@@ -9,7 +9,8 @@
 //! 3. PID 1 builds a fresh root on a tmpfs (host `/usr` and a few `/etc` files read-only,
 //!    the code read-only at `/var/task`, the runtime at `/var/runtime`, a sized tmpfs at
 //!    `/tmp`, a minimal `/dev`, a new `/proc`), pivots into it, drops every capability,
-//!    becomes an unprivileged user with `no_new_privs`, and forks the runtime, which it
+//!    becomes an unprivileged user with `no_new_privs`, installs the seccomp filter
+//!    ([`crate::seccomp`]), and forks the runtime, which it
 //!    then reaps along with any orphan. The runtime is not PID 1, so signals reach it with
 //!    their usual meaning (a function that signals itself dies as it would on Lambda);
 //! 4. the init's first half waits for PID 1 and exits the way the runtime did, so the
@@ -126,7 +127,10 @@ fn die_by(sig: i32) -> ! {
 /// child, reaps every orphan, and reports the runtime's end on `status`. Returns only on
 /// failure before the runtime started.
 fn pid1(spec: &InitSpec, status: std::os::fd::OwnedFd) -> io::Error {
-    if let Err(e) = build_root(spec).and_then(|()| drop_privileges(spec)) {
+    if let Err(e) = build_root(spec)
+        .and_then(|()| drop_privileges(spec))
+        .and_then(|()| crate::seccomp::install())
+    {
         return e;
     }
     let (argv, env) = match command(spec) {

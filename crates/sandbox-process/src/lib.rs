@@ -7,6 +7,7 @@
 //! - [`cgroup`]: the environment's control group on cgroup v1, v2 or the hybrid.
 //! - [`netns`]: the environment's network namespace and its Runtime API listener.
 //! - [`init`]: the privileged init that builds the namespaces and root, then execs the runtime.
+//! - [`seccomp`]: the system calls a function is refused.
 //!
 //! [`ProcessBackend`] wires them: it creates the namespace and cgroup, starts
 //! `ember sandbox-init` with an [`init::InitSpec`], and watches the runtime's exit.
@@ -14,6 +15,7 @@
 pub mod cgroup;
 pub mod init;
 pub mod netns;
+pub mod seccomp;
 
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -231,3 +231,36 @@ async fn a_fork_bomb_is_stopped_at_the_pids_limit_and_hurts_only_its_environment
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seccomp_filter_refuses_what_a_function_never_needs() {
+    require_sandbox!();
+    if !cfg!(target_arch = "x86_64") {
+        eprintln!("skipped: the probe uses x86_64 system call numbers");
+        return;
+    }
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("probe", json!({})).await;
+    let r = api
+        .invoke("probe", json!({ "action": "syscalls" }))
+        .await
+        .json();
+    const EPERM: i64 = 1;
+    const ENOSYS: i64 = 38;
+    for call in [
+        "unshare_user",
+        "setns",
+        "ptrace_traceme",
+        "keyctl",
+        "bpf",
+        "perf_event_open",
+        "mount",
+        "clone_newnet",
+    ] {
+        assert_eq!(r[call], EPERM, "{call}: {r}");
+    }
+    // clone3 says "not implemented", so libc falls back to clone (which the filter can read):
+    // threads still start (see the ticker and pids tests).
+    assert_eq!(r["clone3"], ENOSYS, "{r}");
+}
