@@ -213,7 +213,6 @@ impl Inner {
             function_error: Some(FunctionError::Unhandled),
             executed_version: Arc::clone(&function.version),
             log_tail: tail_log.then(|| tail(&log)),
-            cold: true,
         }
     }
 
@@ -316,7 +315,6 @@ impl Inner {
             function_error,
             executed_version: Arc::clone(&function.version),
             log_tail,
-            cold: init.is_some(),
         })
     }
 

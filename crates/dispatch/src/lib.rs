@@ -140,8 +140,6 @@ pub struct InvokeResult {
     /// `$LATEST` or the version number that ran.
     pub executed_version: Arc<str>,
     pub log_tail: Option<Bytes>,
-    /// Whether this invocation started a new environment.
-    pub cold: bool,
 }
 
 /// The key of a version's pool: `name` for `$LATEST`, `name:N` for version N.
