@@ -142,10 +142,15 @@ pub async fn artifact(
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 struct SettingsIn {
     freeze_idle: Option<bool>,
+    isolation: Option<String>,
 }
 
 fn settings_body(spec: &ember_core::FunctionSpec) -> Response {
-    Json(serde_json::json!({ "FreezeIdle": spec.freeze_idle })).into_response()
+    Json(serde_json::json!({
+        "FreezeIdle": spec.freeze_idle,
+        "Isolation": spec.isolation,
+    }))
+    .into_response()
 }
 
 /// `GET /ember/v1/functions/{name}/settings`: Ember's own per-function settings.
@@ -158,7 +163,8 @@ pub async fn get_settings(
     Ok(settings_body(&record.spec))
 }
 
-/// `PUT /ember/v1/functions/{name}/settings`: change them (`{"FreezeIdle": true}`).
+/// `PUT /ember/v1/functions/{name}/settings`: change them (`{"FreezeIdle": true}`,
+/// `{"Isolation": "gvisor"}`). A change retires the function's environments.
 pub async fn put_settings(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -166,8 +172,14 @@ pub async fn put_settings(
 ) -> Result<Response, ApiError> {
     let name = crate::functions::unqualified(&state, &name)?;
     let input: SettingsIn = crate::model::parse(&crate::functions::control_body(body).await?)?;
+    let isolation = input
+        .isolation
+        .map(|i| i.parse::<ember_core::Isolation>())
+        .transpose()
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
     let update = ember_core::FunctionUpdate {
         freeze_idle: input.freeze_idle,
+        isolation,
         ..Default::default()
     };
     let record = crate::functions::blocking(&state.registry, move |r| {

@@ -191,6 +191,7 @@ impl CreateFunctionIn {
             role: self.role.clone().unwrap_or_default(),
             layers: self.layers.clone().unwrap_or_default(),
             freeze_idle: false,
+            isolation: Default::default(),
         }
     }
 }
@@ -211,6 +212,7 @@ impl UpdateConfigIn {
             role: self.role.clone(),
             layers: self.layers.clone(),
             freeze_idle: None,
+            isolation: None,
         }
     }
 }

@@ -251,6 +251,7 @@ impl Registry {
 
     fn validate(&self, spec: &FunctionSpec) -> Result<(), ApiError> {
         spec.validate(&self.dispatcher.config().available_runtimes())?;
+        self.dispatcher.backends().check(spec.isolation)?;
         Ok(())
     }
 

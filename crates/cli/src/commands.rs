@@ -51,6 +51,10 @@ pub struct FunctionSettings {
     /// at the cost of a thaw (~0.2 ms) on each warm call.
     #[arg(long)]
     pub freeze_idle: Option<bool>,
+    /// Sandbox the function runs in: process (the default, fastest start), runc, or gvisor
+    /// (a user-space kernel between the function and the host).
+    #[arg(long)]
+    pub isolation: Option<String>,
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -68,6 +72,7 @@ impl FunctionSettings {
             && self.ephemeral_storage.is_none()
             && self.env.is_empty()
             && self.freeze_idle.is_none()
+            && self.isolation.is_none()
     }
 
     /// The Lambda configuration fields these settings set.
@@ -160,8 +165,15 @@ pub async fn create_or_update(
             )
             .await?
     };
+    let mut ember = serde_json::Map::new();
     if let Some(freeze) = settings.freeze_idle {
-        let body = serde_json::json!({ "FreezeIdle": freeze });
+        ember.insert("FreezeIdle".into(), freeze.into());
+    }
+    if let Some(isolation) = &settings.isolation {
+        ember.insert("Isolation".into(), isolation.clone().into());
+    }
+    if !ember.is_empty() {
+        let body = serde_json::Value::Object(ember);
         let path = format!("/ember/v1/functions/{name}/settings");
         client
             .call(Method::PUT, &path, &[], serde_json::to_vec(&body)?)

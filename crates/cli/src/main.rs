@@ -76,7 +76,19 @@ enum Command {
     EchoServer,
 }
 
+/// The hidden subcommand an OCI backend runs as PID 1 of each container.
+const SANDBOX_REAPER: &str = "sandbox-reaper";
+
 fn main() -> ExitCode {
+    // `ember sandbox-reaper ARGV...` takes the runtime's command line verbatim (it may hold
+    // anything, flags included), so it is recognised before the argument parser.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(SANDBOX_REAPER) {
+        ember_sandbox_process::init::reaper_main(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some(ember_sandbox_oci::SANDBOX_SHIM) {
+        ember_sandbox_oci::shim::main(&args[2..]);
+    }
     let cli = Cli::parse();
     // The sandbox init forks: it must run before any thread exists.
     match cli.command {

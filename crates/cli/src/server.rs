@@ -9,8 +9,10 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use ember_api::auth::KeyRing;
 use ember_api::{AppState, Registry};
-use ember_dispatch::{DispatchConfig, Dispatcher, LogSink};
+use ember_core::Isolation;
+use ember_dispatch::{Backends, DispatchConfig, Dispatcher, LogSink};
 use ember_policy::{Admission, KeepAlive};
+use ember_sandbox_oci::{OciBackend, OciConfig, OciRuntime};
 use ember_sandbox_process::{ProcessBackend, ProcessConfig};
 use ember_store::{Artifacts, SecretBox, Store};
 use sha2::{Digest, Sha256};
@@ -91,17 +93,40 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::warn!("no Python at {PYTHON_CANDIDATES:?}: python runtimes are unavailable");
     }
 
-    let backend = ProcessBackend::new(ProcessConfig {
-        init_program: std::env::current_exe().context("could not locate the ember binary")?,
-        work_dir: data.join("sandbox"),
-        instance,
-    })?;
+    let ember = std::env::current_exe().context("could not locate the ember binary")?;
+    let mut backends = Backends::new();
+    backends.add(
+        Isolation::Process,
+        Arc::new(ProcessBackend::new(ProcessConfig {
+            init_program: ember.clone(),
+            work_dir: data.join("sandbox"),
+            instance: instance.clone(),
+        })?),
+    );
+    // The OCI backends are optional: a function may ask for one only where its runtime
+    // program is installed.
+    for runtime in [OciRuntime::Runc, OciRuntime::Gvisor] {
+        let isolation = runtime.isolation();
+        let backend = OciBackend::new(OciConfig {
+            runtime,
+            reaper: ember.clone(),
+            work_dir: data.join(format!("sandbox-{isolation}")),
+            instance: format!("{instance}-{isolation}"),
+        });
+        match backend {
+            Ok(backend) => backends.add(isolation, Arc::new(backend)),
+            Err(e) => {
+                tracing::info!("isolation {isolation} is unavailable: {e}");
+                backends.unavailable(isolation, e.to_string());
+            }
+        }
+    }
     let logs = LogSink::start(
         data.join("logs"),
         ember_dispatch::logs::DEFAULT_LOG_FILE_BYTES,
     )?;
     let dispatcher = Dispatcher::new(
-        Arc::new(backend),
+        backends,
         DispatchConfig {
             keep_alive: KeepAlive {
                 idle_timeout: args.keep_alive,

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::isolation::Isolation;
 use crate::limits;
 use crate::runtime::{KNOWN, Runtime, RuntimeFamily};
 
@@ -32,6 +33,9 @@ pub struct FunctionSpec {
     /// each warm invocation then pays a thaw.
     #[serde(default)]
     pub freeze_idle: bool,
+    /// The sandbox backend its environments run on. An Ember setting, like `freeze_idle`.
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 /// A partial change to a [`FunctionSpec`]; `None` leaves a field as it is.
@@ -47,6 +51,7 @@ pub struct FunctionUpdate {
     pub role: Option<String>,
     pub layers: Option<Vec<String>>,
     pub freeze_idle: Option<bool>,
+    pub isolation: Option<Isolation>,
 }
 
 /// Why a function configuration was refused. Each message says what to change.
@@ -88,6 +93,12 @@ pub enum ValidationError {
         "{0:?} is not a layer version ARN; use arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION"
     )]
     LayerArn(String),
+    #[error("isolation {given} is not available on this server ({reason}); available: {available}")]
+    UnavailableIsolation {
+        given: Isolation,
+        reason: String,
+        available: String,
+    },
 }
 
 /// Variables the platform sets in every environment; a function may not override them.
@@ -193,6 +204,7 @@ impl FunctionSpec {
             role: update.role.unwrap_or_else(|| self.role.clone()),
             layers: update.layers.unwrap_or_else(|| self.layers.clone()),
             freeze_idle: update.freeze_idle.unwrap_or(self.freeze_idle),
+            isolation: update.isolation.unwrap_or(self.isolation),
         }
     }
 }
@@ -277,6 +289,7 @@ mod tests {
             role: String::new(),
             layers: Vec::new(),
             freeze_idle: false,
+            isolation: Isolation::Process,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Ember's domain types, free of I/O.
 //!
 //! - [`function`]: what a user deploys ([`FunctionSpec`]) and the rules it must satisfy.
+//! - [`isolation`]: the sandbox backends a function may choose.
 //! - [`runtime`]: the runtime identifiers Ember accepts and what each maps to.
 //! - [`limits`]: every platform limit in one place, with the reason for its value.
 //! - [`report`]: the `START` / `END` / `REPORT` log lines of one invocation.
@@ -10,10 +11,12 @@
 
 pub mod arn;
 pub mod function;
+pub mod isolation;
 pub mod limits;
 pub mod report;
 pub mod runtime;
 pub mod time;
 
 pub use function::{FunctionSpec, FunctionUpdate, ValidationError};
+pub use isolation::Isolation;
 pub use runtime::{Runtime, RuntimeFamily};

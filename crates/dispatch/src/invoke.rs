@@ -134,8 +134,9 @@ impl Inner {
     ) -> Result<InvokeResult, DispatchError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let spec = self.environment_spec(function, current, &id);
+        let backend = self.backends.get(current.deployment.spec.isolation)?;
         let (env, init) = Env::start(
-            self.backend.as_ref(),
+            backend.as_ref(),
             spec,
             current.generation,
             Arc::clone(&function.name),

@@ -21,8 +21,8 @@ mod invoke;
 pub mod logs;
 mod output;
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ember_core::arn::Qualifier;
-use ember_core::{FunctionSpec, RuntimeFamily};
+use ember_core::{FunctionSpec, Isolation, RuntimeFamily, ValidationError};
 use ember_policy::{Admission, KeepAlive};
 use ember_sandbox::{Backend, SandboxError};
 
@@ -189,8 +189,68 @@ struct Pool {
     busy: usize,
 }
 
+/// The sandbox backends this server can run, by isolation, and why the others are missing.
+#[derive(Clone, Default)]
+pub struct Backends {
+    available: BTreeMap<Isolation, Arc<dyn Backend>>,
+    missing: BTreeMap<Isolation, String>,
+}
+
+impl Backends {
+    pub fn new() -> Backends {
+        Backends::default()
+    }
+
+    pub fn add(&mut self, isolation: Isolation, backend: Arc<dyn Backend>) {
+        self.missing.remove(&isolation);
+        self.available.insert(isolation, backend);
+    }
+
+    /// Records that `isolation` cannot run here, and why (shown to users who ask for it).
+    pub fn unavailable(&mut self, isolation: Isolation, reason: String) {
+        self.missing.insert(isolation, reason);
+    }
+
+    pub fn get(&self, isolation: Isolation) -> Result<&Arc<dyn Backend>, SandboxError> {
+        self.available
+            .get(&isolation)
+            .ok_or_else(|| SandboxError::Unsupported {
+                backend: isolation.as_str(),
+                reason: self.reason(isolation),
+            })
+    }
+
+    fn reason(&self, isolation: Isolation) -> String {
+        self.missing
+            .get(&isolation)
+            .cloned()
+            .unwrap_or_else(|| "it is not configured".into())
+    }
+
+    /// Checks that a function's isolation can run here.
+    pub fn check(&self, isolation: Isolation) -> Result<(), ValidationError> {
+        if self.available.contains_key(&isolation) {
+            return Ok(());
+        }
+        Err(ValidationError::UnavailableIsolation {
+            given: isolation,
+            reason: self.reason(isolation),
+            available: self
+                .available
+                .keys()
+                .map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    pub fn isolations(&self) -> Vec<Isolation> {
+        self.available.keys().copied().collect()
+    }
+}
+
 struct Inner {
-    backend: Arc<dyn Backend>,
+    backends: Backends,
     config: DispatchConfig,
     functions: RwLock<HashMap<String, Arc<Function>>>,
     in_flight: AtomicU32,
@@ -210,9 +270,9 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Creates the dispatcher and starts reclaiming idle environments.
-    pub fn new(backend: Arc<dyn Backend>, config: DispatchConfig, logs: LogSink) -> Dispatcher {
+    pub fn new(backends: Backends, config: DispatchConfig, logs: LogSink) -> Dispatcher {
         let inner = Arc::new(Inner {
-            backend,
+            backends,
             config,
             functions: RwLock::new(HashMap::new()),
             in_flight: AtomicU32::new(0),
@@ -227,6 +287,10 @@ impl Dispatcher {
 
     pub fn config(&self) -> &DispatchConfig {
         &self.inner.config
+    }
+
+    pub fn backends(&self) -> &Backends {
+        &self.inner.backends
     }
 
     pub fn logs(&self) -> &LogSink {
@@ -359,7 +423,9 @@ impl Dispatcher {
         }
         let mut destroying = self.inner.destroying.subscribe();
         let _ = destroying.wait_for(|n| *n == 0).await;
-        self.inner.backend.shutdown().await;
+        for backend in self.inner.backends.available.values() {
+            backend.shutdown().await;
+        }
     }
 
     /// Runs one synchronous invocation of `name`, qualified by a version or an alias.

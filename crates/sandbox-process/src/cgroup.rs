@@ -153,6 +153,20 @@ impl CgroupLayout {
         }
     }
 
+    /// The `linux.cgroupsPath` that puts an OCI container into environment `id`'s cgroup.
+    /// On v1 a relative path, which runc and runsc resolve below their own cgroup in each
+    /// hierarchy (where the instance directories are); on v2 a path from the root.
+    pub fn oci_path(&self, id: &str) -> String {
+        let instance = self.instance_dirs()[0]
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match self {
+            CgroupLayout::V1 { .. } => format!("{instance}/{id}"),
+            CgroupLayout::V2 { .. } => format!("/{instance}/{id}"),
+        }
+    }
+
     /// Kills and removes every environment cgroup below this instance: what a previous run
     /// of the same server left behind.
     pub fn remove_stale(&self) {
@@ -187,6 +201,32 @@ impl CgroupLayout {
         }
     }
 
+    /// Removes this instance's directories from every cgroup hierarchy, including those
+    /// Ember does not use itself but an OCI runtime fills (`blkio`, `devices`, …); each
+    /// environment's own directories there are gone already (the runtime deletes them).
+    pub fn remove_instance_everywhere(&self) {
+        self.remove_instance();
+        let instance = self.instance_dirs()[0].file_name().map(|n| n.to_owned());
+        let (Some(instance), Ok(mountinfo), Ok(own)) = (
+            instance,
+            fs::read_to_string("/proc/self/mountinfo"),
+            fs::read_to_string("/proc/self/cgroup"),
+        ) else {
+            return;
+        };
+        for (mountpoint, own_path) in hierarchies(&mountinfo, &own) {
+            let dir = mountpoint
+                .join(own_path.trim_start_matches('/'))
+                .join(&instance);
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    let _ = fs::remove_dir(entry.path());
+                }
+            }
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+
     /// Creates the cgroup for environment `id` with its limits.
     pub fn create(&self, id: &str, limits: &Limits) -> io::Result<Cgroup> {
         let dirs: Vec<PathBuf> = self.instance_dirs().iter().map(|d| d.join(id)).collect();
@@ -212,6 +252,34 @@ impl CgroupLayout {
         group.peak = fs::File::open(group.dir("memory").join(peak)).ok();
         Ok(group)
     }
+}
+
+/// Every cgroup hierarchy mounted here, with this process's own path in it.
+fn hierarchies(mountinfo: &str, own: &str) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mountpoint = left.split(' ').nth(4).unwrap_or_default();
+        let mut right = right.split(' ');
+        let fstype = right.next().unwrap_or_default();
+        let superopts: Vec<&str> = right.nth(1).unwrap_or_default().split(',').collect();
+        let path = own.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let matches = match fstype {
+                "cgroup2" => ctrls.is_empty(),
+                "cgroup" => !ctrls.is_empty() && ctrls.split(',').all(|c| superopts.contains(&c)),
+                _ => false,
+            };
+            matches.then(|| path.to_owned())
+        });
+        if let Some(path) = path {
+            found.push((PathBuf::from(mountpoint), path));
+        }
+    }
+    found
 }
 
 /// Resource limits for one environment.

@@ -165,9 +165,51 @@ fn pid1(spec: &InitSpec, status: std::os::fd::OwnedFd) -> io::Error {
     }
 }
 
+/// PID 1 of an environment whose namespaces and root someone else built (an OCI runtime):
+/// installs the seccomp filter, starts `argv` with the inherited environment, reaps it and
+/// every orphan, and exits the way the runtime did (a signal `n` as status `128 + n`, since
+/// PID 1 of a namespace cannot die by a signal it sends itself). Never returns.
+pub fn reaper_main(argv: &[String]) -> ! {
+    if let Err(e) = crate::seccomp::install() {
+        fail("installing the seccomp filter", e);
+    }
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let spec_argv = argv.to_vec();
+    let (argv, env) = match command_line(&spec_argv, &env) {
+        Ok(c) => c,
+        Err(e) => fail("reading the command", e),
+    };
+    // SAFETY: the reaper is single-threaded (a fresh process that has started no threads).
+    #[allow(unsafe_code)]
+    let runtime = match unsafe { fork() } {
+        Err(e) => fail("forking the runtime", e.into()),
+        Ok(ForkResult::Child) => {
+            let Err(e) = execve(&argv[0], &argv, &env);
+            fail(&format!("starting {}", spec_argv[0]), e.into())
+        }
+        Ok(ForkResult::Parent { child }) => child,
+    };
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == runtime => std::process::exit(code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == runtime => {
+                std::process::exit(128 + sig as i32)
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => fail("waiting for the runtime", e.into()),
+        }
+    }
+}
+
 fn command(spec: &InitSpec) -> io::Result<(Vec<CString>, Vec<CString>)> {
-    let argv: Vec<CString> = spec
-        .argv
+    command_line(&spec.argv, &spec.env)
+}
+
+fn command_line(
+    argv: &[String],
+    env: &[(String, String)],
+) -> io::Result<(Vec<CString>, Vec<CString>)> {
+    let argv: Vec<CString> = argv
         .iter()
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
@@ -175,8 +217,7 @@ fn command(spec: &InitSpec) -> io::Result<(Vec<CString>, Vec<CString>)> {
     if argv.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     }
-    let env = spec
-        .env
+    let env = env
         .iter()
         .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
         .collect();
@@ -256,7 +297,7 @@ fn tmpfs(dst: &Path, options: &str, flags: MsFlags) -> io::Result<()> {
 
 /// Host `/etc` entries an environment sees, read-only: what the dynamic linker, name
 /// resolution, TLS and Python's standard library look at. Everything else stays hidden.
-const ETC: &[&str] = &[
+pub const ETC: &[&str] = &[
     "ld.so.cache",
     "ld.so.conf",
     "ld.so.conf.d",

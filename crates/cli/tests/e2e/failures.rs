@@ -2,15 +2,16 @@
 
 use serde_json::json;
 
-use crate::require_sandbox;
 use crate::support::{Server, zip_files};
+use crate::{require_backend, require_sandbox};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_handler_exception_is_a_handled_error_and_keeps_the_environment() {
-    require_sandbox!();
+pub async fn a_handler_exception_is_a_handled_error_and_keeps_the_environment(
+    isolation: &'static str,
+) {
+    require_backend!(isolation);
     let server = Server::start(&[]);
     let api = server.api();
-    api.create_kitchen("oops", json!({})).await;
+    api.create_kitchen_on(isolation, "oops", json!({})).await;
     let before = api.invoke("oops", json!({})).await.json();
     let r = api.invoke_tail("oops", json!({ "action": "raise" })).await;
     assert_eq!(r.status, 200);
@@ -36,12 +37,12 @@ async fn a_handler_exception_is_a_handled_error_and_keeps_the_environment() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_timeout_kills_the_environment_and_reports_unhandled() {
-    require_sandbox!();
+pub async fn a_timeout_kills_the_environment_and_reports_unhandled(isolation: &'static str) {
+    require_backend!(isolation);
     let server = Server::start(&[]);
     let api = server.api();
-    api.create_kitchen("slow", json!({ "Timeout": 1 })).await;
+    api.create_kitchen_on(isolation, "slow", json!({ "Timeout": 1 }))
+        .await;
     let before = api.invoke("slow", json!({})).await.json();
     let started = std::time::Instant::now();
     let r = api
@@ -75,12 +76,13 @@ async fn a_timeout_kills_the_environment_and_reports_unhandled() {
     assert!(after.log_tail().contains("Init Duration"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_crashing_runtime_is_unhandled_and_the_next_call_starts_cold() {
-    require_sandbox!();
+pub async fn a_crashing_runtime_is_unhandled_and_the_next_call_starts_cold(
+    isolation: &'static str,
+) {
+    require_backend!(isolation);
     let server = Server::start(&[]);
     let api = server.api();
-    api.create_kitchen("crash", json!({})).await;
+    api.create_kitchen_on(isolation, "crash", json!({})).await;
     let r = api
         .invoke("crash", json!({ "action": "exit", "code": 3 }))
         .await;
@@ -112,13 +114,18 @@ async fn a_crashing_runtime_is_unhandled_and_the_next_call_starts_cold() {
     assert_eq!(left, 1, "crashed environments' cgroups were left behind");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn running_out_of_memory_is_reported_as_killed_and_only_hurts_the_function() {
-    require_sandbox!();
+pub async fn running_out_of_memory_is_reported_as_killed_and_only_hurts_the_function(
+    isolation: &'static str,
+) {
+    require_backend!(isolation);
     let mut server = Server::start(&[]);
     let api = server.api();
-    api.create_kitchen("hog", json!({ "MemorySize": 128, "Timeout": 30 }))
-        .await;
+    api.create_kitchen_on(
+        isolation,
+        "hog",
+        json!({ "MemorySize": 128, "Timeout": 30 }),
+    )
+    .await;
     let r = api.invoke_tail("hog", json!({ "action": "oom" })).await;
     assert_eq!(
         r.header("x-amz-function-error"),
@@ -145,9 +152,8 @@ async fn running_out_of_memory_is_reported_as_killed_and_only_hurts_the_function
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn init_failures_report_the_runtime_error_type() {
-    require_sandbox!();
+pub async fn init_failures_report_the_runtime_error_type(isolation: &'static str) {
+    require_backend!(isolation);
     let server = Server::start(&[]);
     let api = server.api();
     let cases: &[(&str, &[u8], &str, &str)] = &[
@@ -198,6 +204,7 @@ async fn init_failures_report_the_runtime_error_type() {
             )
             .await;
         assert_eq!(r.status, 201, "{}", r.text());
+        api.isolate(name, isolation).await;
         let r = api.invoke_tail(name, json!({})).await;
         assert_eq!(r.status, 200, "{name}");
         assert_eq!(

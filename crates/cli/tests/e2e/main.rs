@@ -6,6 +6,7 @@
 
 mod aws;
 mod cli;
+mod conformance;
 mod failures;
 mod isolation;
 mod lifecycle;

@@ -30,6 +30,41 @@ pub fn sandbox_unavailable() -> Option<&'static str> {
     None
 }
 
+/// Why the sandbox backend `isolation` (process, runc, gvisor) cannot run here, if it cannot.
+pub fn backend_unavailable(isolation: &str) -> Option<String> {
+    if let Some(why) = sandbox_unavailable() {
+        return Some(why.to_owned());
+    }
+    let program = match isolation {
+        "process" => return None,
+        "runc" => "runc",
+        "gvisor" => "runsc",
+        other => return Some(format!("unknown isolation {other}")),
+    };
+    let found = [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+    ]
+    .iter()
+    .any(|dir| Path::new(dir).join(program).exists());
+    (!found).then(|| format!("the {isolation} backend needs {program} (apt-get install {program})"))
+}
+
+/// Returns early from a test, saying why, when `isolation`'s backend cannot run here.
+#[macro_export]
+macro_rules! require_backend {
+    ($isolation:expr) => {
+        if let Some(why) = $crate::support::backend_unavailable($isolation) {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
 /// Returns early from a test, saying why, when the sandbox cannot run on this host.
 #[macro_export]
 macro_rules! require_sandbox {
@@ -105,14 +140,28 @@ impl Server {
         self.cgroups.exists()
     }
 
-    /// How many environment cgroups this server has: one per live environment.
+    /// How many environment cgroups this server has, over every backend: one per live
+    /// environment.
     pub fn environment_cgroups(&self) -> usize {
         let entries = std::fs::read_dir(&self.cgroups)
             .unwrap_or_else(|e| panic!("{}: {e}", self.cgroups.display()));
-        entries
-            .flatten()
+        let mut dirs = entries.flatten().collect::<Vec<_>>();
+        // The OCI backends' instances sit beside the process backend's.
+        for isolation in ["runc", "gvisor"] {
+            let mut name = self.cgroups.file_name().unwrap().to_owned();
+            name.push(format!("-{isolation}"));
+            if let Ok(entries) = std::fs::read_dir(self.cgroups.with_file_name(name)) {
+                dirs.extend(entries.flatten());
+            }
+        }
+        dirs.iter()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .count()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits, at most `limit`, until the server has `n` environment cgroups.
@@ -246,6 +295,27 @@ impl Api {
         merge(&mut full, config);
         let r = self.create(name, &zip, full).await;
         assert_eq!(r.status, 201, "create {name}: {}", r.text());
+    }
+
+    /// Creates the kitchen-sink function on the sandbox backend `isolation`.
+    pub async fn create_kitchen_on(&self, isolation: &str, name: &str, config: Value) {
+        self.create_kitchen(name, config).await;
+        self.isolate(name, isolation).await;
+    }
+
+    /// Moves a function to the sandbox backend `isolation`; panics unless that works.
+    pub async fn isolate(&self, name: &str, isolation: &str) {
+        let body = json!({ "Isolation": isolation });
+        let r = self
+            .request(
+                Method::PUT,
+                &format!("/ember/v1/functions/{name}/settings"),
+                &[],
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "isolate {name} on {isolation}: {}", r.text());
+        assert_eq!(r.json()["Isolation"], isolation, "{}", r.text());
     }
 
     pub async fn update_configuration(&self, name: &str, config: Value) -> Response {
