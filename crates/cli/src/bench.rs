@@ -20,6 +20,10 @@
 //!   against `python3 -c pass` for Python and against exec'ing the same runtime for
 //!   `provided`.
 //!
+//! - **per backend**: the warm, frozen and cold figures again with the functions on the
+//!   `runc` and `gvisor` backends, where the host has them (cold starts also as a ratio to
+//!   the `process` backend's).
+//!
 //! It prints a table with ratios and writes every figure to a JSON file.
 
 use std::convert::Infallible;
@@ -266,6 +270,80 @@ fn time_command(n: usize, program: &str, args: &[&str]) -> anyhow::Result<Vec<Du
     Ok(samples)
 }
 
+/// One OCI backend's figures.
+struct BackendFigures {
+    isolation: &'static str,
+    warm_provided: Summary,
+    warm_python: Summary,
+    frozen: Summary,
+    cold_python: Summary,
+    cold_provided: Summary,
+}
+
+/// Deploys the benchmark functions on `isolation` and measures them; `None` when the
+/// server cannot run that isolation.
+async fn backend_figures(
+    client: &Client,
+    isolation: &'static str,
+    provided_zip: &[u8],
+    python_zip: &[u8],
+    args: &BenchArgs,
+    warmup: usize,
+) -> anyhow::Result<Option<BackendFigures>> {
+    eprintln!("the {isolation} backend…");
+    let provided = format!("bench-provided-{isolation}");
+    let python = format!("bench-python-{isolation}");
+    let settings = |runtime: &str, handler: Option<&str>| FunctionSettings {
+        runtime: Some(runtime.into()),
+        handler: handler.map(Into::into),
+        memory: Some(1769),
+        ..Default::default()
+    };
+    create_or_update(client, &provided, provided_zip, &settings("provided", None)).await?;
+    create_or_update(
+        client,
+        &python,
+        python_zip,
+        &settings("python3", Some("app.handler")),
+    )
+    .await?;
+    for name in [&provided, &python] {
+        let body = serde_json::to_vec(&json!({ "Isolation": isolation }))?;
+        let path = format!("/ember/v1/functions/{name}/settings");
+        if client.call(Method::PUT, &path, &[], body).await.is_err() {
+            return Ok(None);
+        }
+    }
+    let n = args.warm;
+    let mut warm = Vec::new();
+    for name in [&provided, &python] {
+        let path = format!("/2015-03-31/functions/{name}/invocations");
+        sequential(client, &path, warmup).await?;
+        warm.push(summarize(sequential(client, &path, n).await?));
+    }
+    let settings_path = format!("/ember/v1/functions/{provided}/settings");
+    let freeze = |on: bool| serde_json::to_vec(&json!({ "FreezeIdle": on }));
+    client
+        .call(Method::PUT, &settings_path, &[], freeze(true)?)
+        .await?;
+    let path = format!("/2015-03-31/functions/{provided}/invocations");
+    sequential(client, &path, warmup).await?;
+    let frozen = summarize(sequential(client, &path, n).await?);
+    client
+        .call(Method::PUT, &settings_path, &[], freeze(false)?)
+        .await?;
+    let cold_python = summarize(cold_starts(client, &python, args.cold).await?);
+    let cold_provided = summarize(cold_starts(client, &provided, args.cold).await?);
+    Ok(Some(BackendFigures {
+        isolation,
+        warm_provided: warm[0],
+        warm_python: warm[1],
+        frozen,
+        cold_python,
+        cold_provided,
+    }))
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let server = Server::start()?;
     let client = Client::new(&server.endpoint);
@@ -364,6 +442,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await?;
 
+    // The same functions on the OCI backends, where this host has them.
+    let mut backends = Vec::new();
+    for isolation in ["runc", "gvisor"] {
+        match backend_figures(
+            &client,
+            isolation,
+            &provided_zip,
+            &python_zip,
+            &args,
+            warmup,
+        )
+        .await?
+        {
+            Some(figures) => backends.push(figures),
+            None => eprintln!("isolation {isolation} is unavailable on this server: skipped"),
+        }
+    }
+
     // Last, because from the first key on every request must be signed.
     eprintln!("warm latency with signed requests…");
     let key: serde_json::Value = serde_json::from_slice(
@@ -425,6 +521,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     row("cold start, python3", cold_python, Some(python_pass));
     row("exec of the runtime binary (baseline)", exec_floor, None);
     row("cold start, provided", cold_provided, Some(exec_floor));
+    for b in &backends {
+        let label = |what: &str| format!("{what}, {}", b.isolation);
+        row(
+            &label("warm invoke, provided"),
+            b.warm_provided,
+            Some(direct_lat),
+        );
+        row(
+            &label("warm invoke, python3"),
+            b.warm_python,
+            Some(direct_lat),
+        );
+        row(
+            &label("warm invoke, provided, frozen"),
+            b.frozen,
+            Some(direct_lat),
+        );
+        row(
+            &label("cold start, python3"),
+            b.cold_python,
+            Some(python_pass),
+        );
+        row(
+            &label("cold start, provided"),
+            b.cold_provided,
+            Some(exec_floor),
+        );
+    }
     println!(
         "\nthroughput with {} clients: direct {:.0}/s, provided {:.0}/s ({:.2} × direct)",
         args.clients,
@@ -470,6 +594,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "cold_python_ratio": cold_python.p50_us / (python_pass.p50_us + 10_000.0),
         "exec_floor": figure(exec_floor),
         "cold_provided": figure(cold_provided),
+        "backends": backends.iter().map(|b| json!({
+            "isolation": b.isolation,
+            "warm_provided": figure(b.warm_provided),
+            "warm_python": figure(b.warm_python),
+            "warm_provided_frozen": figure(b.frozen),
+            "freeze_added_p50_us": b.frozen.p50_us - b.warm_provided.p50_us,
+            "cold_python": figure(b.cold_python),
+            "cold_python_over_process": b.cold_python.p50_us / cold_python.p50_us,
+            "cold_provided": figure(b.cold_provided),
+            "cold_provided_over_process": b.cold_provided.p50_us / cold_provided.p50_us,
+        })).collect::<Vec<_>>(),
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     println!("\nfigures written to {}", args.out.display());
