@@ -11,5 +11,6 @@ mod failures;
 mod isolation;
 mod lifecycle;
 mod node;
+mod runtime_clients;
 mod support;
 mod validation;
