@@ -127,12 +127,13 @@ fn die_by(sig: i32) -> ! {
 /// child, reaps every orphan, and reports the runtime's end on `status`. Returns only on
 /// failure before the runtime started.
 fn pid1(spec: &InitSpec, status: std::os::fd::OwnedFd) -> io::Error {
-    if let Err(e) = build_root(spec)
+    let supervisor = match build_root(spec)
         .and_then(|()| drop_privileges(spec))
-        .and_then(|()| crate::seccomp::install())
+        .and_then(|()| crate::seccomp::install_supervised())
     {
-        return e;
-    }
+        Ok(supervisor) => supervisor,
+        Err(e) => return e,
+    };
     let (argv, env) = match command(spec) {
         Ok(c) => c,
         Err(e) => return e,
@@ -147,6 +148,7 @@ fn pid1(spec: &InitSpec, status: std::os::fd::OwnedFd) -> io::Error {
         }
         Ok(ForkResult::Parent { child }) => child,
     };
+    supervise_refusals(supervisor);
     let mut status = fs::File::from(status);
     loop {
         match waitpid(None, None) {
@@ -170,9 +172,10 @@ fn pid1(spec: &InitSpec, status: std::os::fd::OwnedFd) -> io::Error {
 /// every orphan, and exits the way the runtime did (a signal `n` as status `128 + n`, since
 /// PID 1 of a namespace cannot die by a signal it sends itself). Never returns.
 pub fn reaper_main(argv: &[String]) -> ! {
-    if let Err(e) = crate::seccomp::install() {
-        fail("installing the seccomp filter", e);
-    }
+    let supervisor = match crate::seccomp::install_supervised() {
+        Ok(supervisor) => supervisor,
+        Err(e) => fail("installing the seccomp filter", e),
+    };
     let env: Vec<(String, String)> = std::env::vars().collect();
     let spec_argv = argv.to_vec();
     let (argv, env) = match command_line(&spec_argv, &env) {
@@ -189,6 +192,7 @@ pub fn reaper_main(argv: &[String]) -> ! {
         }
         Ok(ForkResult::Parent { child }) => child,
     };
+    supervise_refusals(supervisor);
     loop {
         match waitpid(None, None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == runtime => std::process::exit(code),
@@ -197,6 +201,20 @@ pub fn reaper_main(argv: &[String]) -> ! {
             }
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => fail("waiting for the runtime", e.into()),
+        }
+    }
+}
+
+/// Answers the seccomp filter's refusals on a thread of PID 1 (started after the last fork),
+/// logging each to the environment's output, which is PID 1's stderr.
+fn supervise_refusals(listener: Option<std::os::fd::OwnedFd>) {
+    if let Some(listener) = listener {
+        let spawned = std::thread::Builder::new()
+            .name("seccomp".into())
+            .spawn(move || crate::seccomp::supervise(listener, io::stderr()));
+        if let Err(e) = spawned {
+            // Without a supervisor, refused calls would wait forever: better no runtime.
+            fail("starting the seccomp supervisor", e);
         }
     }
 }

@@ -265,10 +265,29 @@ pub async fn the_seccomp_filter_refuses_what_a_function_never_needs(isolation: &
     let server = Server::start(&[]);
     let api = server.api();
     api.create_kitchen_on(isolation, "probe", json!({})).await;
-    let r = api
-        .invoke("probe", json!({ "action": "syscalls" }))
-        .await
-        .json();
+    let response = api
+        .invoke_tail("probe", json!({ "action": "syscalls" }))
+        .await;
+    let r = response.json();
+    // Each refusal is named in the function's log.
+    let log = response.log_tail();
+    if isolation == "gvisor" {
+        // gVisor's kernel has no seccomp user notifications: refusals are silent there.
+    } else {
+        for name in [
+            "mount",
+            "ptrace",
+            "unshare",
+            "setns",
+            "bpf",
+            "clone (with a namespace flag)",
+        ] {
+            assert!(
+                log.contains(&format!("EMBER SANDBOX: refused {name} (pid ")),
+                "{name} is not in the log: {log}"
+            );
+        }
+    }
     const EPERM: i64 = 1;
     const ENOSYS: i64 = 38;
     for call in [
