@@ -143,12 +143,14 @@ pub async fn artifact(
 struct SettingsIn {
     freeze_idle: Option<bool>,
     isolation: Option<String>,
+    network: Option<String>,
 }
 
 fn settings_body(spec: &ember_core::FunctionSpec) -> Response {
     Json(serde_json::json!({
         "FreezeIdle": spec.freeze_idle,
         "Isolation": spec.isolation,
+        "Network": spec.network,
     }))
     .into_response()
 }
@@ -164,7 +166,8 @@ pub async fn get_settings(
 }
 
 /// `PUT /ember/v1/functions/{name}/settings`: change them (`{"FreezeIdle": true}`,
-/// `{"Isolation": "gvisor"}`). A change retires the function's environments.
+/// `{"Isolation": "gvisor"}`, `{"Network": "egress"}`). A change retires the function's
+/// environments.
 pub async fn put_settings(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -177,9 +180,15 @@ pub async fn put_settings(
         .map(|i| i.parse::<ember_core::Isolation>())
         .transpose()
         .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let network = input
+        .network
+        .map(|n| n.parse::<ember_core::Network>())
+        .transpose()
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
     let update = ember_core::FunctionUpdate {
         freeze_idle: input.freeze_idle,
         isolation,
+        network,
         ..Default::default()
     };
     let record = crate::functions::blocking(&state.registry, move |r| {

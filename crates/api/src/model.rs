@@ -192,6 +192,7 @@ impl CreateFunctionIn {
             layers: self.layers.clone().unwrap_or_default(),
             freeze_idle: false,
             isolation: Default::default(),
+            network: Default::default(),
         }
     }
 }
@@ -213,6 +214,7 @@ impl UpdateConfigIn {
             layers: self.layers.clone(),
             freeze_idle: None,
             isolation: None,
+            network: None,
         }
     }
 }

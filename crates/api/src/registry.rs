@@ -252,6 +252,7 @@ impl Registry {
     fn validate(&self, spec: &FunctionSpec) -> Result<(), ApiError> {
         spec.validate(&self.dispatcher.config().available_runtimes())?;
         self.dispatcher.backends().check(spec.isolation)?;
+        self.dispatcher.backends().check_network(spec.network)?;
         Ok(())
     }
 

@@ -55,6 +55,10 @@ pub struct FunctionSettings {
     /// (a user-space kernel between the function and the host).
     #[arg(long)]
     pub isolation: Option<String>,
+    /// Network: none (loopback only, the default) or egress (outbound through NAT, never to
+    /// Ember's API or another function).
+    #[arg(long)]
+    pub network: Option<String>,
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -73,6 +77,7 @@ impl FunctionSettings {
             && self.env.is_empty()
             && self.freeze_idle.is_none()
             && self.isolation.is_none()
+            && self.network.is_none()
     }
 
     /// The Lambda configuration fields these settings set.
@@ -171,6 +176,9 @@ pub async fn create_or_update(
     }
     if let Some(isolation) = &settings.isolation {
         ember.insert("Isolation".into(), isolation.clone().into());
+    }
+    if let Some(network) = &settings.network {
+        ember.insert("Network".into(), network.clone().into());
     }
     if !ember.is_empty() {
         let body = serde_json::Value::Object(ember);

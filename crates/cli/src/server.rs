@@ -13,6 +13,7 @@ use ember_core::Isolation;
 use ember_dispatch::{Backends, DispatchConfig, Dispatcher, LogSink};
 use ember_policy::{Admission, KeepAlive};
 use ember_sandbox_oci::{OciBackend, OciConfig, OciRuntime};
+use ember_sandbox_process::egress::EgressNetwork;
 use ember_sandbox_process::{ProcessBackend, ProcessConfig};
 use ember_store::{Artifacts, SecretBox, Store};
 use sha2::{Digest, Sha256};
@@ -93,14 +94,27 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::warn!("no Python at {PYTHON_CANDIDATES:?}: python runtimes are unavailable");
     }
 
+    // Bound before the backends exist: the egress network's firewall needs the API's port.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", args.listen))?;
     let ember = std::env::current_exe().context("could not locate the ember binary")?;
     let mut backends = Backends::new();
+    let egress = match EgressNetwork::start(&instance, listener.local_addr()?.port()) {
+        Ok(network) => Some(network),
+        Err(e) => {
+            tracing::info!("functions cannot have network egress here: {e}");
+            backends.without_egress(e.to_string());
+            None
+        }
+    };
     backends.add(
         Isolation::Process,
         Arc::new(ProcessBackend::new(ProcessConfig {
             init_program: ember.clone(),
             work_dir: data.join("sandbox"),
             instance: instance.clone(),
+            egress: egress.clone(),
         })?),
     );
     // The OCI backends are optional: a function may ask for one only where its runtime
@@ -112,6 +126,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             reaper: ember.clone(),
             work_dir: data.join(format!("sandbox-{isolation}")),
             instance: format!("{instance}-{isolation}"),
+            egress: egress.clone(),
         });
         match backend {
             Ok(backend) => backends.add(isolation, Arc::new(backend)),
@@ -163,9 +178,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         keys: Arc::new(keys),
     });
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("could not listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -190,6 +202,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .context("the server failed")?;
     tracing::info!("shutting down: stopping environments");
     dispatcher.shutdown().await;
+    if let Some(egress) = egress {
+        egress.stop();
+    }
     Ok(())
 }
 

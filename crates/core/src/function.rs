@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::isolation::Isolation;
+use crate::isolation::{Isolation, Network};
 use crate::limits;
 use crate::runtime::{KNOWN, Runtime, RuntimeFamily};
 
@@ -36,6 +36,9 @@ pub struct FunctionSpec {
     /// The sandbox backend its environments run on. An Ember setting, like `freeze_idle`.
     #[serde(default)]
     pub isolation: Isolation,
+    /// What its environments may reach over the network. An Ember setting.
+    #[serde(default)]
+    pub network: Network,
 }
 
 /// A partial change to a [`FunctionSpec`]; `None` leaves a field as it is.
@@ -52,6 +55,7 @@ pub struct FunctionUpdate {
     pub layers: Option<Vec<String>>,
     pub freeze_idle: Option<bool>,
     pub isolation: Option<Isolation>,
+    pub network: Option<Network>,
 }
 
 /// Why a function configuration was refused. Each message says what to change.
@@ -99,6 +103,8 @@ pub enum ValidationError {
         reason: String,
         available: String,
     },
+    #[error("network egress is not available on this server ({0})")]
+    UnavailableEgress(String),
 }
 
 /// Variables the platform sets in every environment; a function may not override them.
@@ -205,6 +211,7 @@ impl FunctionSpec {
             layers: update.layers.unwrap_or_else(|| self.layers.clone()),
             freeze_idle: update.freeze_idle.unwrap_or(self.freeze_idle),
             isolation: update.isolation.unwrap_or(self.isolation),
+            network: update.network.unwrap_or(self.network),
         }
     }
 }
@@ -290,6 +297,7 @@ mod tests {
             layers: Vec::new(),
             freeze_idle: false,
             isolation: Isolation::Process,
+            network: Network::None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! How strongly a function's environments are isolated: the sandbox backend that runs them.
+//! How strongly a function's environments are isolated (the sandbox backend that runs them)
+//! and what they may reach over the network.
 
 use std::fmt;
 use std::str::FromStr;
@@ -57,6 +58,50 @@ impl FromStr for Isolation {
     }
 }
 
+/// What a function's environments can reach over the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Loopback only: the Runtime API and nothing else.
+    #[default]
+    None,
+    /// Outbound connections through NAT (the host's services included), never to Ember's
+    /// API or another environment.
+    Egress,
+}
+
+impl Network {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::None => "none",
+            Network::Egress => "egress",
+        }
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Network {
+    type Err = UnknownNetwork;
+
+    fn from_str(s: &str) -> Result<Network, UnknownNetwork> {
+        match s {
+            "none" => Ok(Network::None),
+            "egress" => Ok(Network::Egress),
+            other => Err(UnknownNetwork(other.to_owned())),
+        }
+    }
+}
+
+/// A network mode that is not `none` or `egress`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown network {0:?}; use none or egress")]
+pub struct UnknownNetwork(pub String);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +113,8 @@ mod tests {
             let json = serde_json::to_string(&isolation).unwrap();
             assert_eq!(json, format!("\"{isolation}\""));
         }
+        assert_eq!("egress".parse::<Network>(), Ok(Network::Egress));
+        assert!("host".parse::<Network>().is_err());
         let err = "firecracker".parse::<Isolation>().unwrap_err();
         assert!(err.to_string().contains("process, runc or gvisor"), "{err}");
     }

@@ -18,5 +18,5 @@ pub mod runtime;
 pub mod time;
 
 pub use function::{FunctionSpec, FunctionUpdate, ValidationError};
-pub use isolation::Isolation;
+pub use isolation::{Isolation, Network};
 pub use runtime::{Runtime, RuntimeFamily};

@@ -121,6 +121,7 @@ impl Inner {
             layers: current.deployment.layer_dirs.clone(),
             argv,
             env,
+            egress: spec.network == ember_core::Network::Egress,
         }
     }
 

@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ember_core::arn::Qualifier;
-use ember_core::{FunctionSpec, Isolation, RuntimeFamily, ValidationError};
+use ember_core::{FunctionSpec, Isolation, Network, RuntimeFamily, ValidationError};
 use ember_policy::{Admission, KeepAlive};
 use ember_sandbox::{Backend, SandboxError};
 
@@ -194,6 +194,8 @@ struct Pool {
 pub struct Backends {
     available: BTreeMap<Isolation, Arc<dyn Backend>>,
     missing: BTreeMap<Isolation, String>,
+    /// Why functions cannot have egress here, if they cannot.
+    no_egress: Option<String>,
 }
 
 impl Backends {
@@ -242,6 +244,21 @@ impl Backends {
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+    }
+
+    /// Records that this server cannot give functions egress, and why.
+    pub fn without_egress(&mut self, reason: String) {
+        self.no_egress = Some(reason);
+    }
+
+    /// Checks that a function's network mode can be had here.
+    pub fn check_network(&self, network: Network) -> Result<(), ValidationError> {
+        match (network, &self.no_egress) {
+            (Network::Egress, Some(reason)) => {
+                Err(ValidationError::UnavailableEgress(reason.clone()))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn isolations(&self) -> Vec<Isolation> {

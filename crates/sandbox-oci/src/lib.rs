@@ -83,6 +83,8 @@ pub struct OciConfig {
     pub work_dir: PathBuf,
     /// Names this server's cgroups; must differ from other backends' instances.
     pub instance: String,
+    /// The server's egress network, shared with the other backends.
+    pub egress: Option<Arc<ember_sandbox_process::egress::EgressNetwork>>,
 }
 
 pub struct OciBackend {
@@ -205,8 +207,9 @@ impl Backend for OciBackend {
         };
         let layout = self.layout.clone();
         let id = spec.id.clone();
+        let lease = ember_sandbox_process::egress_lease(self.config.egress.as_ref(), &spec)?;
         let (ns, cgroup) = tokio::task::spawn_blocking(move || {
-            let ns = netns::create().map_err(setup("network namespace"))?;
+            let ns = netns::create(lease).map_err(setup("network namespace"))?;
             let cgroup = layout.create(&id, &limits).map_err(setup("cgroup"))?;
             Ok::<_, SandboxError>((ns, cgroup))
         })
@@ -221,6 +224,7 @@ impl Backend for OciBackend {
             output: None,
             exit: watch::channel(None).1,
             netns: Some(ns.fd),
+            _egress: ns.egress,
             bundle,
             delete: self.command(),
             destroyed: false,
@@ -353,6 +357,7 @@ pub struct OciEnvironment {
     exit: watch::Receiver<Option<ExitStatus>>,
     /// The network namespace, held until the environment is gone.
     netns: Option<OwnedFd>,
+    _egress: Option<ember_sandbox_process::egress::EgressLease>,
     bundle: PathBuf,
     /// `runc --root …` / `runsc --root …`, for `delete`.
     delete: std::process::Command,

@@ -6,6 +6,7 @@
 //!
 //! - [`cgroup`]: the environment's control group on cgroup v1, v2 or the hybrid.
 //! - [`netns`]: the environment's network namespace and its Runtime API listener.
+//! - [`egress`]: the outbound link and address pool of functions with egress.
 //! - [`init`]: the privileged init that builds the namespaces and root, then execs the runtime.
 //! - [`seccomp`]: the system calls a function is refused.
 //!
@@ -13,6 +14,7 @@
 //! `ember sandbox-init` with an [`init::InitSpec`], and watches the runtime's exit.
 
 pub mod cgroup;
+pub mod egress;
 pub mod init;
 pub mod netns;
 pub mod seccomp;
@@ -49,6 +51,8 @@ pub struct ProcessConfig {
     pub work_dir: PathBuf,
     /// Names this server's cgroups; servers with different names never touch each other's.
     pub instance: String,
+    /// The server's egress network, where the host can give functions one.
+    pub egress: Option<Arc<egress::EgressNetwork>>,
 }
 
 pub struct ProcessBackend {
@@ -86,6 +90,28 @@ impl ProcessBackend {
     }
 }
 
+/// The egress link `spec` asks for, from `network`; an error when it asks and the host has
+/// none (the control plane refuses such functions first).
+pub fn egress_lease(
+    network: Option<&Arc<egress::EgressNetwork>>,
+    spec: &EnvironmentSpec,
+) -> Result<Option<egress::EgressLease>, SandboxError> {
+    if !spec.egress {
+        return Ok(None);
+    }
+    let network = network.ok_or_else(|| SandboxError::Unsupported {
+        backend: "process",
+        reason: "this server has no egress network".into(),
+    })?;
+    network
+        .lease()
+        .map(Some)
+        .map_err(|source| SandboxError::Setup {
+            what: "egress link",
+            source,
+        })
+}
+
 /// CPU time per period for a memory size: 1,769 MB buys one full vCPU.
 pub fn cpu_quota_us(memory_mb: u32) -> u64 {
     (CPU_PERIOD_US * u64::from(memory_mb) / u64::from(MB_PER_VCPU)).max(1000)
@@ -115,14 +141,16 @@ impl Backend for ProcessBackend {
         // workers, so a burst of cold starts does not stall warm invocations.
         let layout = self.layout.clone();
         let id = spec.id.clone();
+        let lease = egress_lease(self.config.egress.as_ref(), &spec)?;
         let (ns, cgroup) = tokio::task::spawn_blocking(move || {
-            let ns = netns::create().map_err(setup("network namespace"))?;
+            let ns = netns::create(lease).map_err(setup("network namespace"))?;
             let cgroup = layout.create(&id, &limits).map_err(setup("cgroup"))?;
             Ok::<_, SandboxError>((ns, cgroup))
         })
         .await
         .map_err(|e| setup("environment")(std::io::Error::other(e)))??;
         let mut env = ProcessEnvironment {
+            _egress: ns.egress,
             cgroup: Arc::new(cgroup),
             memory_mb: spec.memory_mb,
             listener: Some(ns.listener),
@@ -216,6 +244,8 @@ impl ProcessBackend {
 
 /// One environment of the process backend.
 pub struct ProcessEnvironment {
+    /// The outbound link's addresses, given back when the environment goes.
+    _egress: Option<egress::EgressLease>,
     cgroup: Arc<Cgroup>,
     memory_mb: u32,
     listener: Option<TcpListener>,

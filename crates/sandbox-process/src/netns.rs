@@ -4,7 +4,8 @@
 //! per thread), brings its loopback up and binds `127.0.0.1:9001` there. The listener
 //! socket stays in that namespace for its whole life, so the dispatcher can serve it from
 //! any thread, and the runtime inside reaches it while nothing outside can. The namespace
-//! has no other interface: a function has loopback only.
+//! has no other interface — a function has loopback only — unless the function asked for
+//! egress ([`crate::egress`]).
 
 use std::fs::File;
 use std::io;
@@ -12,6 +13,8 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sched::{CloneFlags, unshare};
+
+use crate::egress::EgressLease;
 
 /// Where the Runtime API listens inside every environment.
 pub const RUNTIME_API_ADDR: &str = "127.0.0.1:9001";
@@ -21,21 +24,36 @@ pub struct NetNs {
     /// Keeps the namespace alive and lets the init join it.
     pub fd: OwnedFd,
     pub listener: TcpListener,
+    /// The outbound link, for a function with egress; held as long as the environment.
+    pub egress: Option<EgressLease>,
 }
 
-pub fn create() -> io::Result<NetNs> {
-    std::thread::Builder::new()
+/// Creates the namespace; with `egress`, also the veth link out (see [`crate::egress`]).
+pub fn create(egress: Option<EgressLease>) -> io::Result<NetNs> {
+    let ns = std::thread::Builder::new()
         .name("ember-netns".into())
-        .spawn(|| -> io::Result<NetNs> {
+        .spawn(move || -> io::Result<NetNs> {
             unshare(CloneFlags::CLONE_NEWNET)?;
             loopback_up()?;
             let listener = TcpListener::bind(RUNTIME_API_ADDR)?;
             listener.set_nonblocking(true)?;
             let fd = File::open("/proc/thread-self/ns/net")?.into();
-            Ok(NetNs { fd, listener })
+            // Programs started from this thread run in the new namespace.
+            if let Some(lease) = &egress {
+                lease.configure_inside()?;
+            }
+            Ok(NetNs {
+                fd,
+                listener,
+                egress,
+            })
         })?
         .join()
-        .map_err(|_| io::Error::other("the namespace thread panicked"))?
+        .map_err(|_| io::Error::other("the namespace thread panicked"))??;
+    if let Some(lease) = &ns.egress {
+        lease.configure_host()?;
+    }
+    Ok(ns)
 }
 
 /// `ip link set lo up`, through the classic interface ioctls.

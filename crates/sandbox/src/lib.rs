@@ -37,6 +37,8 @@ pub struct EnvironmentSpec {
     pub argv: Vec<String>,
     /// Environment variables for the runtime; the backend adds `AWS_LAMBDA_RUNTIME_API`.
     pub env: Vec<(String, String)>,
+    /// Give the environment a route out (`Network: egress`); loopback only otherwise.
+    pub egress: bool,
 }
 
 /// How an environment's runtime process ended.

@@ -45,6 +45,7 @@ macro_rules! suite {
             isolation::a_function_has_only_loopback_and_cannot_reach_the_ember_api,
             isolation::a_fork_bomb_is_stopped_at_the_pids_limit_and_hurts_only_its_environment,
             isolation::the_seccomp_filter_refuses_what_a_function_never_needs,
+            isolation::egress_reaches_the_host_but_not_ember_or_other_environments,
             lifecycle::frozen_idle_environments_run_nothing_between_invocations,
         );
     };

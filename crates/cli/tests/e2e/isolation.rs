@@ -306,3 +306,120 @@ pub async fn the_seccomp_filter_refuses_what_a_function_never_needs(isolation: &
     // threads still start (see the ticker and pids tests).
     assert_eq!(r["clone3"], ENOSYS, "{r}");
 }
+
+/// A function with `Network: egress` that probes what it can reach.
+const NET_PROBE: &str = r#"
+import socket
+import threading
+
+
+def gateway():
+    for line in open("/proc/net/route").read().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == "00000000":
+            return socket.inet_ntoa(bytes.fromhex(fields[2])[::-1])
+
+
+def serve(server):
+    while True:
+        conn, _ = server.accept()
+        conn.sendall(b"environment")
+        conn.close()
+
+
+def handler(event, context):
+    if event.get("action") == "listen":
+        server = socket.socket()
+        server.bind(("0.0.0.0", 7000))
+        server.listen()
+        threading.Thread(target=serve, args=(server,), daemon=True).start()
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.connect((gateway(), 9))
+        return {"address": probe.getsockname()[0]}
+    out = {"gateway": gateway()}
+    for host, port in event["targets"]:
+        host = host or out["gateway"]
+        try:
+            conn = socket.create_connection((host, port), timeout=1)
+            out[f"{host}:{port}"] = conn.recv(32).decode()
+        except OSError as e:
+            out[f"{host}:{port}"] = type(e).__name__
+    return out
+"#;
+
+pub async fn egress_reaches_the_host_but_not_ember_or_other_environments(isolation: &'static str) {
+    require_backend!(isolation);
+    if let Some(why) = crate::support::egress_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    // A service on the host, as a database would be.
+    let service = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let service_port = service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in service.incoming().flatten() {
+            use std::io::Write;
+            let _ = (&conn).write_all(b"host service");
+        }
+    });
+    let server = Server::start(&[]);
+    let api = server.api();
+    let api_port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let zip = crate::support::zip_files(&[("app.py", NET_PROBE.as_bytes(), 0o644)]);
+    for name in ["a", "b", "closed"] {
+        let r = api
+            .create(
+                name,
+                &zip,
+                json!({ "Runtime": "python3", "Handler": "app.handler" }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        api.isolate(name, isolation).await;
+    }
+    for name in ["a", "b"] {
+        let r = api
+            .request(
+                hyper::Method::PUT,
+                &format!("/ember/v1/functions/{name}/settings"),
+                &[],
+                r#"{"Network": "egress"}"#,
+            )
+            .await;
+        assert_eq!(r.json()["Network"], "egress", "{}", r.text());
+    }
+    let listening = api.invoke("a", json!({ "action": "listen" })).await.json();
+    let a_address = listening["address"].as_str().unwrap().to_owned();
+
+    let b = api
+        .invoke(
+            "b",
+            json!({ "targets": [
+                [null, service_port],
+                [null, api_port],
+                [a_address, 7000],
+            ] }),
+        )
+        .await
+        .json();
+    let gateway = b["gateway"].as_str().expect("b has a route out").to_owned();
+    assert_eq!(
+        b[format!("{gateway}:{service_port}")],
+        "host service",
+        "{b}"
+    );
+    // Ember's API and the other environment are dropped, not merely closed.
+    assert_eq!(b[format!("{gateway}:{api_port}")], "TimeoutError", "{b}");
+    assert_eq!(b[format!("{a_address}:7000")], "TimeoutError", "{b}");
+    // Without egress: no route at all.
+    let closed = api
+        .invoke("closed", json!({ "targets": [["10.0.0.1", service_port]] }))
+        .await
+        .json();
+    assert_eq!(closed["gateway"], serde_json::Value::Null, "{closed}");
+    assert_eq!(
+        closed[format!("10.0.0.1:{service_port}")],
+        "OSError",
+        "{closed}"
+    );
+}

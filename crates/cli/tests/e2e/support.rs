@@ -54,6 +54,22 @@ pub fn backend_unavailable(isolation: &str) -> Option<String> {
     (!found).then(|| format!("the {isolation} backend needs {program} (apt-get install {program})"))
 }
 
+/// Why functions cannot have network egress here, if they cannot.
+pub fn egress_unavailable() -> Option<String> {
+    let found = |name: &str| {
+        ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .any(|dir| Path::new(dir).join(name).exists())
+    };
+    if !found("nft") {
+        return Some("egress needs nftables (apt-get install nftables)".into());
+    }
+    if !found("ip") {
+        return Some("egress needs iproute2 (apt-get install iproute2)".into());
+    }
+    None
+}
+
 /// Returns early from a test, saying why, when `isolation`'s backend cannot run here.
 #[macro_export]
 macro_rules! require_backend {

@@ -1,0 +1,240 @@
+//! Outbound networking for functions that ask for it (`Network: egress`).
+//!
+//! Such an environment's network namespace gets, beside loopback, one end of a veth pair
+//! (`eth0`, a /30 from this server's pool) with a default route to the other end, which
+//! stays on the host. An nftables table of this server's own masquerades what leaves the
+//! pool for the outside, drops what one environment sends another, and drops what an
+//! environment sends to Ember's API port — so a function reaches the network and the host's
+//! services (a database on the host, say) but never Ember itself or another environment. The
+//! Runtime API stays on each namespace's loopback, where no other environment can reach.
+//!
+//! Each server on a host claims its own /20 in `10.128.0.0/10` (a lock file per pool under
+//! `/run/ember/egress`), so servers never share addresses. It needs `ip` (iproute2) and
+//! `nft` (nftables), and turns on IPv4 forwarding on the host.
+
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// How many environments with egress one server may hold at once: /30s in its /20.
+const POOL: u32 = 1 << 10;
+
+/// Servers' pools are /20s in `10.128.0.0/10`: 1,024 of them.
+const SLOTS: u32 = 1 << 10;
+
+/// Where servers on one host claim their pools, one lock file per pool.
+const SLOT_LOCKS: &str = "/run/ember/egress";
+
+/// The egress network of one server: its address pool and its nftables table.
+#[derive(Debug)]
+pub struct EgressNetwork {
+    /// The pool, a /20 in `10.128.0.0/10`.
+    base: Ipv4Addr,
+    /// Held for the server's life: no other server on this host takes the same pool.
+    _claim: nix::fcntl::Flock<std::fs::File>,
+    /// nftables table name, unique to the server.
+    table: String,
+    /// Prefix of the host-side interface names.
+    prefix: String,
+    ip: PathBuf,
+    nft: PathBuf,
+    api_port: u16,
+    leases: Mutex<BTreeSet<u32>>,
+}
+
+/// One environment's link: released (its interface goes with the namespace) on drop.
+pub struct EgressLease {
+    network: Arc<EgressNetwork>,
+    index: u32,
+    pub host: Ipv4Addr,
+    pub inside: Ipv4Addr,
+    pub host_interface: String,
+}
+
+impl Drop for EgressLease {
+    fn drop(&mut self) {
+        self.network
+            .leases
+            .lock()
+            .expect("lease lock")
+            .remove(&self.index);
+    }
+}
+
+fn find(name: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.exists())
+}
+
+/// Runs `program` with `script` on stdin; an error carries what it printed.
+pub(crate) fn run_script(program: &Path, args: &[&str], script: &str) -> io::Result<()> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{} failed: {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Claims a free pool, starting from one derived from the server's hash so that a server
+/// usually gets the same pool each time.
+fn claim_pool(hash: &str) -> io::Result<(Ipv4Addr, nix::fcntl::Flock<std::fs::File>)> {
+    std::fs::create_dir_all(SLOT_LOCKS)?;
+    let start = u32::from_str_radix(hash.get(..3).unwrap_or("0"), 16).unwrap_or(0) % SLOTS;
+    for offset in 0..SLOTS {
+        let slot = (start + offset) % SLOTS;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(Path::new(SLOT_LOCKS).join(format!("{slot}.lock")))?;
+        if let Ok(claim) =
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        {
+            let base = u32::from(Ipv4Addr::new(10, 128, 0, 0)) + slot * (POOL * 4);
+            return Ok((Ipv4Addr::from(base), claim));
+        }
+    }
+    Err(io::Error::other(
+        "every egress address pool on this host is taken",
+    ))
+}
+
+impl EgressNetwork {
+    /// Prepares the egress network of server `instance` (its `ember-<hash>` name), whose API
+    /// listens on `api_port`: installs the nftables table and turns on forwarding. Fails,
+    /// saying what is missing, where the host cannot do it.
+    pub fn start(instance: &str, api_port: u16) -> io::Result<Arc<EgressNetwork>> {
+        let ip = find("ip")
+            .ok_or_else(|| io::Error::other("`ip` is missing (apt-get install iproute2)"))?;
+        let nft = find("nft")
+            .ok_or_else(|| io::Error::other("`nft` is missing (apt-get install nftables)"))?;
+        let hash = instance.trim_start_matches("ember-");
+        let (base, claim) = claim_pool(hash)?;
+        let network = EgressNetwork {
+            base,
+            _claim: claim,
+            table: format!("ember_{hash}"),
+            prefix: format!("e{}", hash.get(..6).unwrap_or(hash)),
+            ip,
+            nft,
+            api_port,
+            leases: Mutex::new(BTreeSet::new()),
+        };
+        network.install()?;
+        Ok(Arc::new(network))
+    }
+
+    /// The pool, as nftables writes it.
+    fn pool(&self) -> String {
+        format!("{}/20", self.base)
+    }
+
+    fn install(&self) -> io::Result<()> {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+        let (table, pool, port) = (&self.table, self.pool(), self.api_port);
+        // Deleting first makes the install idempotent (a crashed server's table is replaced).
+        let _ = run_script(
+            &self.nft,
+            &["-f", "-"],
+            &format!("delete table ip {table}\n"),
+        );
+        run_script(
+            &self.nft,
+            &["-f", "-"],
+            &format!(
+                "table ip {table} {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {pool} ip daddr != {pool} masquerade
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    ip saddr {pool} ip daddr {pool} drop
+  }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    ip saddr {pool} tcp dport {port} drop
+  }}
+}}
+"
+            ),
+        )
+    }
+
+    /// Removes the table; at server shutdown, once every environment is gone.
+    pub fn stop(&self) {
+        let script = format!("delete table ip {}\n", self.table);
+        if let Err(e) = run_script(&self.nft, &["-f", "-"], &script) {
+            tracing::warn!(error = %e, "could not remove the egress nftables table");
+        }
+    }
+
+    /// Takes a free /30 for one environment.
+    pub fn lease(self: &Arc<Self>) -> io::Result<EgressLease> {
+        let mut leases = self.leases.lock().expect("lease lock");
+        let index = (0..POOL)
+            .find(|i| !leases.contains(i))
+            .ok_or_else(|| io::Error::other("the egress address pool is exhausted"))?;
+        leases.insert(index);
+        let base = u32::from(self.base) + index * 4;
+        Ok(EgressLease {
+            network: Arc::clone(self),
+            index,
+            host: Ipv4Addr::from(base + 1),
+            inside: Ipv4Addr::from(base + 2),
+            host_interface: format!("{}{index:x}", self.prefix),
+        })
+    }
+}
+
+impl EgressLease {
+    /// Run on the namespace's own thread: creates the pair with `eth0` inside and its peer
+    /// in the server's (the thread group leader's) namespace, and routes through it.
+    pub(crate) fn configure_inside(&self) -> io::Result<()> {
+        let script = format!(
+            "link add eth0 type veth peer name {host_if} netns {server}
+addr add {inside}/30 dev eth0
+link set eth0 up
+route add default via {host} dev eth0 onlink
+",
+            host_if = self.host_interface,
+            server = std::process::id(),
+            inside = self.inside,
+            host = self.host,
+        );
+        run_script(&self.network.ip, &["-batch", "-"], &script)
+    }
+
+    /// Run from the host's namespace, after [`EgressLease::configure_inside`].
+    pub(crate) fn configure_host(&self) -> io::Result<()> {
+        let script = format!(
+            "addr add {host}/30 dev {host_if}
+link set {host_if} up
+",
+            host = self.host,
+            host_if = self.host_interface,
+        );
+        run_script(&self.network.ip, &["-batch", "-"], &script)
+    }
+}
