@@ -41,7 +41,7 @@ macro_rules! suite {
             isolation::a_function_sees_only_its_own_processes,
             isolation::a_function_runs_unprivileged_without_capabilities,
             isolation::code_and_root_are_read_only_and_tmp_is_bounded_by_ephemeral_storage,
-            isolation::a_function_cannot_see_the_data_directory_or_another_functions_code,
+            isolation::a_function_cannot_see_the_data_directory_or_another_functions_code_or_tmp,
             isolation::a_function_has_only_loopback_and_cannot_reach_the_ember_api,
             isolation::a_fork_bomb_is_stopped_at_the_pids_limit_and_hurts_only_its_environment,
             isolation::the_seccomp_filter_refuses_what_a_function_never_needs,

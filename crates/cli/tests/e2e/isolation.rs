@@ -81,7 +81,7 @@ pub async fn code_and_root_are_read_only_and_tmp_is_bounded_by_ephemeral_storage
     assert!(filled["written_mb"].as_u64().unwrap() <= 512, "{filled}");
 }
 
-pub async fn a_function_cannot_see_the_data_directory_or_another_functions_code(
+pub async fn a_function_cannot_see_the_data_directory_or_another_functions_code_or_tmp(
     isolation: &'static str,
 ) {
     require_backend!(isolation);
@@ -104,6 +104,16 @@ pub async fn a_function_cannot_see_the_data_directory_or_another_functions_code(
         .status,
         201
     );
+    // A third function leaves a file in its own /tmp.
+    api.create_kitchen_on(isolation, "c", json!({})).await;
+    let wrote = api
+        .invoke(
+            "c",
+            json!({ "action": "write", "path": "/tmp/secret-of-c" }),
+        )
+        .await
+        .json();
+    assert_eq!(wrote, json!({ "written": true }));
     let data = server.data_dir.canonicalize().unwrap();
     let code_root = data.join("artifacts/code");
     let other_code = std::fs::read_dir(&code_root)
@@ -117,6 +127,7 @@ pub async fn a_function_cannot_see_the_data_directory_or_another_functions_code(
         other_code.join("other.py").display().to_string(),
         "/root".to_owned() + "/.cargo",
         "/proc/1/root/root/.cargo".to_owned(),
+        "/tmp/secret-of-c".to_owned(),
     ];
     let seen = api
         .invoke("a", json!({ "action": "exists", "paths": paths }))
