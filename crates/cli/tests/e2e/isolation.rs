@@ -382,7 +382,8 @@ pub async fn egress_reaches_the_host_but_not_ember_or_other_environments(isolati
             .create(
                 name,
                 &zip,
-                json!({ "Runtime": "python3", "Handler": "app.handler" }),
+                // Each dropped connection waits out its one-second timeout.
+                json!({ "Runtime": "python3", "Handler": "app.handler", "Timeout": 30 }),
             )
             .await;
         assert_eq!(r.status, 201, "{}", r.text());
@@ -409,6 +410,7 @@ pub async fn egress_reaches_the_host_but_not_ember_or_other_environments(isolati
                 [null, service_port],
                 [null, api_port],
                 [a_address, 7000],
+                [a_address, 9001],
             ] }),
         )
         .await
@@ -422,6 +424,8 @@ pub async fn egress_reaches_the_host_but_not_ember_or_other_environments(isolati
     // Ember's API and the other environment are dropped, not merely closed.
     assert_eq!(b[format!("{gateway}:{api_port}")], "TimeoutError", "{b}");
     assert_eq!(b[format!("{a_address}:7000")], "TimeoutError", "{b}");
+    // Nor its Runtime API, which listens on its own loopback anyway.
+    assert_eq!(b[format!("{a_address}:9001")], "TimeoutError", "{b}");
     // Without egress: no route at all.
     let closed = api
         .invoke("closed", json!({ "targets": [["10.0.0.1", service_port]] }))
