@@ -18,19 +18,17 @@ pub mod spec;
 /// The hidden `ember` subcommand that runs [`shim::main`].
 pub const SANDBOX_SHIM: &str = "sandbox-shim";
 
-use std::ffi::OsString;
-use std::net::TcpListener;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use ember_core::Isolation;
 use ember_sandbox::{Backend, Environment, EnvironmentSpec, ExitStatus, SandboxError};
 use ember_sandbox_process::cgroup::{CPU_PERIOD_US, Cgroup, CgroupLayout, Limits};
-use ember_sandbox_process::{PIDS_LIMIT, SANDBOX_UID, cpu_quota_us, netns};
+use ember_sandbox_process::environment::{CgroupEnvironment, Teardown};
+use ember_sandbox_process::{PIDS_LIMIT, SANDBOX_UID, netns};
 use tokio::sync::watch;
 
 /// Which OCI runtime runs the bundles.
@@ -96,18 +94,6 @@ pub struct OciBackend {
     state: PathBuf,
 }
 
-/// Finds `name` on `PATH` (and in the sbin directories, which root's `PATH` may lack).
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 impl OciBackend {
     /// Checks the host (root, cgroups, the runtime program) and removes what an earlier run
     /// of the same instance left behind.
@@ -123,13 +109,14 @@ impl OciBackend {
         if !nix::unistd::geteuid().is_root() {
             return Err(unsupported("it needs root".into()));
         }
-        let program = find_program(config.runtime.program()).ok_or_else(|| {
-            unsupported(format!(
-                "{} was not found on PATH; install the Debian package {}",
-                config.runtime.program(),
-                config.runtime.program()
-            ))
-        })?;
+        let program =
+            ember_sandbox_process::find_program(config.runtime.program()).ok_or_else(|| {
+                unsupported(format!(
+                    "{} was not found on PATH; install the Debian package {}",
+                    config.runtime.program(),
+                    config.runtime.program()
+                ))
+            })?;
         let layout = CgroupLayout::detect(&config.instance)
             .map_err(|e| unsupported(format!("cgroups: {e}")))?;
         let setup = |what| move |source| SandboxError::Setup { what, source };
@@ -198,38 +185,22 @@ impl Backend for OciBackend {
     }
 
     async fn create(&self, spec: EnvironmentSpec) -> Result<Box<dyn Environment>, SandboxError> {
-        let setup = |what| move |source| SandboxError::Setup { what, source };
         let memory_mb = spec.memory_mb + self.config.runtime.memory_overhead_mb();
         let limits = Limits {
             memory_bytes: u64::from(memory_mb) * 1024 * 1024,
             cpu_quota_us: Some(CPU_PERIOD_US),
             pids: PIDS_LIMIT,
         };
-        let layout = self.layout.clone();
-        let id = spec.id.clone();
-        let lease = ember_sandbox_process::egress_lease(self.config.egress.as_ref(), &spec)?;
-        let (ns, cgroup) = tokio::task::spawn_blocking(move || {
-            let ns = netns::create(lease).map_err(setup("network namespace"))?;
-            let cgroup = layout.create(&id, &limits).map_err(setup("cgroup"))?;
-            Ok::<_, SandboxError>((ns, cgroup))
-        })
-        .await
-        .map_err(|e| setup("environment")(std::io::Error::other(e)))??;
+        let mut env =
+            CgroupEnvironment::create(&self.layout, self.config.egress.as_ref(), &spec, limits)
+                .await?;
         let bundle = self.bundles.join(&spec.id);
-        let mut env = OciEnvironment {
+        env.set_teardown(Box::new(Container {
             id: spec.id.clone(),
-            cgroup: Arc::new(cgroup),
-            memory_mb: spec.memory_mb,
-            listener: Some(ns.listener),
-            output: None,
-            exit: watch::channel(None).1,
-            netns: Some(ns.fd),
-            _egress: ns.egress,
-            bundle,
-            delete: self.command(),
-            destroyed: false,
-        };
-        match self.start(&spec, &mut env, &limits).await {
+            bundle: bundle.clone(),
+            runtime: self.command(),
+        }));
+        match self.start(&spec, &mut env, &bundle, &limits).await {
             Ok(()) => Ok(Box::new(env)),
             Err(e) => {
                 env.destroy().await;
@@ -243,7 +214,8 @@ impl OciBackend {
     async fn start(
         &self,
         spec: &EnvironmentSpec,
-        env: &mut OciEnvironment,
+        env: &mut CgroupEnvironment,
+        bundle: &Path,
         limits: &Limits,
     ) -> Result<(), SandboxError> {
         let setup = |what| move |source| SandboxError::Setup { what, source };
@@ -252,7 +224,7 @@ impl OciBackend {
             "AWS_LAMBDA_RUNTIME_API".into(),
             netns::RUNTIME_API_ADDR.into(),
         ));
-        let netns_fd = env.netns.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+        let netns_fd = env.netns().as_raw_fd();
         let config = spec::bundle_spec(&spec::BundleInput {
             rootfs: &self.rootfs,
             reaper: &self.config.reaper,
@@ -272,10 +244,10 @@ impl OciBackend {
         })
         .map_err(|e| setup("bundle")(std::io::Error::other(e)))?;
         let json = serde_json::to_vec(&config).map_err(|e| setup("bundle")(e.into()))?;
-        tokio::fs::create_dir_all(&env.bundle)
+        tokio::fs::create_dir_all(bundle)
             .await
             .map_err(setup("bundle"))?;
-        tokio::fs::write(env.bundle.join("config.json"), json)
+        tokio::fs::write(bundle.join("config.json"), json)
             .await
             .map_err(setup("bundle"))?;
 
@@ -304,7 +276,7 @@ impl OciBackend {
         };
         command
             .arg("--bundle")
-            .arg(&env.bundle)
+            .arg(bundle)
             .arg(&spec.id)
             .stdin(Stdio::null())
             .stdout(Stdio::from(writer))
@@ -313,9 +285,8 @@ impl OciBackend {
             .kill_on_drop(false)
             .spawn()
             .map_err(setup("container"))?;
-        env.output = Some(reader.into());
         let (tx, rx) = watch::channel(None);
-        let cgroup = Arc::clone(&env.cgroup);
+        let cgroup = Arc::clone(env.cgroup());
         tokio::spawn(async move {
             let status = child.wait().await;
             let _ = tx.send(Some(exit_status(
@@ -323,7 +294,7 @@ impl OciBackend {
                 &cgroup,
             )));
         });
-        env.exit = rx;
+        env.started(reader.into(), rx);
         Ok(())
     }
 }
@@ -334,7 +305,7 @@ fn exit_status(code: Option<i32>, cgroup: &Cgroup) -> ExitStatus {
     let (code, signal) = match code {
         Some(c) if (129..=128 + 64).contains(&c) => (None, Some(c - 128)),
         Some(c) => (Some(c), None),
-        None => (None, Some(libc_sigkill())),
+        None => (None, Some(nix::sys::signal::Signal::SIGKILL as i32)),
     };
     ExitStatus {
         code,
@@ -343,31 +314,19 @@ fn exit_status(code: Option<i32>, cgroup: &Cgroup) -> ExitStatus {
     }
 }
 
-fn libc_sigkill() -> i32 {
-    nix::sys::signal::Signal::SIGKILL as i32
-}
-
-/// One environment of an OCI backend.
-pub struct OciEnvironment {
+/// What an OCI runtime keeps of one container: its record (state directory, its cgroups in
+/// the hierarchies Ember does not use) and its bundle, released once its processes are gone.
+struct Container {
     id: String,
-    cgroup: Arc<Cgroup>,
-    memory_mb: u32,
-    listener: Option<TcpListener>,
-    output: Option<OwnedFd>,
-    exit: watch::Receiver<Option<ExitStatus>>,
-    /// The network namespace, held until the environment is gone.
-    netns: Option<OwnedFd>,
-    _egress: Option<ember_sandbox_process::egress::EgressLease>,
     bundle: PathBuf,
-    /// `runc --root …` / `runsc --root …`, for `delete`.
-    delete: std::process::Command,
-    destroyed: bool,
+    /// `runc --root …` / `runsc --root …`.
+    runtime: std::process::Command,
 }
 
-impl OciEnvironment {
+impl Container {
     fn delete_command(&self) -> std::process::Command {
-        let mut command = std::process::Command::new(self.delete.get_program());
-        command.args(self.delete.get_args());
+        let mut command = std::process::Command::new(self.runtime.get_program());
+        command.args(self.runtime.get_args());
         command
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
@@ -380,82 +339,17 @@ impl OciEnvironment {
     }
 }
 
-impl Drop for OciEnvironment {
-    /// A safety net, as for process environments: nothing of an environment dropped without
-    /// [`Environment::destroy`] survives it.
-    fn drop(&mut self) {
-        if self.destroyed {
-            return;
-        }
-        tracing::warn!("an environment was dropped without being destroyed; cleaning it up");
-        self.cgroup.kill_all();
-        let _ = self.delete_command().status();
-        let _ = self.cgroup.remove();
-        let _ = std::fs::remove_dir_all(&self.bundle);
-    }
-}
-
 #[async_trait]
-impl Environment for OciEnvironment {
-    fn take_runtime_api_listener(&mut self) -> Option<TcpListener> {
-        self.listener.take()
-    }
-
-    fn take_output(&mut self) -> Option<OwnedFd> {
-        self.output.take()
-    }
-
-    fn exit(&self) -> watch::Receiver<Option<ExitStatus>> {
-        self.exit.clone()
-    }
-
-    fn init_done(&self) {
-        if let Err(e) = self
-            .cgroup
-            .set_cpu_quota(Some(cpu_quota_us(self.memory_mb)))
-        {
-            tracing::warn!(error = %e, "could not set the steady-state CPU quota");
-        }
-    }
-
-    fn freeze(&self) -> bool {
-        self.cgroup.set_frozen(true).is_ok()
-    }
-
-    fn thaw(&self) {
-        if let Err(e) = self.cgroup.set_frozen(false) {
-            tracing::warn!(error = %e, "could not thaw an environment");
-        }
-    }
-
-    fn max_memory_used(&self) -> Option<u64> {
-        self.cgroup.max_memory_used()
-    }
-
-    async fn destroy(&mut self) {
-        if self.destroyed {
-            return;
-        }
-        self.destroyed = true;
-        let mut exit = self.exit.clone();
-        for _ in 0..100 {
-            self.cgroup.kill_all();
-            if self.cgroup.pids().is_empty() && exit.borrow().is_some() {
-                break;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(10), exit.changed()).await;
-        }
-        // The runtime's own record of the container (state directory, its cgroups in the
-        // hierarchies Ember does not use).
-        let delete = self.delete_command();
-        let _ = tokio::process::Command::from(delete).status().await;
-        for _ in 0..100 {
-            match self.cgroup.remove() {
-                Ok(()) => break,
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
-        self.netns = None;
+impl Teardown for Container {
+    async fn release(&mut self) {
+        let _ = tokio::process::Command::from(self.delete_command())
+            .status()
+            .await;
         let _ = tokio::fs::remove_dir_all(&self.bundle).await;
+    }
+
+    fn release_blocking(&mut self) {
+        let _ = self.delete_command().status();
+        let _ = std::fs::remove_dir_all(&self.bundle);
     }
 }

@@ -83,15 +83,7 @@ impl CgroupLayout {
     fn plan(mountinfo: &str, own: &str, instance: &str) -> Result<CgroupLayout, String> {
         let mut v1: Vec<(&str, PathBuf)> = Vec::new();
         let mut v2: Option<PathBuf> = None;
-        for line in mountinfo.lines() {
-            // mountinfo: `id parent maj:min root mountpoint opts ... - fstype source superopts`
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mountpoint = left.split(' ').nth(4).unwrap_or_default();
-            let mut right = right.split(' ');
-            let fstype = right.next().unwrap_or_default();
-            let superopts = right.nth(1).unwrap_or_default();
+        for (mountpoint, fstype, superopts) in mounts(mountinfo) {
             match fstype {
                 "cgroup" => {
                     for ctrl in V1_CONTROLLERS.iter().chain(&["freezer"]) {
@@ -254,17 +246,23 @@ impl CgroupLayout {
     }
 }
 
-/// Every cgroup hierarchy mounted here, with this process's own path in it.
-fn hierarchies(mountinfo: &str, own: &str) -> Vec<(PathBuf, String)> {
-    let mut found = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
+/// `(mountpoint, fstype, superopts)` of each line of a `mountinfo` text:
+/// `id parent maj:min root mountpoint opts ... - fstype source superopts`.
+fn mounts(mountinfo: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    mountinfo.lines().filter_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
         let mountpoint = left.split(' ').nth(4).unwrap_or_default();
         let mut right = right.split(' ');
         let fstype = right.next().unwrap_or_default();
-        let superopts: Vec<&str> = right.nth(1).unwrap_or_default().split(',').collect();
+        Some((mountpoint, fstype, right.nth(1).unwrap_or_default()))
+    })
+}
+
+/// Every cgroup hierarchy mounted here, with this process's own path in it.
+fn hierarchies(mountinfo: &str, own: &str) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    for (mountpoint, fstype, superopts) in mounts(mountinfo) {
+        let superopts: Vec<&str> = superopts.split(',').collect();
         let path = own.lines().find_map(|l| {
             let mut parts = l.splitn(3, ':');
             let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);

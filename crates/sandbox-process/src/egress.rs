@@ -64,13 +64,6 @@ impl Drop for EgressLease {
     }
 }
 
-fn find(name: &str) -> Option<PathBuf> {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.exists())
-}
-
 /// Runs `program` with `script` on stdin; an error carries what it printed.
 pub(crate) fn run_script(program: &Path, args: &[&str], script: &str) -> io::Result<()> {
     let mut child = Command::new(program)
@@ -125,9 +118,9 @@ impl EgressNetwork {
     /// listens on `api_port`: installs the nftables table and turns on forwarding. Fails,
     /// saying what is missing, where the host cannot do it.
     pub fn start(instance: &str, api_port: u16) -> io::Result<Arc<EgressNetwork>> {
-        let ip = find("ip")
+        let ip = crate::find_program("ip")
             .ok_or_else(|| io::Error::other("`ip` is missing (apt-get install iproute2)"))?;
-        let nft = find("nft")
+        let nft = crate::find_program("nft")
             .ok_or_else(|| io::Error::other("`nft` is missing (apt-get install nftables)"))?;
         let hash = instance.trim_start_matches("ember-");
         let (base, claim) = claim_pool(hash)?;

@@ -7,6 +7,7 @@
 //! - [`cgroup`]: the environment's control group on cgroup v1, v2 or the hybrid.
 //! - [`netns`]: the environment's network namespace and its Runtime API listener.
 //! - [`egress`]: the outbound link and address pool of functions with egress.
+//! - [`environment`]: the namespace-and-cgroup environment this and the OCI backends share.
 //! - [`init`]: the privileged init that builds the namespaces and root, then execs the runtime.
 //! - [`seccomp`]: the system calls a function is refused.
 //!
@@ -15,11 +16,12 @@
 
 pub mod cgroup;
 pub mod egress;
+pub mod environment;
 pub mod init;
 pub mod netns;
 pub mod seccomp;
 
-use std::net::TcpListener;
+use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -34,6 +36,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use cgroup::{CPU_PERIOD_US, Cgroup, CgroupLayout, Limits};
+use environment::CgroupEnvironment;
 
 /// The uid and gid functions run as. Outside the range Debian gives system and regular
 /// users, so that no host account shares it.
@@ -112,6 +115,18 @@ pub fn egress_lease(
         })
 }
 
+/// Finds `name` on `PATH` (and in the sbin directories, which root's `PATH` may lack).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// CPU time per period for a memory size: 1,769 MB buys one full vCPU.
 pub fn cpu_quota_us(memory_mb: u32) -> u64 {
     (CPU_PERIOD_US * u64::from(memory_mb) / u64::from(MB_PER_VCPU)).max(1000)
@@ -129,7 +144,6 @@ impl Backend for ProcessBackend {
     }
 
     async fn create(&self, spec: EnvironmentSpec) -> Result<Box<dyn Environment>, SandboxError> {
-        let setup = |what| move |source| SandboxError::Setup { what, source };
         let limits = Limits {
             memory_bytes: u64::from(spec.memory_mb) * 1024 * 1024,
             // Init runs with a full vCPU (Lambda's init burst); init_done() sets the
@@ -137,31 +151,12 @@ impl Backend for ProcessBackend {
             cpu_quota_us: Some(CPU_PERIOD_US),
             pids: PIDS_LIMIT,
         };
-        // Creating a namespace and a cgroup blocks for a millisecond or so: off the async
-        // workers, so a burst of cold starts does not stall warm invocations.
-        let layout = self.layout.clone();
-        let id = spec.id.clone();
-        let lease = egress_lease(self.config.egress.as_ref(), &spec)?;
-        let (ns, cgroup) = tokio::task::spawn_blocking(move || {
-            let ns = netns::create(lease).map_err(setup("network namespace"))?;
-            let cgroup = layout.create(&id, &limits).map_err(setup("cgroup"))?;
-            Ok::<_, SandboxError>((ns, cgroup))
-        })
-        .await
-        .map_err(|e| setup("environment")(std::io::Error::other(e)))??;
-        let mut env = ProcessEnvironment {
-            _egress: ns.egress,
-            cgroup: Arc::new(cgroup),
-            memory_mb: spec.memory_mb,
-            listener: Some(ns.listener),
-            output: None,
-            exit: watch::channel(None).1,
-            destroyed: false,
-        };
-        match self.start(&spec, &ns.fd, &env.cgroup).await {
+        let mut env =
+            CgroupEnvironment::create(&self.layout, self.config.egress.as_ref(), &spec, limits)
+                .await?;
+        match self.start(&spec, env.netns(), env.cgroup()).await {
             Ok((output, exit)) => {
-                env.output = Some(output);
-                env.exit = exit;
+                env.started(output, exit);
                 Ok(Box::new(env))
             }
             Err(e) => {
@@ -239,105 +234,5 @@ impl ProcessBackend {
             let _ = tx.send(Some(status));
         });
         Ok((reader.into(), rx))
-    }
-}
-
-/// One environment of the process backend.
-pub struct ProcessEnvironment {
-    /// The outbound link's addresses, given back when the environment goes.
-    _egress: Option<egress::EgressLease>,
-    cgroup: Arc<Cgroup>,
-    memory_mb: u32,
-    listener: Option<TcpListener>,
-    output: Option<OwnedFd>,
-    exit: watch::Receiver<Option<ExitStatus>>,
-    destroyed: bool,
-}
-
-impl Drop for ProcessEnvironment {
-    /// An environment dropped without [`Environment::destroy`] (a bug, or a panic on the
-    /// way) still takes its processes down; its cgroup is removed once they are gone.
-    fn drop(&mut self) {
-        if self.destroyed {
-            return;
-        }
-        tracing::warn!("an environment was dropped without being destroyed; cleaning it up");
-        self.cgroup.kill_all();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let cgroup = Arc::clone(&self.cgroup);
-            runtime.spawn(async move {
-                for _ in 0..200 {
-                    cgroup.kill_all();
-                    if cgroup.remove().is_ok() {
-                        return;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            });
-        }
-    }
-}
-
-#[async_trait]
-impl Environment for ProcessEnvironment {
-    fn take_runtime_api_listener(&mut self) -> Option<TcpListener> {
-        self.listener.take()
-    }
-
-    fn take_output(&mut self) -> Option<OwnedFd> {
-        self.output.take()
-    }
-
-    fn exit(&self) -> watch::Receiver<Option<ExitStatus>> {
-        self.exit.clone()
-    }
-
-    fn init_done(&self) {
-        if let Err(e) = self
-            .cgroup
-            .set_cpu_quota(Some(cpu_quota_us(self.memory_mb)))
-        {
-            tracing::warn!(error = %e, "could not set the steady-state CPU quota");
-        }
-    }
-
-    fn freeze(&self) -> bool {
-        self.cgroup.set_frozen(true).is_ok()
-    }
-
-    fn thaw(&self) {
-        if let Err(e) = self.cgroup.set_frozen(false) {
-            tracing::warn!(error = %e, "could not thaw an environment");
-        }
-    }
-
-    fn max_memory_used(&self) -> Option<u64> {
-        self.cgroup.max_memory_used()
-    }
-
-    async fn destroy(&mut self) {
-        if self.destroyed {
-            return;
-        }
-        self.destroyed = true;
-        // Killing PID 1 of the namespace takes every process in it down with it; killing
-        // the whole cgroup also catches the init outside it.
-        let mut exit = self.exit.clone();
-        for _ in 0..100 {
-            self.cgroup.kill_all();
-            if self.cgroup.pids().is_empty() {
-                break;
-            }
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_millis(10), exit.changed()).await;
-        }
-        for _ in 0..100 {
-            match self.cgroup.remove() {
-                Ok(()) => return,
-                // The kernel frees a cgroup shortly after its last process is reaped.
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
-            }
-        }
-        tracing::warn!("an environment cgroup could not be removed");
     }
 }
