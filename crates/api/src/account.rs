@@ -69,7 +69,7 @@ pub async fn account_settings(State(state): State<AppState>) -> Result<Response,
             "CodeSizeUnzipped": limits::UNZIPPED_BYTES,
             "CodeSizeZipped": limits::ZIP_BYTES,
             "ConcurrentExecutions": config.admission.account_limit,
-            "UnreservedConcurrentExecutions": config.admission.account_limit,
+            "UnreservedConcurrentExecutions": state.registry.dispatcher().unreserved_limit(),
         },
         "AccountUsage": {
             "TotalCodeSize": code_bytes,

@@ -144,6 +144,8 @@ struct SettingsIn {
     freeze_idle: Option<bool>,
     isolation: Option<String>,
     network: Option<String>,
+    /// `adaptive`, `fixed:10m`, or `server` for the server's policy.
+    keep_alive: Option<String>,
 }
 
 fn settings_body(spec: &ember_core::FunctionSpec) -> Response {
@@ -151,6 +153,7 @@ fn settings_body(spec: &ember_core::FunctionSpec) -> Response {
         "FreezeIdle": spec.freeze_idle,
         "Isolation": spec.isolation,
         "Network": spec.network,
+        "KeepAlive": spec.keep_alive.map_or_else(|| "server".to_owned(), |k| k.to_string()),
     }))
     .into_response()
 }
@@ -166,8 +169,8 @@ pub async fn get_settings(
 }
 
 /// `PUT /ember/v1/functions/{name}/settings`: change them (`{"FreezeIdle": true}`,
-/// `{"Isolation": "gvisor"}`, `{"Network": "egress"}`). A change retires the function's
-/// environments.
+/// `{"Isolation": "gvisor"}`, `{"Network": "egress"}`, `{"KeepAlive": "adaptive"}`). A
+/// change retires the function's environments.
 pub async fn put_settings(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -185,10 +188,19 @@ pub async fn put_settings(
         .map(|n| n.parse::<ember_core::Network>())
         .transpose()
         .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let keep_alive = input
+        .keep_alive
+        .map(|k| match k.as_str() {
+            "server" => Ok(None),
+            other => other.parse::<ember_core::KeepAliveSetting>().map(Some),
+        })
+        .transpose()
+        .map_err(ApiError::InvalidParameter)?;
     let update = ember_core::FunctionUpdate {
         freeze_idle: input.freeze_idle,
         isolation,
         network,
+        keep_alive,
         ..Default::default()
     };
     let record = crate::functions::blocking(&state.registry, move |r| {

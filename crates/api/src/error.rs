@@ -32,8 +32,11 @@ pub enum ApiError {
     /// A control-plane request body (a package) over its limit.
     #[error("{0}")]
     EntityTooLarge(String),
-    #[error("Rate Exceeded. The account's concurrency limit of {0} is reached")]
-    Throttled(u32),
+    #[error("{message}")]
+    Throttled {
+        throttle: ember_policy::Throttle,
+        message: String,
+    },
     #[error("{0}")]
     PreconditionFailed(String),
     #[error("Unknown operation {method} {path}")]
@@ -66,7 +69,9 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLargeException",
             ),
-            ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException"),
+            ApiError::Throttled { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException")
+            }
             ApiError::PreconditionFailed(_) => (
                 StatusCode::PRECONDITION_FAILED,
                 "PreconditionFailedException",
@@ -95,8 +100,10 @@ impl IntoResponse for ApiError {
             "Type": if status.is_server_error() { "Service" } else { "User" },
             "message": self.to_string(),
         });
-        if let ApiError::Throttled(_) = self {
-            body["Reason"] = "ConcurrentInvocationLimitExceeded".into();
+        let mut retry_after = None;
+        if let ApiError::Throttled { throttle, .. } = &self {
+            body["Reason"] = throttle.reason().into();
+            retry_after = Some(throttle.retry_after().as_secs());
         }
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
@@ -105,6 +112,11 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert("x-amzn-ErrorType", HeaderValue::from_static(kind));
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert("Retry-After", HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -159,7 +171,10 @@ impl From<DispatchError> for ApiError {
     fn from(e: DispatchError) -> Self {
         match e {
             DispatchError::FunctionNotFound(name) => ApiError::FunctionNotFound(name),
-            DispatchError::Throttled(limit) => ApiError::Throttled(limit),
+            DispatchError::Throttled(throttle) => ApiError::Throttled {
+                message: e.to_string(),
+                throttle,
+            },
             DispatchError::Sandbox(_) | DispatchError::Io(_) | DispatchError::Internal(_) => {
                 ApiError::Service(anyhow_chain(&e))
             }

@@ -191,7 +191,7 @@ pub async fn get(
         .get("host")
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1:9000");
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "Configuration": configuration(&state.registry, &record, qualifier.as_ref()),
         "Code": {
             "RepositoryType": "S3",
@@ -199,6 +199,9 @@ pub async fn get(
         },
         "Tags": tags,
     });
+    if let Some(reserved) = state.registry.dispatcher().reserved(&record.spec.name) {
+        body["Concurrency"] = serde_json::json!({ "ReservedConcurrentExecutions": reserved });
+    }
     Ok(Json(body).into_response())
 }
 

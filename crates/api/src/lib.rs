@@ -3,6 +3,7 @@
 //! - `/2015-03-31/functions…`: the Lambda-compatible API (`functions`, `invoke`,
 //!   `versions` for versions and aliases), the control plane's canonical surface; tags
 //!   and account settings under their own API dates (`account`).
+//! - `concurrency`: reserved concurrency, and `/metrics` (OpenMetrics text).
 //! - `/ember/v1/…`: what Lambda lacks (`ember`): logs, environment counts, health.
 //! - [`error`]: every error variant → status and Lambda error type, in one match.
 //! - [`registry`]: the control plane — validates, stores, tells the dispatcher.
@@ -10,6 +11,7 @@
 
 mod account;
 pub mod auth;
+mod concurrency;
 mod ember;
 pub mod error;
 mod functions;
@@ -85,6 +87,12 @@ pub fn router(state: AppState) -> Router {
             "/layers/{name}/versions/{version}",
             get(layers::get).delete(layers::delete),
         );
+    let reserve = Router::new().route(
+        "/functions/{name}/concurrency",
+        put(concurrency::put).delete(concurrency::delete),
+    );
+    let concurrency_reads =
+        Router::new().route("/functions/{name}/concurrency", get(concurrency::get));
     let settings = Router::new()
         .route("/account-settings", get(account::account_settings))
         .route("/account-settings/", get(account::account_settings));
@@ -105,7 +113,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/2017-03-31", tags)
         .nest("/2016-08-19", settings)
         .nest("/2018-10-31", layers)
+        .nest("/2017-10-31", reserve)
+        .nest("/2019-09-30", concurrency_reads)
         .nest("/ember/v1", ember)
+        .route("/metrics", get(concurrency::metrics))
         .fallback(unknown)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

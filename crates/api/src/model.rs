@@ -193,6 +193,7 @@ impl CreateFunctionIn {
             freeze_idle: false,
             isolation: Default::default(),
             network: Default::default(),
+            keep_alive: None,
         }
     }
 }
@@ -215,6 +216,7 @@ impl UpdateConfigIn {
             freeze_idle: None,
             isolation: None,
             network: None,
+            keep_alive: None,
         }
     }
 }

@@ -62,6 +62,9 @@ impl Registry {
         for alias in registry.store.list_aliases("*")? {
             registry.route(&alias);
         }
+        for (function, reserved) in registry.store.reserved_concurrency()? {
+            registry.dispatcher.restore_reservation(&function, reserved);
+        }
         Ok(registry)
     }
 
@@ -454,6 +457,26 @@ impl Registry {
     }
 
     /// Deletes the function (no qualifier) or one published version.
+    /// Sets (`Some`) or removes (`None`) a function's reserved concurrency.
+    pub fn set_reserved_concurrency(
+        &self,
+        name: &str,
+        reserved: Option<u32>,
+    ) -> Result<(), ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        self.get(name, None)?;
+        let previous = self.dispatcher.reserved(name);
+        self.dispatcher
+            .reserve(name, reserved)
+            .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+        if let Err(e) = self.store.set_reserved_concurrency(name, reserved) {
+            // Keep the dispatcher and the store in agreement.
+            let _ = self.dispatcher.reserve(name, previous);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     pub fn delete(&self, name: &str, qualifier: Option<&Qualifier>) -> Result<(), ApiError> {
         let _guard = self.changes.lock().expect("registry lock");
         match qualifier {

@@ -59,6 +59,10 @@ pub struct FunctionSettings {
     /// Ember's API or another function).
     #[arg(long)]
     pub network: Option<String>,
+    /// Keep-alive of idle environments: adaptive, fixed:DURATION (e.g. fixed:5m), or server
+    /// (follow the server's policy).
+    #[arg(long)]
+    pub keep_alive: Option<String>,
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -78,6 +82,7 @@ impl FunctionSettings {
             && self.freeze_idle.is_none()
             && self.isolation.is_none()
             && self.network.is_none()
+            && self.keep_alive.is_none()
     }
 
     /// The Lambda configuration fields these settings set.
@@ -179,6 +184,9 @@ pub async fn create_or_update(
     }
     if let Some(network) = &settings.network {
         ember.insert("Network".into(), network.clone().into());
+    }
+    if let Some(keep_alive) = &settings.keep_alive {
+        ember.insert("KeepAlive".into(), keep_alive.clone().into());
     }
     if !ember.is_empty() {
         let body = serde_json::Value::Object(ember);

@@ -12,10 +12,10 @@
 mod bench;
 mod client;
 mod commands;
-mod duration;
 mod echo_runtime;
 mod package;
 mod server;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +67,8 @@ enum Command {
     Keys(commands::KeysArgs),
     /// Measure warm and cold invocation latency against baselines, in one run.
     Bench(bench::BenchArgs),
+    /// Replay a call trace through the scheduling policies: cold starts, throttles, memory.
+    Sim(sim::SimArgs),
     #[command(hide = true, name = "sandbox-init")]
     SandboxInit,
     #[command(hide = true, name = "echo-runtime")]
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::SandboxInit => ember_sandbox_process::init::main(),
         Command::EchoRuntime => return exit(echo_runtime::run()),
+        Command::Sim(args) => return exit(sim::run(args)),
         _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -119,7 +122,9 @@ fn main() -> ExitCode {
             Command::Keys(args) => commands::keys(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::EchoServer => bench::echo_server().await,
-            Command::SandboxInit | Command::EchoRuntime => unreachable!("handled above"),
+            Command::SandboxInit | Command::EchoRuntime | Command::Sim(_) => {
+                unreachable!("handled above")
+            }
         }
     });
     // Do not wait for lingering blocking tasks (a log follower, a slow unpack).

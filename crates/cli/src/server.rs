@@ -11,7 +11,7 @@ use ember_api::auth::KeyRing;
 use ember_api::{AppState, Registry};
 use ember_core::Isolation;
 use ember_dispatch::{Backends, DispatchConfig, Dispatcher, LogSink};
-use ember_policy::{Admission, KeepAlive};
+use ember_policy::{Adaptive, Admission, KeepAlive, ScalePacing};
 use ember_sandbox_oci::{OciBackend, OciConfig, OciRuntime};
 use ember_sandbox_process::egress::EgressNetwork;
 use ember_sandbox_process::{ProcessBackend, ProcessConfig};
@@ -28,12 +28,38 @@ pub struct ServerArgs {
     /// Directory for the store, packages, logs and sandbox files.
     #[arg(long, env = "EMBER_DATA_DIR", default_value_os_t = crate::default_data_dir())]
     data_dir: PathBuf,
-    /// How long an idle environment is kept warm before it is reclaimed (e.g. 30s, 10m).
-    #[arg(long, env = "EMBER_KEEP_ALIVE", default_value = "10m", value_parser = crate::duration::parse)]
+    /// How long an idle environment is kept warm before it is reclaimed (e.g. 30s, 10m);
+    /// under the adaptive policy, the fallback while a function's idle times are too few.
+    #[arg(long, env = "EMBER_KEEP_ALIVE", default_value = "10m", value_parser = ember_core::duration::parse)]
     keep_alive: Duration,
+    /// The keep-alive policy for functions that do not choose one: `fixed` keeps every idle
+    /// environment for --keep-alive; `adaptive` learns each function's idle times, keeps
+    /// environments just past the usual gap and pre-warms ahead of periodic calls.
+    #[arg(long, env = "EMBER_KEEP_ALIVE_POLICY", default_value = "fixed", value_parser = ["fixed", "adaptive"])]
+    keep_alive_policy: String,
+    /// Width of a bin of the adaptive policy's idle-time histogram (240 bins): its time
+    /// resolution. Lower it only to compress time in tests and simulations.
+    #[arg(long, env = "EMBER_ADAPTIVE_BIN", default_value = "1m", value_parser = ember_core::duration::parse)]
+    adaptive_bin: Duration,
     /// Most invocations running at once across all functions; more get 429.
     #[arg(long, env = "EMBER_ACCOUNT_CONCURRENCY", default_value_t = 1000)]
     account_concurrency: u32,
+    /// Concurrency that reserved concurrency may not take, kept for functions without a
+    /// reservation (at most --account-concurrency).
+    #[arg(long, env = "EMBER_UNRESERVED_MIN", default_value_t = 100)]
+    unreserved_min: u32,
+    /// New environments a function may start at once before the scale-up pace applies.
+    #[arg(long, env = "EMBER_SCALE_BURST", default_value_t = 1000)]
+    scale_burst: u32,
+    /// New environments a function may start per --scale-period after its burst.
+    #[arg(long, env = "EMBER_SCALE_REFILL", default_value_t = 1000)]
+    scale_refill: u32,
+    #[arg(long, env = "EMBER_SCALE_PERIOD", default_value = "10s", value_parser = ember_core::duration::parse)]
+    scale_period: Duration,
+    /// How long a call beyond the scale-up pace waits for a busy environment to free up
+    /// before it gets 429.
+    #[arg(long, env = "EMBER_SCALE_WAIT", default_value = "1s", value_parser = ember_core::duration::parse)]
+    scale_wait: Duration,
     /// Region reported in ARNs.
     #[arg(long, env = "EMBER_REGION", default_value = "us-east-1")]
     region: String,
@@ -140,14 +166,30 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         data.join("logs"),
         ember_dispatch::logs::DEFAULT_LOG_FILE_BYTES,
     )?;
+    let adaptive = Adaptive {
+        bin: args.adaptive_bin,
+        fallback_ttl: args.keep_alive,
+        ..Adaptive::default()
+    };
     let dispatcher = Dispatcher::new(
         backends,
         DispatchConfig {
-            keep_alive: KeepAlive {
-                idle_timeout: args.keep_alive,
+            keep_alive: match args.keep_alive_policy.as_str() {
+                "adaptive" => KeepAlive::Adaptive(adaptive),
+                _ => KeepAlive::Fixed {
+                    ttl: args.keep_alive,
+                },
             },
+            adaptive,
             admission: Admission {
                 account_limit: args.account_concurrency,
+                unreserved_min: args.unreserved_min.min(args.account_concurrency),
+            },
+            pacing: ScalePacing {
+                burst: args.scale_burst,
+                refill: args.scale_refill,
+                period: args.scale_period,
+                wait: args.scale_wait,
             },
             runtime_dir,
             python,

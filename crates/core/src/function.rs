@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::isolation::{Isolation, Network};
 use crate::limits;
 use crate::runtime::{KNOWN, Runtime, RuntimeFamily};
+use crate::scaling::KeepAliveSetting;
 
 /// A function's configuration, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +40,9 @@ pub struct FunctionSpec {
     /// What its environments may reach over the network. An Ember setting.
     #[serde(default)]
     pub network: Network,
+    /// Its own keep-alive policy; `None` follows the server's. An Ember setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<KeepAliveSetting>,
 }
 
 /// A partial change to a [`FunctionSpec`]; `None` leaves a field as it is.
@@ -56,6 +60,8 @@ pub struct FunctionUpdate {
     pub freeze_idle: Option<bool>,
     pub isolation: Option<Isolation>,
     pub network: Option<Network>,
+    /// `Some(None)` returns to the server's keep-alive.
+    pub keep_alive: Option<Option<KeepAliveSetting>>,
 }
 
 /// Why a function configuration was refused. Each message says what to change.
@@ -212,6 +218,7 @@ impl FunctionSpec {
             freeze_idle: update.freeze_idle.unwrap_or(self.freeze_idle),
             isolation: update.isolation.unwrap_or(self.isolation),
             network: update.network.unwrap_or(self.network),
+            keep_alive: update.keep_alive.unwrap_or(self.keep_alive),
         }
     }
 }
@@ -298,6 +305,7 @@ mod tests {
             freeze_idle: false,
             isolation: Isolation::Process,
             network: Network::None,
+            keep_alive: None,
         }
     }
 

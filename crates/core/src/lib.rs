@@ -3,6 +3,7 @@
 //! - [`function`]: what a user deploys ([`FunctionSpec`]) and the rules it must satisfy.
 //! - [`isolation`]: the sandbox backends a function may choose.
 //! - [`runtime`]: the runtime identifiers Ember accepts and what each maps to.
+//! - [`scaling`]: a function's own keep-alive choice.
 //! - [`limits`]: every platform limit in one place, with the reason for its value.
 //! - [`report`]: the `START` / `END` / `REPORT` log lines of one invocation.
 //!
@@ -10,13 +11,16 @@
 //! on these types and never re-implement their rules.
 
 pub mod arn;
+pub mod duration;
 pub mod function;
 pub mod isolation;
 pub mod limits;
 pub mod report;
 pub mod runtime;
+pub mod scaling;
 pub mod time;
 
 pub use function::{FunctionSpec, FunctionUpdate, ValidationError};
 pub use isolation::{Isolation, Network};
 pub use runtime::{Runtime, RuntimeFamily};
+pub use scaling::KeepAliveSetting;

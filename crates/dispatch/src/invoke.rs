@@ -3,7 +3,7 @@
 //! environment to its pool or destroying it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,14 +14,34 @@ use ember_policy::Throttle;
 use ember_sandbox::{EnvironmentSpec, ExitStatus};
 
 use crate::environment::{Env, InitFailure, Outcome};
+use crate::metrics::ErrorKind;
 use crate::{Current, DispatchError, Function, FunctionError, Inner, InvokeRequest, InvokeResult};
 
-/// Holds one unit of account concurrency.
-pub(crate) struct Permit<'a>(&'a AtomicU32);
+/// Counts a call as busy in its pool until it is done: released with its environment, or
+/// dropped on any other way out (a crash, a failed start, a throttle).
+pub(crate) struct Busy<'a> {
+    function: &'a Function,
+    done: bool,
+}
 
-impl Drop for Permit<'_> {
+impl<'a> Busy<'a> {
+    pub fn new(function: &'a Function) -> Busy<'a> {
+        Busy {
+            function,
+            done: false,
+        }
+    }
+}
+
+impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if !self.done {
+            self.function
+                .pool
+                .lock()
+                .expect("pool lock")
+                .finish(Instant::now());
+        }
     }
 }
 
@@ -38,12 +58,98 @@ impl Inner {
         }
     }
 
-    pub(crate) fn admit(&self) -> Result<Permit<'_>, DispatchError> {
-        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let permit = Permit(&self.in_flight);
-        match self.config.admission.admit(before) {
-            Ok(()) => Ok(permit),
-            Err(Throttle::AccountConcurrency { limit }) => Err(DispatchError::Throttled(limit)),
+    /// A call that found no idle environment: takes a scale-up token for a new one, or
+    /// waits (up to the pacing's `wait`) for a busy environment to come back or a token to
+    /// come. `Some` is an environment that came back; `None` means start a new one.
+    pub(crate) async fn paced(
+        &self,
+        function: &Function,
+        name: &str,
+    ) -> Result<Option<Env>, DispatchError> {
+        let pacing = &self.config.pacing;
+        let deadline = Instant::now() + pacing.wait;
+        let mut waited = false;
+        loop {
+            let released = function.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let mut dead = Vec::new();
+            let back = function
+                .pool
+                .lock()
+                .expect("pool lock")
+                .take(|env| !env.has_exited(), &mut dead);
+            self.destroy_all(dead);
+            if let Some((env, _)) = back {
+                return Ok(Some(env));
+            }
+            let now = Instant::now();
+            let until_token = match self.concurrency.take_token(pacing, name, now) {
+                Ok(()) => return Ok(None),
+                Err(until_token) => until_token,
+            };
+            if !waited {
+                waited = true;
+                self.metrics.scale_up_wait(name);
+            }
+            if now >= deadline {
+                return Err(DispatchError::Throttled(Throttle::ScaleUpRate {
+                    retry_after: until_token,
+                }));
+            }
+            tokio::select! {
+                () = &mut released => {}
+                () = tokio::time::sleep(until_token.min(deadline - now)) => {}
+            }
+        }
+    }
+
+    /// Starts an environment ahead of an expected call, as the keep-alive plan asked.
+    pub(crate) async fn prewarm(&self, function: &Function, keep_for: Duration) {
+        let current = Arc::clone(&function.current.read().expect("current lock"));
+        if self
+            .concurrency
+            .take_token(&self.config.pacing, &function.name, Instant::now())
+            .is_err()
+        {
+            return;
+        }
+        let Ok(backend) = self.backends.get(current.deployment.spec.isolation) else {
+            return;
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let spec = self.environment_spec(function, &current, &id);
+        function.initializing.fetch_add(1, Ordering::Relaxed);
+        let started = Env::start(
+            backend.as_ref(),
+            spec,
+            current.generation,
+            Arc::clone(&function.name),
+            self.logs.clone(),
+        )
+        .await;
+        function.initializing.fetch_sub(1, Ordering::Relaxed);
+        match started {
+            Ok((env, Ok(init))) => {
+                self.metrics.prewarmed(&function.name, init);
+                if self.still_current(function, &env) {
+                    function.pool.lock().expect("pool lock").put_prewarmed(
+                        env,
+                        keep_for,
+                        Instant::now(),
+                    );
+                    function.released.notify_waiters();
+                } else {
+                    self.destroy_all(std::iter::once(env));
+                }
+            }
+            Ok((env, Err(_))) => {
+                tracing::warn!(function = %function.name, "a pre-warmed environment failed to initialize");
+                self.destroy_all(std::iter::once(env));
+            }
+            Err(e) => {
+                tracing::warn!(function = %function.name, error = %e, "could not pre-warm an environment");
+            }
         }
     }
 
@@ -132,22 +238,35 @@ impl Inner {
         current: &Current,
         request_id: &str,
         request: InvokeRequest,
+        busy: Busy<'_>,
     ) -> Result<InvokeResult, DispatchError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let spec = self.environment_spec(function, current, &id);
         let backend = self.backends.get(current.deployment.spec.isolation)?;
-        let (env, init) = Env::start(
+        function.initializing.fetch_add(1, Ordering::Relaxed);
+        let started = Env::start(
             backend.as_ref(),
             spec,
             current.generation,
             Arc::clone(&function.name),
             self.logs.clone(),
         )
-        .await?;
+        .await;
+        function.initializing.fetch_sub(1, Ordering::Relaxed);
+        let (env, init) = started?;
+        self.metrics.cold_start(&function.name);
         match init {
             Ok(init) => {
-                self.run(function, current, env, Some(init), request_id, request)
-                    .await
+                self.run(
+                    function,
+                    current,
+                    env,
+                    Some(init),
+                    request_id,
+                    request,
+                    busy,
+                )
+                .await
             }
             Err(failure) => Ok(self
                 .init_failed(
@@ -207,6 +326,8 @@ impl Inner {
             })
             .as_bytes(),
         );
+        self.metrics
+            .invoked(&function.name, Duration::ZERO, None, Some(ErrorKind::init));
         let platform = Bytes::from(log[printed.len()..].to_vec());
         self.logs.write_platform(&function.name, platform);
         InvokeResult {
@@ -220,6 +341,7 @@ impl Inner {
 
     /// Runs one invocation on `env`, writes its log lines, and returns `env` to the pool or
     /// destroys it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn run(
         &self,
         function: &Function,
@@ -228,6 +350,7 @@ impl Inner {
         init: Option<Duration>,
         request_id: &str,
         request: InvokeRequest,
+        busy: Busy<'_>,
     ) -> Result<InvokeResult, DispatchError> {
         let spec = &current.deployment.spec;
         let start_line = report::start_line(request_id, &function.version);
@@ -250,6 +373,14 @@ impl Inner {
         // Platform lines: an exit note goes before END, a timeout note before REPORT.
         let mut before_end = String::new();
         let mut before_report = String::new();
+        let error_kind = match &outcome {
+            Outcome::Response(_) => None,
+            Outcome::Error { .. } => Some(ErrorKind::handled),
+            Outcome::ResponseTooLarge => Some(ErrorKind::response_too_large),
+            Outcome::Exited(status) if status.oom_killed => Some(ErrorKind::out_of_memory),
+            Outcome::Exited(_) => Some(ErrorKind::crashed),
+            Outcome::TimedOut => Some(ErrorKind::timeout),
+        };
         let (body, function_error, keep) = match outcome {
             Outcome::Response(body) => (body, None, true),
             Outcome::Error { body } => (body, Some(FunctionError::Handled), true),
@@ -306,11 +437,14 @@ impl Inner {
         });
         self.logs.write_platform(&function.name, Bytes::from(lines));
 
+        self.metrics
+            .invoked(&function.name, duration, init, error_kind);
         if keep {
-            self.release(function, env);
+            self.release(function, env, busy);
         } else {
             // A crashed or timed-out environment is torn down after the caller has its
             // answer: with an OCI backend that takes tens of milliseconds.
+            drop(busy);
             self.destroy_all(std::iter::once(env));
         }
         Ok(InvokeResult {
@@ -322,8 +456,8 @@ impl Inner {
         })
     }
 
-    /// Returns an environment to its pool, unless its function moved on or went away.
-    fn release(&self, function: &Function, mut env: Env) {
+    /// Whether `env` still belongs to its function's current deployment.
+    fn still_current(&self, function: &Function, env: &Env) -> bool {
         let current = Arc::clone(&function.current.read().expect("current lock"));
         let still_deployed = self
             .functions
@@ -331,19 +465,32 @@ impl Inner {
             .expect("functions lock")
             .get(function.key.as_ref())
             .is_some_and(|f| std::ptr::eq(f.as_ref(), function));
-        if env.generation == current.generation && still_deployed {
-            if current.deployment.spec.freeze_idle {
-                env.freeze();
-            }
-            function
-                .pool
-                .lock()
-                .expect("pool lock")
-                .idle
-                .push((env, Instant::now()));
-        } else {
+        env.generation == current.generation && still_deployed
+    }
+
+    /// Ends a call and returns its environment to the pool, unless its function moved on
+    /// or went away, or the keep-alive plan releases it at once.
+    fn release(&self, function: &Function, mut env: Env, mut busy: Busy<'_>) {
+        if !self.still_current(function, &env) {
+            drop(busy);
             self.destroy_all(std::iter::once(env));
+            return;
         }
+        let current = Arc::clone(&function.current.read().expect("current lock"));
+        let spec = &current.deployment.spec;
+        if spec.freeze_idle {
+            env.freeze();
+        }
+        let policy = self.keep_alive(spec);
+        let released = {
+            let mut pool = function.pool.lock().expect("pool lock");
+            let now = Instant::now();
+            pool.finish(now);
+            busy.done = true;
+            pool.put_idle(env, false, &policy, now)
+        };
+        function.released.notify_waiters();
+        self.destroy_all(released);
     }
 }
 

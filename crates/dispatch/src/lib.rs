@@ -16,9 +16,11 @@
 //! An environment belongs to one generation; when the function moves on, idle environments
 //! of older generations are destroyed at once and busy ones when their invocation ends.
 
+mod admission;
 mod environment;
 mod invoke;
 pub mod logs;
+mod metrics;
 mod output;
 
 use std::collections::hash_map::Entry;
@@ -30,8 +32,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ember_core::arn::Qualifier;
-use ember_core::{FunctionSpec, Isolation, Network, RuntimeFamily, ValidationError};
-use ember_policy::{Admission, KeepAlive};
+use ember_core::{
+    FunctionSpec, Isolation, KeepAliveSetting, Network, RuntimeFamily, ValidationError,
+};
+use ember_policy::{Adaptive, Admission, KeepAlive, Pool, ReservationError, ScalePacing, Throttle};
 use ember_sandbox::{Backend, SandboxError};
 
 use environment::Env;
@@ -40,8 +44,12 @@ pub use logs::LogSink;
 /// Settings of the dispatcher.
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
+    /// The server's keep-alive policy, for functions that do not choose their own.
     pub keep_alive: KeepAlive,
+    /// The adaptive policy's settings, for functions that choose `adaptive`.
+    pub adaptive: Adaptive,
     pub admission: Admission,
+    pub pacing: ScalePacing,
     /// Host directory with Ember's runtimes, mounted at `/var/runtime`.
     pub runtime_dir: PathBuf,
     /// The Python interpreter, by a path that exists inside environments too.
@@ -90,14 +98,32 @@ pub struct AliasRoute {
 pub enum DispatchError {
     #[error("function not found: {0}")]
     FunctionNotFound(String),
-    #[error("rate exceeded: the account's concurrency limit of {0} is reached")]
-    Throttled(u32),
+    #[error("{}", throttle_message(.0))]
+    Throttled(Throttle),
     #[error("could not start an execution environment")]
     Sandbox(#[from] SandboxError),
     #[error("execution environment I/O failed")]
     Io(#[from] std::io::Error),
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+fn throttle_message(throttle: &Throttle) -> String {
+    match throttle {
+        Throttle::AccountConcurrency { limit } => format!(
+            "Rate Exceeded: the {limit} concurrent executions shared by functions without reserved concurrency are in use"
+        ),
+        Throttle::ReservedConcurrency { limit: 0 } => {
+            "Rate Exceeded: the function's reserved concurrency is 0, which disables it".into()
+        }
+        Throttle::ReservedConcurrency { limit } => format!(
+            "Rate Exceeded: the function's reserved concurrency of {limit} is in use"
+        ),
+        Throttle::ScaleUpRate { .. } => {
+            "Rate Exceeded: the function is starting new execution environments faster than its scale-up rate allows"
+                .into()
+        }
+    }
 }
 
 /// One invocation request.
@@ -155,6 +181,8 @@ fn pool_key(name: &str, version: Option<u32>) -> String {
 pub struct PoolStats {
     pub idle: usize,
     pub busy: usize,
+    /// Being started (cold starts and pre-warms in progress).
+    pub initializing: usize,
 }
 
 /// One deployed version of a function and its warm pool.
@@ -165,7 +193,11 @@ struct Function {
     /// `$LATEST` or the version number.
     version: Arc<str>,
     current: RwLock<Arc<Current>>,
-    pool: Mutex<Pool>,
+    pool: Mutex<Pool<Env>>,
+    /// Woken when an environment returns to the pool, for calls waiting on the scale-up pace.
+    released: tokio::sync::Notify,
+    /// Environments being started.
+    initializing: AtomicU32,
 }
 
 struct Current {
@@ -177,16 +209,8 @@ struct Current {
 impl Function {
     /// Takes every idle environment out of the pool.
     fn take_idle(&self) -> Vec<Env> {
-        let mut pool = self.pool.lock().expect("pool lock");
-        pool.idle.drain(..).map(|(env, _)| env).collect()
+        self.pool.lock().expect("pool lock").drain()
     }
-}
-
-#[derive(Default)]
-struct Pool {
-    /// Most recently used last.
-    idle: Vec<(Env, Instant)>,
-    busy: usize,
 }
 
 /// The sandbox backends this server can run, by isolation, and why the others are missing.
@@ -270,7 +294,8 @@ struct Inner {
     backends: Backends,
     config: DispatchConfig,
     functions: RwLock<HashMap<String, Arc<Function>>>,
-    in_flight: AtomicU32,
+    concurrency: admission::Concurrency,
+    metrics: metrics::Metrics,
     generations: AtomicU64,
     logs: LogSink,
     /// Aliases by `function:alias`.
@@ -292,7 +317,8 @@ impl Dispatcher {
             backends,
             config,
             functions: RwLock::new(HashMap::new()),
-            in_flight: AtomicU32::new(0),
+            concurrency: admission::Concurrency::default(),
+            metrics: metrics::Metrics::default(),
             generations: AtomicU64::new(0),
             logs,
             aliases: RwLock::new(HashMap::new()),
@@ -346,6 +372,8 @@ impl Dispatcher {
                     version,
                     current: RwLock::new(current),
                     pool: Mutex::new(Pool::default()),
+                    released: tokio::sync::Notify::new(),
+                    initializing: AtomicU32::new(0),
                 }));
             }
         }
@@ -372,6 +400,33 @@ impl Dispatcher {
         for function in removed {
             self.inner.destroy_all(function.take_idle());
         }
+        self.inner.concurrency.forget(name);
+    }
+
+    /// Sets a function's reserved concurrency (`None` removes it). Refused when it would
+    /// leave the account's unreserved concurrency below its minimum.
+    pub fn reserve(&self, name: &str, reservation: Option<u32>) -> Result<(), ReservationError> {
+        self.inner
+            .concurrency
+            .reserve(&self.inner.config.admission, name, reservation)
+    }
+
+    /// Restores a stored reservation at startup.
+    pub fn restore_reservation(&self, name: &str, reservation: u32) {
+        self.inner.concurrency.restore(name, reservation);
+    }
+
+    /// A function's reserved concurrency.
+    pub fn reserved(&self, name: &str) -> Option<u32> {
+        self.inner.concurrency.reserved(name)
+    }
+
+    /// The concurrency left for functions without a reservation.
+    pub fn unreserved_limit(&self) -> u32 {
+        self.inner
+            .config
+            .admission
+            .unreserved_limit(self.inner.concurrency.reserved_total())
     }
 
     /// Removes one published version.
@@ -414,12 +469,49 @@ impl Dispatcher {
             .peekable();
         pools.peek()?;
         Some(pools.fold(PoolStats::default(), |total, (_, f)| {
-            let pool = f.pool.lock().expect("pool lock");
+            let counts = f.pool.lock().expect("pool lock").counts();
             PoolStats {
-                idle: total.idle + pool.idle.len(),
-                busy: total.busy + pool.busy,
+                idle: total.idle + counts.idle as usize,
+                busy: total.busy + counts.busy as usize,
+                initializing: total.initializing + f.initializing.load(Ordering::Relaxed) as usize,
             }
         }))
+    }
+
+    /// Every metric, as OpenMetrics text.
+    pub fn metrics_text(&self) -> String {
+        use metrics::EnvState;
+        let functions: Vec<_> = self
+            .inner
+            .functions
+            .read()
+            .expect("functions lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut by_name: BTreeMap<&str, metrics::FunctionNow> = BTreeMap::new();
+        for f in &functions {
+            let counts = f.pool.lock().expect("pool lock").counts();
+            let initializing = f.initializing.load(Ordering::Relaxed);
+            let entry = by_name
+                .entry(&f.name)
+                .or_insert_with(|| metrics::FunctionNow {
+                    function: f.name.to_string(),
+                    concurrent: self.inner.concurrency.in_flight(&f.name),
+                    environments: [
+                        (EnvState::initializing, 0),
+                        (EnvState::idle, 0),
+                        (EnvState::busy, 0),
+                        (EnvState::provisioned, 0),
+                    ],
+                });
+            entry.environments[0].1 += initializing;
+            entry.environments[1].1 += counts.idle - counts.provisioned_idle;
+            entry.environments[2].1 += counts.busy;
+            entry.environments[3].1 += counts.provisioned_idle;
+        }
+        let now: Vec<_> = by_name.into_values().collect();
+        self.inner.metrics.encode(&now)
     }
 
     /// Destroys every idle environment, then lets the backend release what it holds; used
@@ -510,35 +602,47 @@ impl Dispatcher {
             .cloned()
             .ok_or(DispatchError::FunctionNotFound(key))?;
         let current = Arc::clone(&function.current.read().expect("current lock"));
-        let _permit = inner.admit()?;
+        let _permit = inner
+            .concurrency
+            .admit(&inner.config.admission, name)
+            .map_err(|throttle| {
+                inner.metrics.throttled(name, &throttle);
+                DispatchError::Throttled(throttle)
+            })?;
         let request_id = uuid::Uuid::new_v4().to_string();
+        let policy = inner.keep_alive(&current.deployment.spec);
 
-        let (warm, dead) = {
-            let mut pool = function.pool.lock().expect("pool lock");
-            // A runtime can die while idle (a background thread's crash, an OOM kill);
-            // such an environment is discarded, never handed to a caller.
-            let mut dead = Vec::new();
-            let warm = loop {
-                match pool.idle.pop() {
-                    Some((env, _)) if env.has_exited() => dead.push(env),
-                    other => break other.map(|(env, _)| env),
-                }
-            };
-            pool.busy += 1;
-            (warm, dead)
-        };
+        let mut dead = Vec::new();
+        let warm = function.pool.lock().expect("pool lock").acquire(
+            &policy,
+            Instant::now(),
+            |env| !env.has_exited(),
+            &mut dead,
+        );
+        // From here the call counts as busy in its pool until `Busy` is done.
+        let busy = invoke::Busy::new(&function);
         inner.destroy_all(dead);
-        let result = match warm {
+        let warm = match warm {
+            Some((env, _)) => Some(env),
+            None => inner.paced(&function, name).await.inspect_err(|e| {
+                if let DispatchError::Throttled(throttle) = e {
+                    inner.metrics.throttled(name, throttle);
+                }
+            })?,
+        };
+        match warm {
             Some(mut env) => {
                 env.thaw();
                 inner
-                    .run(&function, &current, env, None, &request_id, request)
+                    .run(&function, &current, env, None, &request_id, request, busy)
                     .await
             }
-            None => inner.cold(&function, &current, &request_id, request).await,
-        };
-        function.pool.lock().expect("pool lock").busy -= 1;
-        result
+            None => {
+                inner
+                    .cold(&function, &current, &request_id, request, busy)
+                    .await
+            }
+        }
     }
 }
 
@@ -547,7 +651,7 @@ async fn reclaim_loop(inner: std::sync::Weak<Inner>) {
         let interval = match inner.upgrade() {
             Some(inner) => {
                 inner.reclaim_idle(Instant::now());
-                inner.config.keep_alive.scan_interval()
+                inner.scan_interval()
             }
             None => return,
         };
@@ -556,9 +660,26 @@ async fn reclaim_loop(inner: std::sync::Weak<Inner>) {
 }
 
 impl Inner {
-    /// Destroys every idle environment the keep-alive policy says has expired at `now`,
-    /// and every one whose runtime died while idle.
-    fn reclaim_idle(&self, now: Instant) {
+    /// The keep-alive policy a function follows.
+    fn keep_alive(&self, spec: &FunctionSpec) -> KeepAlive {
+        match spec.keep_alive {
+            None => self.config.keep_alive,
+            Some(KeepAliveSetting::Fixed(ttl)) => KeepAlive::Fixed { ttl },
+            Some(KeepAliveSetting::Adaptive) => KeepAlive::Adaptive(self.config.adaptive),
+        }
+    }
+
+    /// How often to look for expired environments and due pre-warms.
+    fn scan_interval(&self) -> std::time::Duration {
+        self.config
+            .keep_alive
+            .scan_interval()
+            .min(KeepAlive::Adaptive(self.config.adaptive).scan_interval())
+    }
+
+    /// Destroys every idle environment whose keep-alive has passed at `now` and every one
+    /// whose runtime died while idle; starts the pre-warms that are due.
+    fn reclaim_idle(self: &Arc<Self>, now: Instant) {
         let functions: Vec<_> = self
             .functions
             .read()
@@ -567,16 +688,16 @@ impl Inner {
             .cloned()
             .collect();
         for function in functions {
-            let expired: Vec<Env> = {
+            let (expired, prewarm) = {
                 let mut pool = function.pool.lock().expect("pool lock");
-                let (old, keep): (Vec<_>, Vec<_>) =
-                    pool.idle.drain(..).partition(|(env, since)| {
-                        env.has_exited() || self.config.keep_alive.expired(*since, now)
-                    });
-                pool.idle = keep;
-                old.into_iter().map(|(env, _)| env).collect()
+                let expired = pool.reclaim(now, |env| !env.has_exited());
+                (expired, pool.prewarm_due(now))
             };
             self.destroy_all(expired);
+            if let Some(keep_for) = prewarm {
+                let inner = Arc::clone(self);
+                tokio::spawn(async move { inner.prewarm(&function, keep_for).await });
+            }
         }
     }
 }

@@ -105,6 +105,10 @@ const MIGRATIONS: &[&str] = &[
         deleted       INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (name, version)
      );",
+    "CREATE TABLE reserved_concurrency (
+        function TEXT PRIMARY KEY REFERENCES functions(name) ON DELETE CASCADE,
+        reserved INTEGER NOT NULL
+     );",
 ];
 
 impl Store {
@@ -504,6 +508,36 @@ pub struct StoredKey {
 }
 
 impl Store {
+    /// Sets (`Some`) or removes (`None`) a function's reserved concurrency.
+    pub fn set_reserved_concurrency(
+        &self,
+        function: &str,
+        reserved: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        match reserved {
+            Some(n) => conn.execute(
+                "INSERT INTO reserved_concurrency (function, reserved) VALUES (?1, ?2)
+                 ON CONFLICT(function) DO UPDATE SET reserved = excluded.reserved",
+                rusqlite::params![function, n],
+            )?,
+            None => conn.execute(
+                "DELETE FROM reserved_concurrency WHERE function = ?1",
+                [function],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// Every function's reserved concurrency.
+    pub fn reserved_concurrency(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let conn = self.conn();
+        let mut statement =
+            conn.prepare("SELECT function, reserved FROM reserved_concurrency ORDER BY function")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO access_keys (key_id, nonce, secret, created) VALUES (?1, ?2, ?3, ?4)",

@@ -12,5 +12,6 @@ mod isolation;
 mod lifecycle;
 mod node;
 mod runtime_clients;
+mod scaling;
 mod support;
 mod validation;

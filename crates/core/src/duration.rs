@@ -1,4 +1,4 @@
-//! Durations on the command line: `500ms`, `30s`, `10m`, `1h`, or plain seconds.
+//! Durations as people write them: `500ms`, `30s`, `10m`, `1h`, or plain seconds.
 
 use std::time::Duration;
 

@@ -1,0 +1,256 @@
+//! What the dispatcher counts, exposed as OpenMetrics text (what Prometheus scrapes) at
+//! `/metrics`.
+//!
+//! Counters and histograms are updated on the invoke path (a few atomic operations each);
+//! gauges of what exists now (concurrent executions, environments by state) are read from
+//! the pools when scraped, so they cannot drift from the truth.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ember_policy::Throttle;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabel {
+    function: String,
+}
+
+/// How an invocation failed.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum ErrorKind {
+    /// The handler raised or returned an error.
+    handled,
+    /// The runtime exited during the invocation.
+    crashed,
+    out_of_memory,
+    timeout,
+    response_too_large,
+    /// The environment failed to initialize.
+    init,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    function: String,
+    kind: ErrorKind,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThrottleLabels {
+    function: String,
+    reason: String,
+}
+
+/// An environment's state, for the environments gauge.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum EnvState {
+    initializing,
+    idle,
+    busy,
+    provisioned,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvLabels {
+    function: String,
+    state: EnvState,
+}
+
+type Histograms = Family<FunctionLabel, Histogram, fn() -> Histogram>;
+
+/// Every metric the dispatcher keeps.
+pub(crate) struct Metrics {
+    registry: Mutex<Registry>,
+    invocations: Family<FunctionLabel, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    throttles: Family<ThrottleLabels, Counter>,
+    duration: Histograms,
+    init_duration: Histograms,
+    cold_starts: Family<FunctionLabel, Counter>,
+    prewarms: Family<FunctionLabel, Counter>,
+    scale_up_waits: Family<FunctionLabel, Counter>,
+    concurrent: Family<FunctionLabel, Gauge>,
+    environments: Family<EnvLabels, Gauge>,
+}
+
+/// Invocation durations: 0.5 ms to about 4 minutes, doubling.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 20))
+}
+
+/// Init durations: 1 ms to about 16 s, doubling.
+fn init_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Metrics {
+            registry: Mutex::new(Registry::default()),
+            invocations: Family::default(),
+            errors: Family::default(),
+            throttles: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            init_duration: Family::new_with_constructor(init_histogram),
+            cold_starts: Family::default(),
+            prewarms: Family::default(),
+            scale_up_waits: Family::default(),
+            concurrent: Family::default(),
+            environments: Family::default(),
+        };
+        {
+            let mut r = metrics.registry.lock().expect("metrics lock");
+            r.register(
+                "ember_invocations",
+                "Invocations that ran (throttled calls are not counted)",
+                metrics.invocations.clone(),
+            );
+            r.register(
+                "ember_errors",
+                "Invocations that ended in an error, by kind",
+                metrics.errors.clone(),
+            );
+            r.register(
+                "ember_throttles",
+                "Calls refused with 429, by Lambda's Reason",
+                metrics.throttles.clone(),
+            );
+            r.register(
+                "ember_duration_seconds",
+                "Invocation duration, as in the REPORT line",
+                metrics.duration.clone(),
+            );
+            r.register(
+                "ember_init_duration_seconds",
+                "Environment init duration (cold starts and pre-warms)",
+                metrics.init_duration.clone(),
+            );
+            r.register(
+                "ember_cold_starts",
+                "Invocations that started a new environment",
+                metrics.cold_starts.clone(),
+            );
+            r.register(
+                "ember_prewarms",
+                "Environments started ahead of an expected call by the adaptive keep-alive",
+                metrics.prewarms.clone(),
+            );
+            r.register(
+                "ember_scale_up_waits",
+                "Calls that waited on the scale-up pace for an environment",
+                metrics.scale_up_waits.clone(),
+            );
+            r.register(
+                "ember_concurrent_executions",
+                "Invocations running now",
+                metrics.concurrent.clone(),
+            );
+            r.register(
+                "ember_environments",
+                "Execution environments now, by state",
+                metrics.environments.clone(),
+            );
+        }
+        metrics
+    }
+}
+
+fn label(function: &str) -> FunctionLabel {
+    FunctionLabel {
+        function: function.to_owned(),
+    }
+}
+
+impl Metrics {
+    /// One invocation ran to its end (`init` on a cold start).
+    pub fn invoked(
+        &self,
+        function: &str,
+        duration: Duration,
+        init: Option<Duration>,
+        error: Option<ErrorKind>,
+    ) {
+        let l = label(function);
+        self.invocations.get_or_create(&l).inc();
+        self.duration
+            .get_or_create(&l)
+            .observe(duration.as_secs_f64());
+        if let Some(init) = init {
+            self.init_duration
+                .get_or_create(&l)
+                .observe(init.as_secs_f64());
+        }
+        if let Some(kind) = error {
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    function: function.to_owned(),
+                    kind,
+                })
+                .inc();
+        }
+    }
+
+    pub fn cold_start(&self, function: &str) {
+        self.cold_starts.get_or_create(&label(function)).inc();
+    }
+
+    pub fn prewarmed(&self, function: &str, init: Duration) {
+        let l = label(function);
+        self.prewarms.get_or_create(&l).inc();
+        self.init_duration
+            .get_or_create(&l)
+            .observe(init.as_secs_f64());
+    }
+
+    pub fn scale_up_wait(&self, function: &str) {
+        self.scale_up_waits.get_or_create(&label(function)).inc();
+    }
+
+    pub fn throttled(&self, function: &str, throttle: &Throttle) {
+        self.throttles
+            .get_or_create(&ThrottleLabels {
+                function: function.to_owned(),
+                reason: throttle.reason().to_owned(),
+            })
+            .inc();
+    }
+
+    /// Encodes everything, with the gauges set from `now`: what exists at this moment.
+    pub fn encode(&self, now: &[FunctionNow]) -> String {
+        self.concurrent.clear();
+        self.environments.clear();
+        for f in now {
+            self.concurrent
+                .get_or_create(&label(&f.function))
+                .set(i64::from(f.concurrent));
+            for (state, n) in f.environments {
+                self.environments
+                    .get_or_create(&EnvLabels {
+                        function: f.function.clone(),
+                        state,
+                    })
+                    .set(i64::from(n));
+            }
+        }
+        let mut text = String::new();
+        let registry = self.registry.lock().expect("metrics lock");
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// One function's gauges at a moment.
+pub(crate) struct FunctionNow {
+    pub function: String,
+    pub concurrent: u32,
+    pub environments: [(EnvState, u32); 4],
+}
