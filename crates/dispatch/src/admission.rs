@@ -5,7 +5,7 @@
 //! never disagree: two calls cannot both take the last slot.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ember_policy::{Admission, Bucket, Load, ReservationError, ScalePacing, Throttle};
@@ -20,8 +20,9 @@ pub(crate) struct Concurrency {
 struct State {
     reserved: HashMap<String, u32>,
     reserved_total: u32,
-    /// Running invocations by function name (all versions together).
-    in_flight: HashMap<String, u32>,
+    /// Running invocations by function name (all versions together), keyed by the
+    /// function's shared name so that admitting a call allocates nothing.
+    in_flight: HashMap<Arc<str>, u32>,
     unreserved_in_flight: u32,
     buckets: HashMap<String, Bucket>,
 }
@@ -29,7 +30,7 @@ struct State {
 /// One admitted invocation's share of the concurrency; released on drop.
 pub(crate) struct Permit<'a> {
     concurrency: &'a Concurrency,
-    function: String,
+    function: Arc<str>,
     /// Whether it counted against the unreserved pool.
     unreserved: bool,
 }
@@ -55,9 +56,9 @@ impl Concurrency {
     }
 
     /// Admits one invocation of `function` or says why not.
-    pub fn admit(&self, policy: &Admission, function: &str) -> Result<Permit<'_>, Throttle> {
+    pub fn admit(&self, policy: &Admission, function: &Arc<str>) -> Result<Permit<'_>, Throttle> {
         let mut state = self.lock();
-        let reserved = state.reserved.get(function).copied();
+        let reserved = state.reserved.get(function.as_ref()).copied();
         let load = Load {
             reserved,
             function_in_flight: state.in_flight.get(function).copied().unwrap_or(0),
@@ -65,14 +66,19 @@ impl Concurrency {
             reserved_total: state.reserved_total,
         };
         policy.admit(load)?;
-        *state.in_flight.entry(function.to_owned()).or_default() += 1;
+        match state.in_flight.get_mut(function) {
+            Some(n) => *n += 1,
+            None => {
+                state.in_flight.insert(Arc::clone(function), 1);
+            }
+        }
         let unreserved = reserved.is_none();
         if unreserved {
             state.unreserved_in_flight += 1;
         }
         Ok(Permit {
             concurrency: self,
-            function: function.to_owned(),
+            function: Arc::clone(function),
             unreserved,
         })
     }
@@ -151,6 +157,10 @@ impl Concurrency {
 mod tests {
     use super::*;
 
+    fn name(n: &str) -> Arc<str> {
+        Arc::from(n)
+    }
+
     #[test]
     fn permits_return_their_slot_when_dropped() {
         let policy = Admission {
@@ -158,11 +168,11 @@ mod tests {
             unreserved_min: 0,
         };
         let concurrency = Concurrency::default();
-        let a = concurrency.admit(&policy, "f").unwrap();
-        let _b = concurrency.admit(&policy, "g").unwrap();
-        assert!(concurrency.admit(&policy, "f").is_err());
+        let a = concurrency.admit(&policy, &name("f")).unwrap();
+        let _b = concurrency.admit(&policy, &name("g")).unwrap();
+        assert!(concurrency.admit(&policy, &name("f")).is_err());
         drop(a);
-        assert!(concurrency.admit(&policy, "f").is_ok());
+        assert!(concurrency.admit(&policy, &name("f")).is_ok());
     }
 
     #[test]
@@ -174,15 +184,15 @@ mod tests {
         let concurrency = Concurrency::default();
         concurrency.reserve(&policy, "r", Some(2)).unwrap();
         assert!(concurrency.reserve(&policy, "s", Some(1)).is_err());
-        let _r1 = concurrency.admit(&policy, "r").unwrap();
-        let _r2 = concurrency.admit(&policy, "r").unwrap();
-        let _u = concurrency.admit(&policy, "u").unwrap();
+        let _r1 = concurrency.admit(&policy, &name("r")).unwrap();
+        let _r2 = concurrency.admit(&policy, &name("r")).unwrap();
+        let _u = concurrency.admit(&policy, &name("u")).unwrap();
         assert_eq!(
-            concurrency.admit(&policy, "r").err(),
+            concurrency.admit(&policy, &name("r")).err(),
             Some(Throttle::ReservedConcurrency { limit: 2 })
         );
         assert_eq!(
-            concurrency.admit(&policy, "u").err(),
+            concurrency.admit(&policy, &name("u")).err(),
             Some(Throttle::AccountConcurrency { limit: 1 })
         );
         concurrency.reserve(&policy, "r", None).unwrap();

@@ -61,11 +61,8 @@ impl Inner {
     /// A call that found no idle environment: takes a scale-up token for a new one, or
     /// waits (up to the pacing's `wait`) for a busy environment to come back or a token to
     /// come. `Some` is an environment that came back; `None` means start a new one.
-    pub(crate) async fn paced(
-        &self,
-        function: &Function,
-        name: &str,
-    ) -> Result<Option<Env>, DispatchError> {
+    pub(crate) async fn paced(&self, function: &Function) -> Result<Option<Env>, DispatchError> {
+        let name = &function.name;
         let pacing = &self.config.pacing;
         let deadline = Instant::now() + pacing.wait;
         let mut waited = false;
@@ -104,21 +101,16 @@ impl Inner {
         }
     }
 
-    /// Starts an environment ahead of an expected call, as the keep-alive plan asked.
-    pub(crate) async fn prewarm(&self, function: &Function, keep_for: Duration) {
-        let current = Arc::clone(&function.current.read().expect("current lock"));
-        if self
-            .concurrency
-            .take_token(&self.config.pacing, &function.name, Instant::now())
-            .is_err()
-        {
-            return;
-        }
-        let Ok(backend) = self.backends.get(current.deployment.spec.isolation) else {
-            return;
-        };
+    /// Creates an environment for the function's current deployment and waits for its
+    /// init, counting it as initializing meanwhile.
+    async fn start_env(
+        &self,
+        function: &Function,
+        current: &Current,
+    ) -> Result<(Env, Result<Duration, InitFailure>), DispatchError> {
+        let backend = self.backends.get(current.deployment.spec.isolation)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let spec = self.environment_spec(function, &current, &id);
+        let spec = self.environment_spec(function, current, &id);
         function.initializing.fetch_add(1, Ordering::Relaxed);
         let started = Env::start(
             backend.as_ref(),
@@ -129,6 +121,20 @@ impl Inner {
         )
         .await;
         function.initializing.fetch_sub(1, Ordering::Relaxed);
+        started
+    }
+
+    /// Starts an environment ahead of an expected call, as the keep-alive plan asked.
+    pub(crate) async fn prewarm(&self, function: &Function, keep_for: Duration) {
+        let current = Arc::clone(&function.current.read().expect("current lock"));
+        if self
+            .concurrency
+            .take_token(&self.config.pacing, &function.name, Instant::now())
+            .is_err()
+        {
+            return;
+        }
+        let started = self.start_env(function, &current).await;
         match started {
             Ok((env, Ok(init))) => {
                 self.metrics.prewarmed(&function.name, init);
@@ -240,19 +246,7 @@ impl Inner {
         request: InvokeRequest,
         busy: Busy<'_>,
     ) -> Result<InvokeResult, DispatchError> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let spec = self.environment_spec(function, current, &id);
-        let backend = self.backends.get(current.deployment.spec.isolation)?;
-        function.initializing.fetch_add(1, Ordering::Relaxed);
-        let started = Env::start(
-            backend.as_ref(),
-            spec,
-            current.generation,
-            Arc::clone(&function.name),
-            self.logs.clone(),
-        )
-        .await;
-        function.initializing.fetch_sub(1, Ordering::Relaxed);
+        let started = self.start_env(function, current).await;
         let (env, init) = started?;
         self.metrics.cold_start(&function.name);
         match init {

@@ -181,8 +181,6 @@ fn pool_key(name: &str, version: Option<u32>) -> String {
 pub struct PoolStats {
     pub idle: usize,
     pub busy: usize,
-    /// Being started (cold starts and pre-warms in progress).
-    pub initializing: usize,
 }
 
 /// One deployed version of a function and its warm pool.
@@ -473,14 +471,12 @@ impl Dispatcher {
             PoolStats {
                 idle: total.idle + counts.idle as usize,
                 busy: total.busy + counts.busy as usize,
-                initializing: total.initializing + f.initializing.load(Ordering::Relaxed) as usize,
             }
         }))
     }
 
     /// Every metric, as OpenMetrics text.
     pub fn metrics_text(&self) -> String {
-        use metrics::EnvState;
         let functions: Vec<_> = self
             .inner
             .functions
@@ -489,26 +485,21 @@ impl Dispatcher {
             .values()
             .cloned()
             .collect();
+        // A function's gauges sum over all its versions' pools.
         let mut by_name: BTreeMap<&str, metrics::FunctionNow> = BTreeMap::new();
         for f in &functions {
             let counts = f.pool.lock().expect("pool lock").counts();
-            let initializing = f.initializing.load(Ordering::Relaxed);
-            let entry = by_name
+            let now = by_name
                 .entry(&f.name)
                 .or_insert_with(|| metrics::FunctionNow {
                     function: f.name.to_string(),
                     concurrent: self.inner.concurrency.in_flight(&f.name),
-                    environments: [
-                        (EnvState::initializing, 0),
-                        (EnvState::idle, 0),
-                        (EnvState::busy, 0),
-                        (EnvState::provisioned, 0),
-                    ],
+                    ..Default::default()
                 });
-            entry.environments[0].1 += initializing;
-            entry.environments[1].1 += counts.idle - counts.provisioned_idle;
-            entry.environments[2].1 += counts.busy;
-            entry.environments[3].1 += counts.provisioned_idle;
+            now.initializing += f.initializing.load(Ordering::Relaxed);
+            now.idle += counts.idle - counts.provisioned_idle;
+            now.busy += counts.busy;
+            now.provisioned += counts.provisioned_idle;
         }
         let now: Vec<_> = by_name.into_values().collect();
         self.inner.metrics.encode(&now)
@@ -604,7 +595,7 @@ impl Dispatcher {
         let current = Arc::clone(&function.current.read().expect("current lock"));
         let _permit = inner
             .concurrency
-            .admit(&inner.config.admission, name)
+            .admit(&inner.config.admission, &function.name)
             .map_err(|throttle| {
                 inner.metrics.throttled(name, &throttle);
                 DispatchError::Throttled(throttle)
@@ -624,7 +615,7 @@ impl Dispatcher {
         inner.destroy_all(dead);
         let warm = match warm {
             Some((env, _)) => Some(env),
-            None => inner.paced(&function, name).await.inspect_err(|e| {
+            None => inner.paced(&function).await.inspect_err(|e| {
                 if let DispatchError::Throttled(throttle) = e {
                     inner.metrics.throttled(name, throttle);
                 }

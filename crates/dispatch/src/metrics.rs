@@ -231,7 +231,13 @@ impl Metrics {
             self.concurrent
                 .get_or_create(&label(&f.function))
                 .set(i64::from(f.concurrent));
-            for (state, n) in f.environments {
+            let states = [
+                (EnvState::initializing, f.initializing),
+                (EnvState::idle, f.idle),
+                (EnvState::busy, f.busy),
+                (EnvState::provisioned, f.provisioned),
+            ];
+            for (state, n) in states {
                 self.environments
                     .get_or_create(&EnvLabels {
                         function: f.function.clone(),
@@ -248,9 +254,15 @@ impl Metrics {
     }
 }
 
-/// One function's gauges at a moment.
+/// One function's gauges at a moment: running invocations and environments by state.
+#[derive(Default)]
 pub(crate) struct FunctionNow {
     pub function: String,
     pub concurrent: u32,
-    pub environments: [(EnvState, u32); 4],
+    pub initializing: u32,
+    /// Idle on-demand environments.
+    pub idle: u32,
+    pub busy: u32,
+    /// Idle provisioned environments.
+    pub provisioned: u32,
 }

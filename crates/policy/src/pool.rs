@@ -212,11 +212,6 @@ impl<E> Pool<E> {
             (a, b) => a.or(b),
         }
     }
-
-    /// Idle environments, for measuring idle memory-time.
-    pub fn idle_len(&self) -> usize {
-        self.idle.len()
-    }
 }
 
 #[cfg(test)]

@@ -131,7 +131,6 @@ pub fn simulate(calls: &[Call], config: &SimConfig) -> Report {
     }
     let mut in_flight = 0u32;
     let mut next_env = 0u64;
-    let mut busy_envs: HashMap<u64, ()> = HashMap::new();
 
     let idle_time = |env: &SimEnv, now: Instant, counts: &mut Counts| {
         let seconds = now.saturating_duration_since(env.idle_since).as_secs_f64();
@@ -202,11 +201,9 @@ pub fn simulate(calls: &[Call], config: &SimConfig) -> Report {
                 };
                 function.in_flight += 1;
                 in_flight += 1;
-                busy_envs.insert(env, ());
                 push(&mut queue, ends, Event::Finish { function: f, env });
             }
             Event::Finish { env, .. } => {
-                busy_envs.remove(&env);
                 function.in_flight -= 1;
                 in_flight -= 1;
                 function.pool.finish(now);
