@@ -1,12 +1,17 @@
-//! Reserved concurrency (`Put/Get/DeleteFunctionConcurrency`) and the `/metrics` scrape.
+//! Reserved concurrency (`Put/Get/DeleteFunctionConcurrency`), provisioned concurrency
+//! (`Put/Get/Delete/ListProvisionedConcurrencyConfig(s)`) and the `/metrics` scrape.
+
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::HeaderValue;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ember_dispatch::ProvisionedState;
+use ember_store::ProvisionedRecord;
 
-use crate::functions::{blocking, control_body, unqualified};
+use crate::functions::{blocking, control_body, list_response, page, unqualified};
 use crate::{ApiError, AppState};
 
 #[derive(serde::Deserialize)]
@@ -66,7 +71,135 @@ pub async fn delete(
         r.set_reserved_concurrency(&name, None)
     })
     .await?;
-    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ProvisionedIn {
+    provisioned_concurrent_executions: Option<i64>,
+}
+
+/// A provisioned concurrency configuration as Lambda reports it.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ProvisionedOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_arn: Option<String>,
+    requested_provisioned_concurrent_executions: u32,
+    available_provisioned_concurrent_executions: u32,
+    allocated_provisioned_concurrent_executions: u32,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_reason: Option<String>,
+    last_modified: String,
+}
+
+fn provisioned_out(
+    record: &ProvisionedRecord,
+    state: ProvisionedState,
+    function_arn: Option<String>,
+) -> ProvisionedOut {
+    // Environments beyond the request (a shrink in progress) are not the configuration's.
+    let ready = state.allocated.min(record.requested);
+    ProvisionedOut {
+        function_arn,
+        requested_provisioned_concurrent_executions: record.requested,
+        available_provisioned_concurrent_executions: ready,
+        allocated_provisioned_concurrent_executions: ready,
+        status: state.status.as_str(),
+        status_reason: state.reason,
+        last_modified: record.last_modified.clone(),
+    }
+}
+
+/// The `Qualifier` a provisioned concurrency call must carry.
+fn qualifier(query: &HashMap<String, String>) -> Result<String, ApiError> {
+    query.get("Qualifier").cloned().ok_or_else(|| {
+        ApiError::InvalidParameter(
+            "Qualifier is required: provisioned concurrency applies to a published version or an alias"
+                .into(),
+        )
+    })
+}
+
+/// `PUT /2019-09-30/functions/{name}/provisioned-concurrency?Qualifier=Q`: 202, and the
+/// environments start in the background (`IN_PROGRESS` until all are initialized).
+pub async fn put_provisioned(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = unqualified(&state, &name)?;
+    let qualifier = qualifier(&query)?;
+    let input: ProvisionedIn = crate::model::parse(&control_body(body).await?)?;
+    let requested = input.provisioned_concurrent_executions.ok_or_else(|| {
+        ApiError::InvalidParameter("ProvisionedConcurrentExecutions is required".into())
+    })?;
+    let requested = u32::try_from(requested).map_err(|_| {
+        ApiError::InvalidParameter(format!(
+            "ProvisionedConcurrentExecutions must be 1 or more (got {requested})"
+        ))
+    })?;
+    let (record, now) = blocking(&state.registry, move |r| {
+        let record = r.put_provisioned(&name, &qualifier, requested)?;
+        r.get_provisioned(&record.function, &record.qualifier)
+    })
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(provisioned_out(&record, now, None)),
+    )
+        .into_response())
+}
+
+/// `GET /2019-09-30/functions/{name}/provisioned-concurrency?Qualifier=Q`, or with
+/// `?List=ALL` every configuration of the function.
+pub async fn get_provisioned(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let name = unqualified(&state, &name)?;
+    if query.get("List").is_some_and(|l| l == "ALL") {
+        let registry = std::sync::Arc::clone(&state.registry);
+        let all = blocking(&state.registry, move |r| r.list_provisioned(Some(&name))).await?;
+        let configs: Vec<ProvisionedOut> = all
+            .into_iter()
+            .map(|(record, now)| {
+                let arn = registry.arn(&record.function, Some(&record.qualifier));
+                provisioned_out(&record, now, Some(arn))
+            })
+            .collect();
+        let (configs, next) = page(configs, &query)?;
+        return Ok(list_response(
+            "ProvisionedConcurrencyConfigs",
+            configs,
+            next,
+        ));
+    }
+    let qualifier = qualifier(&query)?;
+    let (record, now) = blocking(&state.registry, move |r| {
+        r.get_provisioned(&name, &qualifier)
+    })
+    .await?;
+    Ok(Json(provisioned_out(&record, now, None)).into_response())
+}
+
+/// `DELETE /2019-09-30/functions/{name}/provisioned-concurrency?Qualifier=Q`.
+pub async fn delete_provisioned(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let name = unqualified(&state, &name)?;
+    let qualifier = qualifier(&query)?;
+    blocking(&state.registry, move |r| {
+        r.delete_provisioned(&name, &qualifier)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /metrics`: OpenMetrics text, as Prometheus scrapes it.

@@ -18,6 +18,8 @@ pub enum ApiError {
     FunctionNotFound(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("No Provisioned Concurrency Config found for this function: {0}")]
+    ProvisionedConfigNotFound(String),
     #[error("{0}")]
     InvalidParameter(String),
     #[error("{0}")]
@@ -53,6 +55,10 @@ impl ApiError {
             ApiError::FunctionNotFound(_) | ApiError::NotFound(_) => {
                 (StatusCode::NOT_FOUND, "ResourceNotFoundException")
             }
+            ApiError::ProvisionedConfigNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "ProvisionedConcurrencyConfigNotFoundException",
+            ),
             ApiError::InvalidParameter(_) => {
                 (StatusCode::BAD_REQUEST, "InvalidParameterValueException")
             }
@@ -162,7 +168,9 @@ impl From<StoreError> for ApiError {
             StoreError::AliasNotFound(name) => {
                 ApiError::NotFound(format!("Alias not found: {name}"))
             }
-            StoreError::Sqlite(_) | StoreError::Corrupt(_) => ApiError::Service(anyhow_chain(&e)),
+            StoreError::Sqlite(_) | StoreError::Corrupt(_) => {
+                ApiError::Service(ember_core::error_chain(&e))
+            }
         }
     }
 }
@@ -176,20 +184,8 @@ impl From<DispatchError> for ApiError {
                 throttle,
             },
             DispatchError::Sandbox(_) | DispatchError::Io(_) | DispatchError::Internal(_) => {
-                ApiError::Service(anyhow_chain(&e))
+                ApiError::Service(ember_core::error_chain(&e))
             }
         }
     }
-}
-
-/// An error and its sources, one sentence each.
-fn anyhow_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

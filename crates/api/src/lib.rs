@@ -91,8 +91,14 @@ pub fn router(state: AppState) -> Router {
         "/functions/{name}/concurrency",
         put(concurrency::put).delete(concurrency::delete),
     );
-    let concurrency_reads =
-        Router::new().route("/functions/{name}/concurrency", get(concurrency::get));
+    let concurrency_reads = Router::new()
+        .route("/functions/{name}/concurrency", get(concurrency::get))
+        .route(
+            "/functions/{name}/provisioned-concurrency",
+            get(concurrency::get_provisioned)
+                .put(concurrency::put_provisioned)
+                .delete(concurrency::delete_provisioned),
+        );
     let settings = Router::new()
         .route("/account-settings", get(account::account_settings))
         .route("/account-settings/", get(account::account_settings));

@@ -18,9 +18,11 @@ use ember_core::arn::{
 };
 use ember_core::function::validate_name;
 use ember_core::{FunctionSpec, FunctionUpdate, RuntimeFamily};
-use ember_dispatch::{AliasRoute, Deployment, Dispatcher};
+use ember_dispatch::{AliasRoute, Deployment, Dispatcher, ProvisionedState};
 use ember_store::archive::has_executable_bootstrap;
-use ember_store::{AliasRecord, Artifacts, FunctionRecord, LayerRecord, Store, StoreError};
+use ember_store::{
+    AliasRecord, Artifacts, FunctionRecord, LayerRecord, ProvisionedRecord, Store, StoreError,
+};
 
 use crate::error::ApiError;
 
@@ -64,6 +66,9 @@ impl Registry {
         }
         for (function, reserved) in registry.store.reserved_concurrency()? {
             registry.dispatcher.restore_reservation(&function, reserved);
+        }
+        for record in registry.store.list()? {
+            registry.apply_provisioned(&record.spec.name)?;
         }
         Ok(registry)
     }
@@ -477,6 +482,182 @@ impl Registry {
         Ok(())
     }
 
+    /// The version a provisioned concurrency configuration applies to: a published
+    /// version, or the one an unweighted alias names.
+    fn provisioned_version(&self, name: &str, qualifier: &str) -> Result<u32, ApiError> {
+        let unpublished = || {
+            ApiError::InvalidParameter(
+                "Provisioned Concurrency Configs cannot be applied to unpublished function versions \
+                 ($LATEST); publish a version and use its number or an alias"
+                    .into(),
+            )
+        };
+        match Qualifier::parse(qualifier)? {
+            Qualifier::Latest => Err(unpublished()),
+            Qualifier::Version(v) => {
+                self.get(name, Some(&Qualifier::Version(v)))?;
+                Ok(v)
+            }
+            Qualifier::Alias(alias) => {
+                let alias = self.get_alias(name, &alias)?;
+                if alias.routing.is_some() {
+                    return Err(ApiError::InvalidParameter(format!(
+                        "the alias {} routes a weighted share of calls to a second version; \
+                         provisioned concurrency applies to an alias that names one version",
+                        alias.name
+                    )));
+                }
+                alias.version.parse().map_err(|_| unpublished())
+            }
+        }
+    }
+
+    /// Configures provisioned concurrency on a version or alias.
+    pub fn put_provisioned(
+        &self,
+        name: &str,
+        qualifier: &str,
+        requested: u32,
+    ) -> Result<ProvisionedRecord, ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        self.get(name, None)?;
+        if requested == 0 {
+            return Err(ApiError::InvalidParameter(
+                "ProvisionedConcurrentExecutions must be at least 1; delete the configuration to remove it"
+                    .into(),
+            ));
+        }
+        let version = self.provisioned_version(name, qualifier)?;
+        let others: Vec<ProvisionedRecord> = self
+            .store
+            .list_provisioned(Some(name))?
+            .into_iter()
+            .filter(|c| c.qualifier != qualifier)
+            .collect();
+        for other in &others {
+            if self.provisioned_version(name, &other.qualifier).ok() == Some(version) {
+                return Err(ApiError::Conflict(format!(
+                    "version {version} already has provisioned concurrency through {:?}; \
+                     change or delete that configuration instead",
+                    other.qualifier
+                )));
+            }
+        }
+        let total = requested + others.iter().map(|c| c.requested).sum::<u32>();
+        let limit = match self.dispatcher.reserved(name) {
+            Some(reserved) if total > reserved => {
+                Some(format!("the function's reserved concurrency of {reserved}"))
+            }
+            Some(_) => None,
+            None => {
+                let unreserved = self.dispatcher.unreserved_limit();
+                (total > unreserved)
+                    .then(|| format!("the account's {unreserved} unreserved concurrent executions"))
+            }
+        };
+        if let Some(limit) = limit {
+            return Err(ApiError::InvalidParameter(format!(
+                "Requested Provisioned Concurrency ({total} over all of the function's \
+                 configurations) should not be greater than {limit}"
+            )));
+        }
+        let record = ProvisionedRecord {
+            function: name.to_owned(),
+            qualifier: qualifier.to_owned(),
+            requested,
+            last_modified: ember_core::time::lambda_timestamp(SystemTime::now()),
+        };
+        self.store.put_provisioned(&record)?;
+        self.apply_provisioned(name)?;
+        Ok(record)
+    }
+
+    /// One provisioned concurrency configuration and its state now.
+    pub fn get_provisioned(
+        &self,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<(ProvisionedRecord, ProvisionedState), ApiError> {
+        self.get(name, None)?;
+        Qualifier::parse(qualifier)?;
+        let record = self
+            .store
+            .list_provisioned(Some(name))?
+            .into_iter()
+            .find(|c| c.qualifier == qualifier)
+            .ok_or_else(|| ApiError::ProvisionedConfigNotFound(self.arn(name, Some(qualifier))))?;
+        let state = self.provisioned_state(&record);
+        Ok((record, state))
+    }
+
+    /// Every provisioned concurrency configuration of a function (every function's for
+    /// `None`), with its state now.
+    pub fn list_provisioned(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<(ProvisionedRecord, ProvisionedState)>, ApiError> {
+        if let Some(name) = name {
+            self.get(name, None)?;
+        }
+        Ok(self
+            .store
+            .list_provisioned(name)?
+            .into_iter()
+            .map(|record| {
+                let state = self.provisioned_state(&record);
+                (record, state)
+            })
+            .collect())
+    }
+
+    fn provisioned_state(&self, record: &ProvisionedRecord) -> ProvisionedState {
+        self.provisioned_version(&record.function, &record.qualifier)
+            .ok()
+            .and_then(|v| self.dispatcher.provisioned(&record.function, v))
+            .unwrap_or(ProvisionedState {
+                requested: record.requested,
+                allocated: 0,
+                status: ember_dispatch::ProvisionedStatus::Failed,
+                reason: Some("the configuration's version no longer exists".into()),
+            })
+    }
+
+    pub fn delete_provisioned(&self, name: &str, qualifier: &str) -> Result<(), ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        self.get(name, None)?;
+        if !self.store.delete_provisioned(name, qualifier)? {
+            return Err(ApiError::ProvisionedConfigNotFound(
+                self.arn(name, Some(qualifier)),
+            ));
+        }
+        self.apply_provisioned(name)
+    }
+
+    /// Tells the dispatcher how many provisioned environments each of the function's
+    /// versions should have, from the stored configurations and where aliases point now.
+    fn apply_provisioned(&self, name: &str) -> Result<(), ApiError> {
+        let mut targets: BTreeMap<u32, u32> = self
+            .store
+            .list_versions(name)?
+            .iter()
+            .filter_map(|v| v.version)
+            .map(|v| (v, 0))
+            .collect();
+        for config in self.store.list_provisioned(Some(name))? {
+            match self.provisioned_version(name, &config.qualifier) {
+                Ok(v) => *targets.entry(v).or_default() += config.requested,
+                Err(e) => {
+                    tracing::warn!(function = name, qualifier = %config.qualifier, error = %e, "a provisioned concurrency configuration applies to no version");
+                }
+            }
+        }
+        for (version, n) in targets {
+            // A version that is not deployed has no pool; nothing to provision.
+            let _ = self.dispatcher.provision(name, version, n);
+        }
+        Ok(())
+    }
+
     pub fn delete(&self, name: &str, qualifier: Option<&Qualifier>) -> Result<(), ApiError> {
         let _guard = self.changes.lock().expect("registry lock");
         match qualifier {
@@ -507,6 +688,7 @@ impl Registry {
                         users.join(", ")
                     )));
                 }
+                self.store.delete_provisioned(name, &v.to_string())?;
                 self.store.delete_version(name, *v)?;
                 self.dispatcher.remove_version(name, *v);
                 self.collect_garbage(&version.code_sha256);
@@ -621,17 +803,31 @@ impl Registry {
             ..old
         };
         self.validate_alias(&alias)?;
+        if alias.routing.is_some()
+            && self
+                .store
+                .list_provisioned(Some(function))?
+                .iter()
+                .any(|c| c.qualifier == name)
+        {
+            return Err(ApiError::InvalidParameter(format!(
+                "the alias {name} has provisioned concurrency, which applies to one version; \
+                 delete that configuration before adding weighted routing"
+            )));
+        }
         self.store.update_alias(&alias)?;
         self.route(&alias);
+        self.apply_provisioned(function)?;
         Ok(alias)
     }
 
     pub fn delete_alias(&self, function: &str, name: &str) -> Result<(), ApiError> {
         let _guard = self.changes.lock().expect("registry lock");
         self.get_alias(function, name)?;
+        self.store.delete_provisioned(function, name)?;
         self.store.delete_alias(function, name)?;
         self.dispatcher.remove_alias(function, name);
-        Ok(())
+        self.apply_provisioned(function)
     }
 
     pub fn tags(&self, function: &str) -> Result<BTreeMap<String, String>, ApiError> {

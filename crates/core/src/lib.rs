@@ -24,3 +24,15 @@ pub use function::{FunctionSpec, FunctionUpdate, ValidationError};
 pub use isolation::{Isolation, Network};
 pub use runtime::{Runtime, RuntimeFamily};
 pub use scaling::KeepAliveSetting;
+
+/// An error and its sources, one sentence each, for messages shown to users.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, watch};
 use crate::DispatchError;
 use crate::logs::LogSink;
 use crate::output::Output;
+use crate::provisioned::Slot;
 
 /// What is reported when the process's status could not be read.
 const UNKNOWN_EXIT: ExitStatus = ExitStatus {
@@ -21,8 +22,13 @@ const UNKNOWN_EXIT: ExitStatus = ExitStatus {
     oom_killed: false,
 };
 
+/// How long an on-demand environment may take to initialize.
+pub(crate) const INIT_TIMEOUT: Duration = Duration::from_millis(INIT_TIMEOUT_MS);
+
 pub(crate) struct Env {
     pub generation: u64,
+    /// Set while the environment is one of its version's provisioned ones.
+    pub provisioned: Option<Slot>,
     /// Whether the environment's processes are frozen (idle, with freezing on).
     pub frozen: bool,
     api: RuntimeApi,
@@ -62,6 +68,7 @@ impl Env {
         generation: u64,
         function: Arc<str>,
         logs: LogSink,
+        init_timeout: Duration,
     ) -> Result<(Env, Result<Duration, InitFailure>), DispatchError> {
         let started = Instant::now();
         let mut sandbox = backend.create(spec).await?;
@@ -86,23 +93,24 @@ impl Env {
         };
         let env = Env {
             generation,
+            provisioned: None,
             frozen: false,
             api,
             sandbox,
             exit,
             output,
         };
-        let init = env.await_init().await;
+        let init = env.await_init(init_timeout).await;
         if init.is_ok() {
             env.sandbox.init_done();
         }
         Ok((env, init.map(|()| started.elapsed())))
     }
 
-    async fn await_init(&self) -> Result<(), InitFailure> {
+    async fn await_init(&self, timeout: Duration) -> Result<(), InitFailure> {
         let mut phase = self.api.phase();
         let mut exit = self.exit.clone();
-        let waited = tokio::time::timeout(Duration::from_millis(INIT_TIMEOUT_MS), async {
+        let waited = tokio::time::timeout(timeout, async {
             tokio::select! {
                 p = async { phase.wait_for(|p| *p != Phase::Initializing).await.ok().map(|p| p.clone()) } => p,
                 _ = async { exit.wait_for(Option::is_some).await.map(|_| ()) } => None,

@@ -102,15 +102,22 @@ impl Inner {
     }
 
     /// Creates an environment for the function's current deployment and waits for its
-    /// init, counting it as initializing meanwhile.
-    async fn start_env(
+    /// init, counting it as initializing meanwhile. A `provisioned` one is told so
+    /// (`AWS_LAMBDA_INITIALIZATION_TYPE`) and may take longer to initialize.
+    pub(crate) async fn start_env(
         &self,
         function: &Function,
         current: &Current,
+        provisioned: bool,
     ) -> Result<(Env, Result<Duration, InitFailure>), DispatchError> {
         let backend = self.backends.get(current.deployment.spec.isolation)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let spec = self.environment_spec(function, current, &id);
+        let spec = self.environment_spec(function, current, &id, provisioned);
+        let init_timeout = if provisioned {
+            crate::provisioned::init_timeout(current.deployment.spec.timeout_s)
+        } else {
+            crate::environment::INIT_TIMEOUT
+        };
         function.initializing.fetch_add(1, Ordering::Relaxed);
         let started = Env::start(
             backend.as_ref(),
@@ -118,6 +125,7 @@ impl Inner {
             current.generation,
             Arc::clone(&function.name),
             self.logs.clone(),
+            init_timeout,
         )
         .await;
         function.initializing.fetch_sub(1, Ordering::Relaxed);
@@ -134,7 +142,7 @@ impl Inner {
         {
             return;
         }
-        let started = self.start_env(function, &current).await;
+        let started = self.start_env(function, &current, false).await;
         match started {
             Ok((env, Ok(init))) => {
                 self.metrics.prewarmed(&function.name, init);
@@ -164,6 +172,7 @@ impl Inner {
         function: &Function,
         current: &Current,
         id: &str,
+        provisioned: bool,
     ) -> EnvironmentSpec {
         let spec = &current.deployment.spec;
         let argv = match (spec.family(), &self.config.python, &self.config.node) {
@@ -202,7 +211,15 @@ impl Inner {
                 "AWS_LAMBDA_LOG_STREAM_NAME".into(),
                 format!("{date}/[{}]{id}", function.version),
             ),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+            (
+                "AWS_LAMBDA_INITIALIZATION_TYPE".into(),
+                if provisioned {
+                    "provisioned-concurrency"
+                } else {
+                    "on-demand"
+                }
+                .into(),
+            ),
             ("AWS_REGION".into(), self.config.region.clone()),
             ("AWS_DEFAULT_REGION".into(), self.config.region.clone()),
             (
@@ -246,7 +263,7 @@ impl Inner {
         request: InvokeRequest,
         busy: Busy<'_>,
     ) -> Result<InvokeResult, DispatchError> {
-        let started = self.start_env(function, current).await;
+        let started = self.start_env(function, current, false).await;
         let (env, init) = started?;
         self.metrics.cold_start(&function.name);
         match init {
@@ -433,6 +450,10 @@ impl Inner {
 
         self.metrics
             .invoked(&function.name, duration, init, error_kind);
+        if function.provisioned.target() > 0 {
+            self.metrics
+                .provisioned_call(&function.name, env.provisioned.is_some());
+        }
         if keep {
             self.release(function, env, busy);
         } else {
@@ -451,7 +472,7 @@ impl Inner {
     }
 
     /// Whether `env` still belongs to its function's current deployment.
-    fn still_current(&self, function: &Function, env: &Env) -> bool {
+    pub(crate) fn still_current(&self, function: &Function, env: &Env) -> bool {
         let current = Arc::clone(&function.current.read().expect("current lock"));
         let still_deployed = self
             .functions
@@ -476,12 +497,18 @@ impl Inner {
             env.freeze();
         }
         let policy = self.keep_alive(spec);
+        let p = &function.provisioned;
+        if env.provisioned.is_some() && p.allocated() > p.target() {
+            // The configuration shrank while it ran: it stays as an on-demand environment.
+            env.provisioned = None;
+        }
         let released = {
             let mut pool = function.pool.lock().expect("pool lock");
             let now = Instant::now();
             pool.finish(now);
             busy.done = true;
-            pool.put_idle(env, false, &policy, now)
+            let provisioned = env.provisioned.is_some();
+            pool.put_idle(env, provisioned, &policy, now)
         };
         function.released.notify_waiters();
         self.destroy_all(released);

@@ -22,6 +22,7 @@ mod invoke;
 pub mod logs;
 mod metrics;
 mod output;
+mod provisioned;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +41,7 @@ use ember_sandbox::{Backend, SandboxError};
 
 use environment::Env;
 pub use logs::LogSink;
+pub use provisioned::{ProvisionedState, ProvisionedStatus};
 
 /// Settings of the dispatcher.
 #[derive(Debug, Clone)]
@@ -196,6 +198,7 @@ struct Function {
     released: tokio::sync::Notify,
     /// Environments being started.
     initializing: AtomicU32,
+    provisioned: provisioned::Provisioned,
 }
 
 struct Current {
@@ -361,6 +364,7 @@ impl Dispatcher {
                 drop(functions);
                 *function.current.write().expect("current lock") = current;
                 self.inner.destroy_all(function.take_idle());
+                self.inner.reconcile_provisioned(&function);
             }
             Entry::Vacant(entry) => {
                 let key = Arc::from(entry.key().as_str());
@@ -372,6 +376,7 @@ impl Dispatcher {
                     pool: Mutex::new(Pool::default()),
                     released: tokio::sync::Notify::new(),
                     initializing: AtomicU32::new(0),
+                    provisioned: provisioned::Provisioned::default(),
                 }));
             }
         }
@@ -425,6 +430,33 @@ impl Dispatcher {
             .config
             .admission
             .unreserved_limit(self.inner.concurrency.reserved_total())
+    }
+
+    /// Sets how many environments of a published version are kept initialized ahead of
+    /// traffic (0 removes them); they are started in the background.
+    pub fn provision(&self, name: &str, version: u32, n: u32) -> Result<(), DispatchError> {
+        let key = pool_key(name, Some(version));
+        let function = self
+            .inner
+            .functions
+            .read()
+            .expect("functions lock")
+            .get(&key)
+            .cloned()
+            .ok_or(DispatchError::FunctionNotFound(key))?;
+        function.provisioned.set_target(n);
+        self.inner.reconcile_provisioned(&function);
+        Ok(())
+    }
+
+    /// A published version's provisioned concurrency now.
+    pub fn provisioned(&self, name: &str, version: u32) -> Option<ProvisionedState> {
+        self.inner
+            .functions
+            .read()
+            .expect("functions lock")
+            .get(&pool_key(name, Some(version)))
+            .map(|f| f.provisioned.state())
     }
 
     /// Removes one published version.
@@ -500,6 +532,7 @@ impl Dispatcher {
             now.idle += counts.idle - counts.provisioned_idle;
             now.busy += counts.busy;
             now.provisioned += counts.provisioned_idle;
+            now.provisioned_allocated += f.provisioned.allocated();
         }
         let now: Vec<_> = by_name.into_values().collect();
         self.inner.metrics.encode(&now)
@@ -685,6 +718,7 @@ impl Inner {
                 (expired, pool.prewarm_due(now))
             };
             self.destroy_all(expired);
+            self.reconcile_provisioned(&function);
             if let Some(keep_for) = prewarm {
                 let inner = Arc::clone(self);
                 tokio::spawn(async move { inner.prewarm(&function, keep_for).await });

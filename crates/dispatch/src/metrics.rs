@@ -6,6 +6,7 @@
 //! the pools when scraped, so they cannot drift from the truth.
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use ember_policy::Throttle;
@@ -77,8 +78,12 @@ pub(crate) struct Metrics {
     cold_starts: Family<FunctionLabel, Counter>,
     prewarms: Family<FunctionLabel, Counter>,
     scale_up_waits: Family<FunctionLabel, Counter>,
+    provisioned_invocations: Family<FunctionLabel, Counter>,
+    spillovers: Family<FunctionLabel, Counter>,
     concurrent: Family<FunctionLabel, Gauge>,
     environments: Family<EnvLabels, Gauge>,
+    provisioned: Family<FunctionLabel, Gauge>,
+    utilization: Family<FunctionLabel, Gauge<f64, AtomicU64>>,
 }
 
 /// Invocation durations: 0.5 ms to about 4 minutes, doubling.
@@ -103,8 +108,12 @@ impl Default for Metrics {
             cold_starts: Family::default(),
             prewarms: Family::default(),
             scale_up_waits: Family::default(),
+            provisioned_invocations: Family::default(),
+            spillovers: Family::default(),
             concurrent: Family::default(),
             environments: Family::default(),
+            provisioned: Family::default(),
+            utilization: Family::default(),
         };
         {
             let mut r = metrics.registry.lock().expect("metrics lock");
@@ -147,6 +156,26 @@ impl Default for Metrics {
                 "ember_scale_up_waits",
                 "Calls that waited on the scale-up pace for an environment",
                 metrics.scale_up_waits.clone(),
+            );
+            r.register(
+                "ember_provisioned_invocations",
+                "Invocations that ran on a provisioned environment",
+                metrics.provisioned_invocations.clone(),
+            );
+            r.register(
+                "ember_provisioned_spillover_invocations",
+                "Invocations of a version with provisioned concurrency that ran on an on-demand environment",
+                metrics.spillovers.clone(),
+            );
+            r.register(
+                "ember_provisioned_concurrency",
+                "Provisioned environments initialized now (idle or busy)",
+                metrics.provisioned.clone(),
+            );
+            r.register(
+                "ember_provisioned_utilization",
+                "Share of the provisioned environments that are busy now (0-1)",
+                metrics.utilization.clone(),
             );
             r.register(
                 "ember_concurrent_executions",
@@ -210,6 +239,24 @@ impl Metrics {
             .observe(init.as_secs_f64());
     }
 
+    /// A provisioned environment finished its init.
+    pub fn provisioned(&self, function: &str, init: Duration) {
+        self.init_duration
+            .get_or_create(&label(function))
+            .observe(init.as_secs_f64());
+    }
+
+    /// A call to a version with provisioned concurrency ran, on a provisioned environment
+    /// or spilled over to an on-demand one.
+    pub fn provisioned_call(&self, function: &str, on_provisioned: bool) {
+        let family = if on_provisioned {
+            &self.provisioned_invocations
+        } else {
+            &self.spillovers
+        };
+        family.get_or_create(&label(function)).inc();
+    }
+
     pub fn scale_up_wait(&self, function: &str) {
         self.scale_up_waits.get_or_create(&label(function)).inc();
     }
@@ -227,7 +274,19 @@ impl Metrics {
     pub fn encode(&self, now: &[FunctionNow]) -> String {
         self.concurrent.clear();
         self.environments.clear();
+        self.provisioned.clear();
+        self.utilization.clear();
         for f in now {
+            if f.provisioned_allocated > 0 {
+                let l = label(&f.function);
+                self.provisioned
+                    .get_or_create(&l)
+                    .set(i64::from(f.provisioned_allocated));
+                let busy = f.provisioned_allocated.saturating_sub(f.provisioned);
+                self.utilization
+                    .get_or_create(&l)
+                    .set(f64::from(busy) / f64::from(f.provisioned_allocated));
+            }
             self.concurrent
                 .get_or_create(&label(&f.function))
                 .set(i64::from(f.concurrent));
@@ -265,4 +324,6 @@ pub(crate) struct FunctionNow {
     pub busy: u32,
     /// Idle provisioned environments.
     pub provisioned: u32,
+    /// Initialized provisioned environments, idle or busy.
+    pub provisioned_allocated: u32,
 }

@@ -109,6 +109,13 @@ const MIGRATIONS: &[&str] = &[
         function TEXT PRIMARY KEY REFERENCES functions(name) ON DELETE CASCADE,
         reserved INTEGER NOT NULL
      );",
+    "CREATE TABLE provisioned_concurrency (
+        function      TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier     TEXT NOT NULL,
+        requested     INTEGER NOT NULL,
+        last_modified TEXT NOT NULL,
+        PRIMARY KEY (function, qualifier)
+     );",
 ];
 
 impl Store {
@@ -507,6 +514,15 @@ pub struct StoredKey {
     pub created: String,
 }
 
+/// A provisioned concurrency configuration, on a version number or an alias name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedRecord {
+    pub function: String,
+    pub qualifier: String,
+    pub requested: u32,
+    pub last_modified: String,
+}
+
 impl Store {
     /// Sets (`Some`) or removes (`None`) a function's reserved concurrency.
     pub fn set_reserved_concurrency(
@@ -527,6 +543,54 @@ impl Store {
             )?,
         };
         Ok(())
+    }
+
+    /// Creates or replaces the provisioned concurrency of a version or alias.
+    pub fn put_provisioned(&self, config: &ProvisionedRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO provisioned_concurrency (function, qualifier, requested, last_modified)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(function, qualifier) DO UPDATE
+             SET requested = excluded.requested, last_modified = excluded.last_modified",
+            rusqlite::params![
+                config.function,
+                config.qualifier,
+                config.requested,
+                config.last_modified
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Removes the provisioned concurrency of a version or alias; whether there was one.
+    pub fn delete_provisioned(&self, function: &str, qualifier: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "DELETE FROM provisioned_concurrency WHERE function = ?1 AND qualifier = ?2",
+            [function, qualifier],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The provisioned concurrency configurations of `function`, or of every function
+    /// for `None`.
+    pub fn list_provisioned(
+        &self,
+        function: Option<&str>,
+    ) -> Result<Vec<ProvisionedRecord>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT function, qualifier, requested, last_modified FROM provisioned_concurrency
+             WHERE ?1 IS NULL OR function = ?1 ORDER BY function, qualifier",
+        )?;
+        let rows = statement.query_map([function], |row| {
+            Ok(ProvisionedRecord {
+                function: row.get(0)?,
+                qualifier: row.get(1)?,
+                requested: row.get(2)?,
+                last_modified: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every function's reserved concurrency.

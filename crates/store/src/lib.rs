@@ -12,5 +12,7 @@ pub mod secrets;
 
 pub use archive::ArchiveError;
 pub use artifacts::{Artifact, Artifacts};
-pub use db::{AliasRecord, FunctionRecord, LayerRecord, Store, StoreError, StoredKey};
+pub use db::{
+    AliasRecord, FunctionRecord, LayerRecord, ProvisionedRecord, Store, StoreError, StoredKey,
+};
 pub use secrets::{SecretBox, SecretError};

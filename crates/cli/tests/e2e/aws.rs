@@ -262,6 +262,13 @@ async fn boto3_versions_aliases_and_weighted_routing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn boto3_provisioned_concurrency_is_ready_before_traffic_and_spills_over() {
+    require_aws_tools!();
+    let server = Server::start(&[]);
+    boto3(&server, "provisioned_concurrency");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn boto3_layers_are_laid_over_opt_in_order() {
     require_aws_tools!();
     let server = Server::start(&[]);

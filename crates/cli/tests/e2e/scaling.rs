@@ -588,3 +588,150 @@ async fn the_adaptive_policy_learns_a_period_and_prewarms_ahead_of_it() {
         ) >= 3.0
     );
 }
+
+async fn put_provisioned(api: &Api, name: &str, qualifier: &str, n: i64) -> Response {
+    api.request(
+        Method::PUT,
+        &format!("/2019-09-30/functions/{name}/provisioned-concurrency?Qualifier={qualifier}"),
+        &[],
+        Bytes::from(json!({ "ProvisionedConcurrentExecutions": n }).to_string()),
+    )
+    .await
+}
+
+/// Polls a provisioned concurrency configuration until its status is `status`.
+async fn wait_provisioned(api: &Api, name: &str, qualifier: &str, status: &str) -> Value {
+    let path =
+        format!("/2019-09-30/functions/{name}/provisioned-concurrency?Qualifier={qualifier}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let config = api.get(&path).await.json();
+        if config["Status"] == status || tokio::time::Instant::now() > deadline {
+            return config;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn publish(api: &Api, name: &str) -> String {
+    let r = api
+        .request(
+            Method::POST,
+            &format!("/2015-03-31/functions/{name}/versions"),
+            &[],
+            Bytes::from_static(b"{}"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["Version"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provisioned_concurrency_is_kept_counted_limited_and_restored_after_a_restart() {
+    require_sandbox!();
+    if let Some(why) = parser_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let mut server = Server::start_in(&data, &["--keep-alive", "1s"]);
+    let api = server.api();
+    api.create_kitchen("warm", json!({ "Timeout": 10 })).await;
+    let version = publish(&api, "warm").await;
+
+    // Within the reserved concurrency only.
+    assert_eq!(put_concurrency(&api, "warm", 2).await.status, 200);
+    let over = put_provisioned(&api, "warm", &version, 3).await;
+    assert_eq!(over.status, 400, "{}", over.text());
+    assert!(
+        over.text().contains("reserved concurrency of 2"),
+        "{}",
+        over.text()
+    );
+    let r = put_provisioned(&api, "warm", &version, 2).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let ready = wait_provisioned(&api, "warm", &version, "READY").await;
+    assert_eq!(
+        ready["AllocatedProvisionedConcurrentExecutions"], 2,
+        "{ready}"
+    );
+
+    // Never reclaimed: well past the 1 s keep-alive, both are still there.
+    let invoked = api.invoke(&format!("warm:{version}"), json!({})).await;
+    assert_eq!(
+        invoked.json()["initialization_type"],
+        "provisioned-concurrency"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(api.environments("warm").await, (2, 0));
+    let samples = scrape(&api).await;
+    let warm = [("function", "warm")];
+    assert_eq!(
+        sample(&samples, "ember_provisioned_concurrency", &warm),
+        2.0
+    );
+    assert_eq!(
+        sample(&samples, "ember_provisioned_utilization", &warm),
+        0.0
+    );
+    assert_eq!(
+        sample(&samples, "ember_provisioned_invocations_total", &warm),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "ember_environments",
+            &[("function", "warm"), ("state", "provisioned")]
+        ),
+        2.0
+    );
+
+    // Shrinking destroys the idle surplus.
+    assert_eq!(put_provisioned(&api, "warm", &version, 1).await.status, 202);
+    let counts = api
+        .wait_environments("warm", Duration::from_secs(10), |(idle, _)| idle == 1)
+        .await;
+    assert_eq!(counts, (1, 0));
+
+    // After a restart the configuration is back and its environment starts before any call.
+    server.stop();
+    let server = Server::start_in(&data, &["--keep-alive", "1s"]);
+    let api = server.api();
+    let ready = wait_provisioned(&api, "warm", &version, "READY").await;
+    assert_eq!(
+        ready["RequestedProvisionedConcurrentExecutions"], 1,
+        "{ready}"
+    );
+    assert_eq!(
+        ready["AllocatedProvisionedConcurrentExecutions"], 1,
+        "{ready}"
+    );
+    let r = api.invoke_tail(&format!("warm:{version}"), json!({})).await;
+    assert!(!r.log_tail().contains("Init Duration"), "{}", r.log_tail());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provisioned_concurrency_that_cannot_initialize_is_failed_with_the_reason() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("broken", json!({ "Handler": "missing.handler" }))
+        .await;
+    let version = publish(&api, "broken").await;
+    assert_eq!(
+        put_provisioned(&api, "broken", &version, 1).await.status,
+        202
+    );
+    let failed = wait_provisioned(&api, "broken", &version, "FAILED").await;
+    assert_eq!(failed["Status"], "FAILED", "{failed}");
+    assert_eq!(failed["AllocatedProvisionedConcurrentExecutions"], 0);
+    let reason = failed["StatusReason"].as_str().unwrap();
+    assert!(
+        reason.contains("FUNCTION_ERROR_INIT_FAILURE")
+            && reason.contains("Runtime.ImportModuleError"),
+        "{reason}"
+    );
+    assert_eq!(api.environments("broken").await, (0, 0));
+}
