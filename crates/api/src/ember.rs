@@ -45,6 +45,84 @@ pub async fn environments(
     Ok(Json(serde_json::json!({ "Idle": stats.idle, "Busy": stats.busy })).into_response())
 }
 
+/// `GET /ember/v1/stats?Function=NAME`: per function, counters since the server started,
+/// environments by state now, and peak concurrency per 10-second slot over the last 15
+/// minutes (the last slot is the one in progress).
+pub async fn stats(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let function = query.get("Function");
+    if let Some(name) = function {
+        require_function(&state, name)?;
+    }
+    let stats = state
+        .registry
+        .dispatcher()
+        .function_stats(function.map(String::as_str));
+    Ok(Json(serde_json::json!({
+        "SlotSeconds": ember_dispatch::STATS_SLOT.as_secs(),
+        "Functions": stats,
+    }))
+    .into_response())
+}
+
+/// `GET /ember/v1/usage?Function=NAME&Days=N`: requests, billed duration, GB-seconds and
+/// their cost per function, version and UTC day, over the last `Days` days (default 30,
+/// today included), with the totals and the price table used.
+pub async fn usage(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let days: u64 = match query.get("Days") {
+        Some(d) => d
+            .parse()
+            .ok()
+            .filter(|d| (1..=3660).contains(d))
+            .ok_or_else(|| {
+                ApiError::InvalidParameter(format!(
+                    "Days must be a number from 1 to 3660 (got {d:?})"
+                ))
+            })?,
+        None => 30,
+    };
+    let function = query.get("Function").cloned();
+    let since = ember_core::time::utc_day(
+        std::time::SystemTime::now() - std::time::Duration::from_secs((days - 1) * 86_400),
+    );
+    let prices = *state.registry.prices();
+    let rows = crate::functions::blocking(&state.registry, {
+        let since = since.clone();
+        move |r| {
+            if let Some(name) = &function {
+                r.get(name, None)?;
+            }
+            r.billed_usage(function.as_deref(), &since)
+        }
+    })
+    .await?;
+    let mut total = ember_core::usage::Usage::default();
+    let rows: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|row| {
+            total.add(&row.usage);
+            let cost = row.usage.cost(&prices);
+            let mut value = serde_json::to_value(&row).unwrap_or_default();
+            value["Cost"] = cost.into();
+            value
+        })
+        .collect();
+    let mut total_value = serde_json::to_value(&total).unwrap_or_default();
+    total_value["Cost"] = total.cost(&prices).into();
+    Ok(Json(serde_json::json!({
+        "Since": since,
+        "Prices": prices,
+        "Usage": rows,
+        "Total": total_value,
+    }))
+    .into_response())
+}
+
 /// `GET /ember/v1/functions/{name}/code`: the package as uploaded.
 pub async fn code(
     State(state): State<AppState>,

@@ -113,6 +113,8 @@ pub fn router(state: AppState) -> Router {
             "/functions/{name}/settings",
             get(ember::get_settings).put(ember::put_settings),
         )
+        .route("/usage", get(ember::usage))
+        .route("/stats", get(ember::stats))
         .route("/artifacts/{file}", get(ember::artifact));
     Router::new()
         .nest("/2015-03-31", lambda)

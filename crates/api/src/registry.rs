@@ -17,6 +17,7 @@ use ember_core::arn::{
     Qualifier, layer_arn, parse_layer_version_arn, validate_alias_name, validate_layer_name,
 };
 use ember_core::function::validate_name;
+use ember_core::usage::{DayUsage, Prices};
 use ember_core::{FunctionSpec, FunctionUpdate, RuntimeFamily};
 use ember_dispatch::{AliasRoute, Deployment, Dispatcher, ProvisionedState};
 use ember_store::archive::has_executable_bootstrap;
@@ -30,6 +31,7 @@ pub struct Registry {
     store: std::sync::Arc<Store>,
     artifacts: Artifacts,
     dispatcher: Dispatcher,
+    prices: Prices,
     changes: Mutex<()>,
 }
 
@@ -48,11 +50,13 @@ impl Registry {
         store: std::sync::Arc<Store>,
         artifacts: Artifacts,
         dispatcher: Dispatcher,
+        prices: Prices,
     ) -> Result<Registry, ApiError> {
         let registry = Registry {
             store,
             artifacts,
             dispatcher,
+            prices,
             changes: Mutex::new(()),
         };
         for record in registry.store.list()? {
@@ -75,6 +79,32 @@ impl Registry {
 
     pub fn dispatcher(&self) -> &Dispatcher {
         &self.dispatcher
+    }
+
+    pub fn prices(&self) -> &Prices {
+        &self.prices
+    }
+
+    /// Moves the usage the dispatcher recorded into the store. What cannot be stored is
+    /// logged and dropped: usage never blocks invocations.
+    pub fn flush_usage(&self) {
+        let usage = self.dispatcher.take_usage();
+        if usage.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.add_usage(&usage) {
+            tracing::error!(error = %e, records = usage.len(), "could not store usage");
+        }
+    }
+
+    /// Usage from day `since` (`YYYY-MM-DD`) on, of one function or all, up to this moment.
+    pub fn billed_usage(
+        &self,
+        function: Option<&str>,
+        since: &str,
+    ) -> Result<Vec<DayUsage>, ApiError> {
+        self.flush_usage();
+        Ok(self.store.usage(function, since)?)
     }
 
     pub fn artifacts(&self) -> &Artifacts {

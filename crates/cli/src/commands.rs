@@ -311,10 +311,19 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
         "TIMEOUT",
         "LAST MODIFIED",
     ];
-    let widths: Vec<usize> = (0..header.len())
+    print_table(&header, rows)?;
+    Ok(())
+}
+
+/// Prints rows under a header, in columns as wide as their widest cell.
+pub fn print_table<const N: usize>(
+    header: &[&str; N],
+    rows: Vec<[String; N]>,
+) -> std::io::Result<()> {
+    let widths: Vec<usize> = (0..N)
         .map(|i| {
             rows.iter()
-                .map(|r| r[i].len())
+                .map(|r| r[i].chars().count())
                 .chain([header[i].len()])
                 .max()
                 .unwrap_or(0)

@@ -13,6 +13,7 @@ mod bench;
 mod client;
 mod commands;
 mod echo_runtime;
+mod observe;
 mod package;
 mod server;
 mod sim;
@@ -65,6 +66,10 @@ enum Command {
     Logs(commands::LogsArgs),
     /// Manage the access keys requests are signed with.
     Keys(commands::KeysArgs),
+    /// Show invocations, errors, throttles, environments and recent concurrency per function.
+    Stats(observe::StatsArgs),
+    /// Show usage (requests, billed duration, GB-seconds) and its cost per function and day.
+    Usage(observe::UsageArgs),
     /// Measure warm and cold invocation latency against baselines, in one run.
     Bench(bench::BenchArgs),
     /// Replay a call trace through the scheduling policies: cold starts, throttles, memory.
@@ -120,6 +125,8 @@ fn main() -> ExitCode {
             Command::Rm(args) => commands::rm(args).await,
             Command::Logs(args) => commands::logs(args).await,
             Command::Keys(args) => commands::keys(args).await,
+            Command::Stats(args) => observe::stats(args).await,
+            Command::Usage(args) => observe::usage(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::EchoServer => bench::echo_server().await,
             Command::SandboxInit | Command::EchoRuntime | Command::Sim(_) => {

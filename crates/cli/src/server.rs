@@ -10,6 +10,7 @@ use axum::serve::ListenerExt;
 use ember_api::auth::KeyRing;
 use ember_api::{AppState, Registry};
 use ember_core::Isolation;
+use ember_core::usage::Prices;
 use ember_dispatch::{Backends, DispatchConfig, Dispatcher, LogSink};
 use ember_policy::{Adaptive, Admission, KeepAlive, ScalePacing};
 use ember_sandbox_oci::{OciBackend, OciConfig, OciRuntime};
@@ -60,6 +61,18 @@ pub struct ServerArgs {
     /// before it gets 429.
     #[arg(long, env = "EMBER_SCALE_WAIT", default_value = "1s", value_parser = ember_core::duration::parse)]
     scale_wait: Duration,
+    /// Price per million requests, in dollars, for `ember usage` (default: Lambda's).
+    #[arg(long, env = "EMBER_PRICE_REQUESTS", default_value_t = Prices::default().per_million_requests)]
+    price_requests: f64,
+    /// Price per GB-second of on-demand duration.
+    #[arg(long, env = "EMBER_PRICE_GB_SECOND", default_value_t = Prices::default().per_gb_second)]
+    price_gb_second: f64,
+    /// Price per GB-second that provisioned environments are configured.
+    #[arg(long, env = "EMBER_PRICE_PROVISIONED_GB_SECOND", default_value_t = Prices::default().provisioned_per_gb_second)]
+    price_provisioned_gb_second: f64,
+    /// Price per GB-second of duration on provisioned environments.
+    #[arg(long, env = "EMBER_PRICE_PROVISIONED_DURATION_GB_SECOND", default_value_t = Prices::default().provisioned_duration_per_gb_second)]
+    price_provisioned_duration_gb_second: f64,
     /// Region reported in ARNs.
     #[arg(long, env = "EMBER_REGION", default_value = "us-east-1")]
     region: String,
@@ -213,10 +226,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
-    let registry =
-        Registry::load(store, artifacts, dispatcher.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let prices = Prices {
+        per_million_requests: args.price_requests,
+        per_gb_second: args.price_gb_second,
+        provisioned_per_gb_second: args.price_provisioned_gb_second,
+        provisioned_duration_per_gb_second: args.price_provisioned_duration_gb_second,
+    };
+    let registry = Arc::new(
+        Registry::load(store, artifacts, dispatcher.clone(), prices)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    tokio::spawn(flush_usage(Arc::downgrade(&registry)));
     let app = ember_api::router(AppState {
-        registry: Arc::new(registry),
+        registry: Arc::clone(&registry),
         keys: Arc::new(keys),
     });
 
@@ -244,10 +266,24 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .context("the server failed")?;
     tracing::info!("shutting down: stopping environments");
     dispatcher.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || registry.flush_usage()).await;
     if let Some(egress) = egress {
         egress.stop();
     }
     Ok(())
+}
+
+/// How often recorded usage moves to the store: what a crash of the server can lose.
+const USAGE_FLUSH: Duration = Duration::from_secs(5);
+
+async fn flush_usage(registry: std::sync::Weak<Registry>) {
+    loop {
+        tokio::time::sleep(USAGE_FLUSH).await;
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        let _ = tokio::task::spawn_blocking(move || registry.flush_usage()).await;
+    }
 }
 
 fn lock_data_dir(data: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {

@@ -6,6 +6,7 @@
 //! - [`scaling`]: a function's own keep-alive choice.
 //! - [`limits`]: every platform limit in one place, with the reason for its value.
 //! - [`report`]: the `START` / `END` / `REPORT` log lines of one invocation.
+//! - [`usage`]: billed usage per function version and day, and the price table.
 //!
 //! Everything here is plain data plus validation; the store, the sandbox and the API build
 //! on these types and never re-implement their rules.
@@ -19,6 +20,7 @@ pub mod report;
 pub mod runtime;
 pub mod scaling;
 pub mod time;
+pub mod usage;
 
 pub use function::{FunctionSpec, FunctionUpdate, ValidationError};
 pub use isolation::{Isolation, Network};

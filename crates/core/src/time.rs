@@ -36,6 +36,12 @@ pub fn log_stream_date(t: SystemTime) -> String {
     format!("{y:04}/{mo:02}/{d:02}")
 }
 
+/// `2019-08-14`: the UTC day usage is aggregated by.
+pub fn utc_day(t: SystemTime) -> String {
+    let (y, mo, d, _, _) = civil(t);
+    format!("{y:04}-{mo:02}-{d:02}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +52,7 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_565_821_571_234);
         assert_eq!(lambda_timestamp(t), "2019-08-14T22:26:11.234+0000");
         assert_eq!(log_stream_date(t), "2019/08/14");
+        assert_eq!(utc_day(t), "2019-08-14");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(log_stream_date(leap), "2000/02/29");
     }

@@ -25,6 +25,9 @@ struct State {
     in_flight: HashMap<Arc<str>, u32>,
     unreserved_in_flight: u32,
     buckets: HashMap<String, Bucket>,
+    /// The most invocations of each function running at once since the last
+    /// [`Concurrency::take_peaks`].
+    peaks: HashMap<Arc<str>, u32>,
 }
 
 /// One admitted invocation's share of the concurrency; released on drop.
@@ -66,10 +69,20 @@ impl Concurrency {
             reserved_total: state.reserved_total,
         };
         policy.admit(load)?;
-        match state.in_flight.get_mut(function) {
-            Some(n) => *n += 1,
+        let n = match state.in_flight.get_mut(function) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
             None => {
                 state.in_flight.insert(Arc::clone(function), 1);
+                1
+            }
+        };
+        match state.peaks.get_mut(function) {
+            Some(peak) => *peak = (*peak).max(n),
+            None => {
+                state.peaks.insert(Arc::clone(function), n);
             }
         }
         let unreserved = reserved.is_none();
@@ -127,6 +140,18 @@ impl Concurrency {
         self.lock().in_flight.get(function).copied().unwrap_or(0)
     }
 
+    /// The most invocations of `function` running at once since the last `take_peaks`.
+    pub fn peak(&self, function: &str) -> u32 {
+        self.lock().peaks.get(function).copied().unwrap_or(0)
+    }
+
+    /// Every function's peak since the last call; the next period starts from what runs now.
+    pub fn take_peaks(&self) -> HashMap<Arc<str>, u32> {
+        let mut state = self.lock();
+        let running = state.in_flight.clone();
+        std::mem::replace(&mut state.peaks, running)
+    }
+
     /// Forgets a deleted function.
     pub fn forget(&self, function: &str) {
         let mut state = self.lock();
@@ -173,6 +198,22 @@ mod tests {
         assert!(concurrency.admit(&policy, &name("f")).is_err());
         drop(a);
         assert!(concurrency.admit(&policy, &name("f")).is_ok());
+    }
+
+    #[test]
+    fn peaks_remember_the_most_at_once_until_taken() {
+        let policy = Admission::default();
+        let concurrency = Concurrency::default();
+        let a = concurrency.admit(&policy, &name("f")).unwrap();
+        let b = concurrency.admit(&policy, &name("f")).unwrap();
+        drop(a);
+        assert_eq!(concurrency.peak("f"), 2);
+        assert_eq!(concurrency.take_peaks()[&name("f")], 2);
+        // The next period starts with the one still running.
+        assert_eq!(concurrency.peak("f"), 1);
+        drop(b);
+        assert_eq!(concurrency.take_peaks()[&name("f")], 1);
+        assert_eq!(concurrency.peak("f"), 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use ember_core::RuntimeFamily;
 use ember_core::limits::LOG_TAIL_BYTES;
 use ember_core::report::{self, Report};
+use ember_core::usage::Usage;
 use ember_policy::Throttle;
 use ember_sandbox::{EnvironmentSpec, ExitStatus};
 
@@ -327,18 +328,21 @@ impl Inner {
         log.extend_from_slice(status_line.as_bytes());
         log.extend_from_slice(report::start_line(request_id, &function.version).as_bytes());
         log.extend_from_slice(report::end_line(request_id).as_bytes());
-        log.extend_from_slice(
-            report::report_line(&Report {
-                request_id: request_id.to_owned(),
-                duration_ms: 0.0,
-                memory_mb: current.deployment.spec.memory_mb,
-                max_memory_used_mb: 0,
-                init_duration_ms: None,
-            })
-            .as_bytes(),
-        );
+        let report = Report {
+            request_id: request_id.to_owned(),
+            duration_ms: 0.0,
+            memory_mb: current.deployment.spec.memory_mb,
+            max_memory_used_mb: 0,
+            init_duration_ms: None,
+        };
+        log.extend_from_slice(report::report_line(&report).as_bytes());
         self.metrics
             .invoked(&function.name, Duration::ZERO, None, Some(ErrorKind::init));
+        self.meter.add(
+            &function.name,
+            &function.version,
+            &Usage::invocation(report.billed_ms(), report.memory_mb, false),
+        );
         let platform = Bytes::from(log[printed.len()..].to_vec());
         self.logs.write_platform(&function.name, platform);
         InvokeResult {
@@ -432,13 +436,14 @@ impl Inner {
         let mut lines = before_end;
         lines.push_str(&report::end_line(request_id));
         lines.push_str(&before_report);
-        lines.push_str(&report::report_line(&Report {
+        let report = Report {
             request_id: request_id.to_owned(),
             duration_ms: duration.as_secs_f64() * 1000.0,
             memory_mb: spec.memory_mb,
             max_memory_used_mb: env.max_memory_used_mb(),
             init_duration_ms: init.map(|d| d.as_secs_f64() * 1000.0),
-        }));
+        };
+        lines.push_str(&report::report_line(&report));
         let log_tail = request.tail_log.then(|| {
             let mut all = Vec::with_capacity(start_line.len() + printed.len() + lines.len());
             all.extend_from_slice(start_line.as_bytes());
@@ -450,6 +455,15 @@ impl Inner {
 
         self.metrics
             .invoked(&function.name, duration, init, error_kind);
+        self.meter.add(
+            &function.name,
+            &function.version,
+            &Usage::invocation(
+                report.billed_ms(),
+                spec.memory_mb,
+                env.provisioned.is_some(),
+            ),
+        );
         if function.provisioned.target() > 0 {
             self.metrics
                 .provisioned_call(&function.name, env.provisioned.is_some());

@@ -23,6 +23,8 @@ pub mod logs;
 mod metrics;
 mod output;
 mod provisioned;
+mod stats;
+mod usage;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +44,7 @@ use ember_sandbox::{Backend, SandboxError};
 use environment::Env;
 pub use logs::LogSink;
 pub use provisioned::{ProvisionedState, ProvisionedStatus};
+pub use stats::{Environments, FunctionStats, SLOT as STATS_SLOT};
 
 /// Settings of the dispatcher.
 #[derive(Debug, Clone)]
@@ -297,6 +300,8 @@ struct Inner {
     functions: RwLock<HashMap<String, Arc<Function>>>,
     concurrency: admission::Concurrency,
     metrics: metrics::Metrics,
+    meter: usage::Meter,
+    history: stats::History,
     generations: AtomicU64,
     logs: LogSink,
     /// Aliases by `function:alias`.
@@ -320,6 +325,8 @@ impl Dispatcher {
             functions: RwLock::new(HashMap::new()),
             concurrency: admission::Concurrency::default(),
             metrics: metrics::Metrics::default(),
+            meter: usage::Meter::default(),
+            history: stats::History::default(),
             generations: AtomicU64::new(0),
             logs,
             aliases: RwLock::new(HashMap::new()),
@@ -507,8 +514,8 @@ impl Dispatcher {
         }))
     }
 
-    /// Every metric, as OpenMetrics text.
-    pub fn metrics_text(&self) -> String {
+    /// What exists now, per function name (its versions' pools summed).
+    fn now_by_name(&self) -> BTreeMap<Arc<str>, metrics::FunctionNow> {
         let functions: Vec<_> = self
             .inner
             .functions
@@ -517,12 +524,11 @@ impl Dispatcher {
             .values()
             .cloned()
             .collect();
-        // A function's gauges sum over all its versions' pools.
-        let mut by_name: BTreeMap<&str, metrics::FunctionNow> = BTreeMap::new();
+        let mut by_name: BTreeMap<Arc<str>, metrics::FunctionNow> = BTreeMap::new();
         for f in &functions {
             let counts = f.pool.lock().expect("pool lock").counts();
             let now = by_name
-                .entry(&f.name)
+                .entry(Arc::clone(&f.name))
                 .or_insert_with(|| metrics::FunctionNow {
                     function: f.name.to_string(),
                     concurrent: self.inner.concurrency.in_flight(&f.name),
@@ -534,8 +540,46 @@ impl Dispatcher {
             now.provisioned += counts.provisioned_idle;
             now.provisioned_allocated += f.provisioned.allocated();
         }
-        let now: Vec<_> = by_name.into_values().collect();
+        by_name
+    }
+
+    /// Every metric, as OpenMetrics text.
+    pub fn metrics_text(&self) -> String {
+        let now: Vec<_> = self.now_by_name().into_values().collect();
         self.inner.metrics.encode(&now)
+    }
+
+    /// The figures of one function (`Some`) or of all, for a person to read.
+    pub fn function_stats(&self, only: Option<&str>) -> Vec<FunctionStats> {
+        let inner = &self.inner;
+        self.now_by_name()
+            .into_iter()
+            .filter(|(name, _)| only.is_none_or(|o| o == name.as_ref()))
+            .map(|(name, now)| {
+                let mut stats = FunctionStats {
+                    function: now.function,
+                    concurrent_executions: now.concurrent,
+                    environments: Environments {
+                        initializing: now.initializing,
+                        idle: now.idle,
+                        busy: now.busy,
+                        provisioned: now.provisioned,
+                    },
+                    reserved_concurrency: inner.concurrency.reserved(&name),
+                    provisioned_concurrency: now.provisioned_allocated,
+                    concurrency: inner.history.of(&name, inner.concurrency.peak(&name)),
+                    ..Default::default()
+                };
+                inner.metrics.totals(&mut stats);
+                stats
+            })
+            .collect()
+    }
+
+    /// Takes the usage recorded since the last call (per function version and day), for
+    /// the control plane to store.
+    pub fn take_usage(&self) -> Vec<ember_core::usage::DayUsage> {
+        self.inner.meter.take()
     }
 
     /// Destroys every idle environment, then lets the backend release what it holds; used
@@ -711,6 +755,8 @@ impl Inner {
             .values()
             .cloned()
             .collect();
+        self.history
+            .tick(now, &self.concurrency, functions.iter().map(|f| &f.name));
         for function in functions {
             let (expired, prewarm) = {
                 let mut pool = function.pool.lock().expect("pool lock");
@@ -719,6 +765,21 @@ impl Inner {
             };
             self.destroy_all(expired);
             self.reconcile_provisioned(&function);
+            let memory_mb = function
+                .current
+                .read()
+                .expect("current lock")
+                .deployment
+                .spec
+                .memory_mb;
+            let provisioned_gb_seconds = function.provisioned.meter(now, memory_mb);
+            if provisioned_gb_seconds > 0.0 {
+                let usage = ember_core::usage::Usage {
+                    provisioned_gb_seconds,
+                    ..Default::default()
+                };
+                self.meter.add(&function.name, &function.version, &usage);
+            }
             if let Some(keep_for) = prewarm {
                 let inner = Arc::clone(self);
                 tokio::spawn(async move { inner.prewarm(&function, keep_for).await });

@@ -37,6 +37,26 @@ pub(crate) enum ErrorKind {
     init,
 }
 
+impl ErrorKind {
+    const ALL: [ErrorKind; 6] = [
+        ErrorKind::handled,
+        ErrorKind::crashed,
+        ErrorKind::out_of_memory,
+        ErrorKind::timeout,
+        ErrorKind::response_too_large,
+        ErrorKind::init,
+    ];
+}
+
+/// Every throttle `Reason`.
+const THROTTLE_REASONS: [Throttle; 3] = [
+    Throttle::AccountConcurrency { limit: 0 },
+    Throttle::ReservedConcurrency { limit: 0 },
+    Throttle::ScaleUpRate {
+        retry_after: Duration::ZERO,
+    },
+];
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     function: String,
@@ -268,6 +288,35 @@ impl Metrics {
                 reason: throttle.reason().to_owned(),
             })
             .inc();
+    }
+
+    /// A function's counters since the server started, into `stats`.
+    pub fn totals(&self, stats: &mut crate::stats::FunctionStats) {
+        let l = label(&stats.function);
+        let count = |family: &Family<FunctionLabel, Counter>| family.get(&l).map_or(0, |c| c.get());
+        stats.invocations = count(&self.invocations);
+        stats.cold_starts = count(&self.cold_starts);
+        stats.prewarms = count(&self.prewarms);
+        stats.errors = ErrorKind::ALL
+            .into_iter()
+            .filter_map(|kind| {
+                let labels = ErrorLabels {
+                    function: stats.function.clone(),
+                    kind,
+                };
+                self.errors.get(&labels).map(|c| c.get())
+            })
+            .sum();
+        stats.throttles = THROTTLE_REASONS
+            .iter()
+            .filter_map(|t| {
+                let labels = ThrottleLabels {
+                    function: stats.function.clone(),
+                    reason: t.reason().to_owned(),
+                };
+                self.throttles.get(&labels).map(|c| c.get())
+            })
+            .sum();
     }
 
     /// Encodes everything, with the gauges set from `now`: what exists at this moment.

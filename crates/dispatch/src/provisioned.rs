@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::environment::InitFailure;
 use crate::{Function, Inner};
@@ -26,6 +26,8 @@ pub(crate) struct Provisioned {
     starting: AtomicU32,
     /// Why the last start failed, if it did; starts stop until the target is set again.
     failure: Mutex<Option<String>>,
+    /// When `allocated` was last metered, and the GB it came to then.
+    metered: Mutex<Option<(Instant, f64)>>,
 }
 
 /// Counts one environment as provisioned while it lives.
@@ -102,6 +104,18 @@ impl Provisioned {
             status,
             reason,
         }
+    }
+
+    /// The memory-time of the provisioned environments since the last call, in GB-s.
+    pub fn meter(&self, now: Instant, memory_mb: u32) -> f64 {
+        let mut metered = self.metered.lock().expect("provisioned lock");
+        let gb = f64::from(self.allocated()) * f64::from(memory_mb) / 1024.0;
+        let added = match *metered {
+            Some((since, gb_then)) => now.saturating_duration_since(since).as_secs_f64() * gb_then,
+            None => 0.0,
+        };
+        *metered = Some((now, gb));
+        added
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use ember_core::FunctionSpec;
+use ember_core::usage::{DayUsage, Usage};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// A stored function: `$LATEST` (`version: None`) or a published version.
@@ -115,6 +116,18 @@ const MIGRATIONS: &[&str] = &[
         requested     INTEGER NOT NULL,
         last_modified TEXT NOT NULL,
         PRIMARY KEY (function, qualifier)
+     );",
+    // No foreign key: what a deleted function used stays on the record.
+    "CREATE TABLE usage (
+        function                        TEXT NOT NULL,
+        version                         TEXT NOT NULL,
+        day                             TEXT NOT NULL,
+        requests                        INTEGER NOT NULL,
+        billed_ms                       INTEGER NOT NULL,
+        gb_seconds                      REAL NOT NULL,
+        provisioned_duration_gb_seconds REAL NOT NULL,
+        provisioned_gb_seconds          REAL NOT NULL,
+        PRIMARY KEY (function, day, version)
      );",
 ];
 
@@ -588,6 +601,68 @@ impl Store {
                 qualifier: row.get(1)?,
                 requested: row.get(2)?,
                 last_modified: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Adds usage to the stored totals, in one transaction.
+    pub fn add_usage(&self, usage: &[DayUsage]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut statement = tx.prepare(
+                "INSERT INTO usage (function, version, day, requests, billed_ms, gb_seconds,
+                                    provisioned_duration_gb_seconds, provisioned_gb_seconds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(function, day, version) DO UPDATE SET
+                    requests = requests + excluded.requests,
+                    billed_ms = billed_ms + excluded.billed_ms,
+                    gb_seconds = gb_seconds + excluded.gb_seconds,
+                    provisioned_duration_gb_seconds =
+                        provisioned_duration_gb_seconds + excluded.provisioned_duration_gb_seconds,
+                    provisioned_gb_seconds = provisioned_gb_seconds + excluded.provisioned_gb_seconds",
+            )?;
+            for d in usage {
+                let u = &d.usage;
+                statement.execute(rusqlite::params![
+                    d.function,
+                    d.version,
+                    d.day,
+                    u.requests as i64,
+                    u.billed_ms as i64,
+                    u.gb_seconds,
+                    u.provisioned_duration_gb_seconds,
+                    u.provisioned_gb_seconds,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stored usage from day `since` (`YYYY-MM-DD`) on, of one function or all, by
+    /// function, day and version.
+    pub fn usage(&self, function: Option<&str>, since: &str) -> Result<Vec<DayUsage>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT function, version, day, requests, billed_ms, gb_seconds,
+                    provisioned_duration_gb_seconds, provisioned_gb_seconds
+             FROM usage WHERE (?1 IS NULL OR function = ?1) AND day >= ?2
+             ORDER BY function, day, version",
+        )?;
+        let rows = statement.query_map(rusqlite::params![function, since], |row| {
+            Ok(DayUsage {
+                function: row.get(0)?,
+                version: row.get(1)?,
+                day: row.get(2)?,
+                usage: Usage {
+                    requests: row.get::<_, i64>(3)? as u64,
+                    billed_ms: row.get::<_, i64>(4)? as u64,
+                    gb_seconds: row.get(5)?,
+                    provisioned_duration_gb_seconds: row.get(6)?,
+                    provisioned_gb_seconds: row.get(7)?,
+                },
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

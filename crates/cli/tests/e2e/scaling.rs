@@ -649,6 +649,7 @@ async fn provisioned_concurrency_is_kept_counted_limited_and_restored_after_a_re
         "{}",
         over.text()
     );
+    let configured = std::time::Instant::now();
     let r = put_provisioned(&api, "warm", &version, 2).await;
     assert_eq!(r.status, 202, "{}", r.text());
     let ready = wait_provisioned(&api, "warm", &version, "READY").await;
@@ -665,6 +666,26 @@ async fn provisioned_concurrency_is_kept_counted_limited_and_restored_after_a_re
     );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(api.environments("warm").await, (2, 0));
+    // Billed while configured: 2 × 128 MB for at least the 2.5 s above (less one scan),
+    // at most since the configuration was put; the call at the provisioned duration rate.
+    let usage = api.get("/ember/v1/usage?Function=warm").await.json();
+    let row = usage["Usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["Version"] == version.as_str())
+        .unwrap_or_else(|| panic!("{usage}"));
+    let kept = row["ProvisionedGbSeconds"].as_f64().unwrap();
+    let most = 2.0 * 0.125 * configured.elapsed().as_secs_f64();
+    assert!(
+        (0.5..=most).contains(&kept),
+        "{kept} GB-s, at most {most}: {row}"
+    );
+    assert!(
+        row["ProvisionedDurationGbSeconds"].as_f64().unwrap() > 0.0,
+        "{row}"
+    );
+    assert_eq!(row["GbSeconds"], 0.0, "{row}");
     let samples = scrape(&api).await;
     let warm = [("function", "warm")];
     assert_eq!(
@@ -734,4 +755,98 @@ async fn provisioned_concurrency_that_cannot_initialize_is_failed_with_the_reaso
         "{reason}"
     );
     assert_eq!(api.environments("broken").await, (0, 0));
+}
+
+/// The sum of `Billed Duration` over a function's REPORT lines, and how many there are.
+async fn billed_in_log(api: &Api, name: &str) -> (u64, u64) {
+    let log = api
+        .get(&format!("/ember/v1/functions/{name}/logs?bytes=10000000"))
+        .await
+        .text();
+    log.lines()
+        .filter(|l| l.starts_with("REPORT "))
+        .map(|l| {
+            let billed = l.split("Billed Duration: ").nth(1).unwrap();
+            billed.split(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .fold((0, 0), |(sum, n), ms| (sum + ms, n + 1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_and_stats_count_what_ran_and_usage_is_kept_across_a_restart() {
+    require_sandbox!();
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let args = ["--price-gb-second", "0.001"];
+    let mut server = Server::start_in(&data, &args);
+    let api = server.api();
+    api.create_kitchen("metered", json!({ "MemorySize": 256, "Timeout": 10 }))
+        .await;
+    let sleep = json!({ "action": "sleep", "seconds": 0.3 });
+    for r in burst(&api, "metered", 3, sleep.clone()).await {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        api.invoke("metered", json!({ "action": "raise" }))
+            .await
+            .header("x-amz-function-error"),
+        Some("Handled")
+    );
+
+    let (billed, reports) = billed_in_log(&api, "metered").await;
+    assert_eq!(reports, 4);
+    assert!(billed >= 900, "{billed}");
+    let usage = api.get("/ember/v1/usage?Function=metered").await.json();
+    let rows = usage["Usage"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{usage}");
+    let row = &rows[0];
+    assert_eq!(row["Version"], "$LATEST");
+    assert_eq!(row["Requests"], 4);
+    assert_eq!(row["BilledMs"], billed);
+    let gb_seconds = row["GbSeconds"].as_f64().unwrap();
+    assert!(
+        (gb_seconds - billed as f64 / 1000.0 * 0.25).abs() < 1e-9,
+        "{row}"
+    );
+    let cost = row["Cost"].as_f64().unwrap();
+    assert!(
+        (cost - (4.0 / 1e6 * 0.2 + gb_seconds * 0.001)).abs() < 1e-12,
+        "{row}"
+    );
+    assert_eq!(usage["Total"]["Requests"], 4);
+
+    let stats = api.get("/ember/v1/stats?Function=metered").await.json();
+    let f = &stats["Functions"][0];
+    assert_eq!(f["Function"], "metered");
+    assert_eq!(f["Invocations"], 4);
+    assert_eq!(f["Errors"], 1);
+    assert_eq!(f["ColdStarts"], 3);
+    assert_eq!(f["Environments"]["Idle"], 3);
+    let peak = f["Concurrency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .max();
+    assert_eq!(peak, Some(3), "{f}");
+    let missing = api.get("/ember/v1/stats?Function=nope").await;
+    assert_eq!(missing.status, 404);
+
+    let (code, out, err) = crate::support::cli(&server.url, &["stats", "metered"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().nth(1).unwrap().starts_with("metered "), "{out}");
+    let (code, out, err) = crate::support::cli(&server.url, &["usage"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("TOTAL") && out.contains("$LATEST"), "{out}");
+
+    // One more call, then a restart: the usage is on the record.
+    assert_eq!(api.invoke("metered", json!({})).await.status, 200);
+    server.stop();
+    let server = Server::start_in(&data, &args);
+    let usage = server
+        .api()
+        .get("/ember/v1/usage?Function=metered")
+        .await
+        .json();
+    assert_eq!(usage["Total"]["Requests"], 5, "{usage}");
 }
