@@ -1,16 +1,20 @@
 //! `ember sim`: capacity planning by simulation, through the live scheduling policies.
 //!
-//! `ember sim run [TRACE]` replays a CSV trace (or a generated heavy-tailed one) through
-//! [`ember_sim`] with the server's settings of the same names, and prints cold starts,
-//! throttles and idle memory-time per keep-alive policy; `ember sim generate` writes a
-//! synthetic trace to replay elsewhere (or against a live server).
+//! `ember sim run [TRACE]` replays a CSV trace (or a generated one) through [`ember_sim`]
+//! with the server's settings of the same names, and prints, per keep-alive policy side by
+//! side, cold starts, added latency, throttles, concurrency, idle memory-time and cost (and
+//! with `--svg`, a chart over time); `ember sim generate` writes a synthetic trace to replay
+//! elsewhere (or against a live server).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use ember_core::KeepAliveSetting;
+use ember_core::usage::Prices;
 use ember_policy::{Adaptive, Admission, KeepAlive, ScalePacing};
-use ember_sim::{Report, SimConfig, generate, simulate, trace};
+use ember_sim::{Call, Report, SimConfig, generate, simulate, trace};
 
 #[derive(clap::Args)]
 pub struct SimArgs {
@@ -20,14 +24,22 @@ pub struct SimArgs {
 
 #[derive(clap::Subcommand)]
 enum SimCommand {
-    /// Replay a trace and report cold starts, throttles and idle memory-time.
-    Run(RunArgs),
-    /// Write a heavy-tailed synthetic trace (CSV: at_ms,function,duration_ms).
+    /// Replay a trace and report cold starts, latency, throttles, concurrency, memory, cost.
+    Run(Box<RunArgs>),
+    /// Write a synthetic trace (CSV: at_ms,function,duration_ms,memory_mb).
     Generate(GenerateArgs),
 }
 
 #[derive(clap::Args)]
 struct Generated {
+    /// The shape of a generated trace: heavy-tailed (many rare functions, a few hot ones,
+    /// timers and bursts, like production), poisson (steady), diurnal (a daily cycle), or
+    /// spike (steady, then 20× for 5 minutes mid-span).
+    #[arg(long, default_value = "heavy-tailed", value_parser = ["heavy-tailed", "poisson", "diurnal", "spike"])]
+    generator: String,
+    /// Mean calls per second per function, for poisson, diurnal and spike.
+    #[arg(long, default_value_t = 0.01)]
+    rate: f64,
     /// Functions in a generated trace.
     #[arg(long, default_value_t = 200)]
     functions: usize,
@@ -53,8 +65,9 @@ struct RunArgs {
     trace: Option<PathBuf>,
     #[command(flatten)]
     generated: Generated,
-    /// Keep-alive policy to simulate: fixed, adaptive, or both side by side.
-    #[arg(long, default_value = "both", value_parser = ["fixed", "adaptive", "both"])]
+    /// Keep-alive policies to simulate side by side, comma-separated: `fixed` (for
+    /// --keep-alive), `fixed:DURATION`, `adaptive`; `both` is `fixed,adaptive`.
+    #[arg(long, default_value = "both")]
     policy: String,
     /// The fixed keep-alive (and the adaptive policy's fallback), as on the server.
     #[arg(long, default_value = "10m", value_parser = ember_core::duration::parse)]
@@ -83,7 +96,14 @@ struct RunArgs {
     scale_refill: u32,
     #[arg(long, default_value = "10s", value_parser = ember_core::duration::parse)]
     scale_period: Duration,
-    /// Memory of each function, for idle memory-time.
+    /// How long a call beyond the scale-up pace waits for an environment before it is
+    /// throttled, as on the server.
+    #[arg(long, default_value = "1s", value_parser = ember_core::duration::parse)]
+    scale_wait: Duration,
+    /// Provisioned environments of a function, as NAME=N; repeat for several.
+    #[arg(long, value_parser = parse_provisioned)]
+    provisioned: Vec<(String, u32)>,
+    /// Memory of functions whose calls do not say, for memory-time and cost.
     #[arg(long, default_value_t = 128)]
     memory: u32,
     /// How long a cold start takes before the handler runs.
@@ -92,13 +112,34 @@ struct RunArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write an SVG chart of environments and cold starts over time, per policy.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+fn parse_provisioned(text: &str) -> Result<(String, u32), String> {
+    let (name, n) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=N, got {text:?}"))?;
+    let n = n
+        .parse()
+        .map_err(|_| format!("expected a number of environments after `=`, got {n:?}"))?;
+    Ok((name.to_owned(), n))
+}
+
+fn generated(g: &Generated) -> Vec<Call> {
+    match g.generator.as_str() {
+        "poisson" => generate::poisson(g.seed, g.functions, g.span, g.rate),
+        "diurnal" => generate::diurnal(g.seed, g.functions, g.span, g.rate),
+        "spike" => generate::spike(g.seed, g.functions, g.span, g.rate),
+        _ => generate::heavy_tailed(g.seed, g.functions, g.span),
+    }
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
     match args.command {
         SimCommand::Generate(args) => {
-            let g = &args.generated;
-            let text = trace::write(&generate::heavy_tailed(g.seed, g.functions, g.span));
+            let text = trace::write(&generated(&args.generated));
             match args.out {
                 Some(path) => std::fs::write(&path, text)
                     .with_context(|| format!("could not write {}", path.display()))?,
@@ -106,7 +147,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        SimCommand::Run(args) => replay(args),
+        SimCommand::Run(args) => replay(*args),
     }
 }
 
@@ -117,13 +158,7 @@ fn replay(args: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("could not read {}", path.display()))?;
             trace::parse(&text).with_context(|| format!("{} is not a trace", path.display()))?
         }
-        None => {
-            let g = &args.generated;
-            generate::heavy_tailed(g.seed, g.functions, g.span)
-        }
-    };
-    let fixed = KeepAlive::Fixed {
-        ttl: args.keep_alive,
+        None => generated(&args.generated),
     };
     let adaptive = KeepAlive::Adaptive(Adaptive {
         bin: args.adaptive_bin,
@@ -134,12 +169,31 @@ fn replay(args: RunArgs) -> anyhow::Result<()> {
         cold_start_cost: args.adaptive_cold_cost,
         ..Adaptive::default()
     });
-    let policies: Vec<(&str, KeepAlive)> = match args.policy.as_str() {
-        "fixed" => vec![("fixed", fixed)],
-        "adaptive" => vec![("adaptive", adaptive)],
-        _ => vec![("fixed", fixed), ("adaptive", adaptive)],
+    let names = match args.policy.as_str() {
+        "both" => "fixed,adaptive",
+        other => other,
     };
-    let reports: Vec<(&str, Report)> = policies
+    let policies: Vec<(String, KeepAlive)> = names
+        .split(',')
+        .map(|name| {
+            let policy = match name.trim() {
+                "fixed" => KeepAlive::Fixed {
+                    ttl: args.keep_alive,
+                },
+                other => match other
+                    .parse::<KeepAliveSetting>()
+                    .map_err(anyhow::Error::msg)?
+                {
+                    KeepAliveSetting::Fixed(ttl) => KeepAlive::Fixed { ttl },
+                    KeepAliveSetting::Adaptive => adaptive,
+                },
+            };
+            Ok((name.trim().to_owned(), policy))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let provisioned: HashMap<String, u32> = args.provisioned.iter().cloned().collect();
+    let started = std::time::Instant::now();
+    let reports: Vec<(String, Report)> = policies
         .into_iter()
         .map(|(name, keep_alive)| {
             let config = SimConfig {
@@ -152,46 +206,88 @@ fn replay(args: RunArgs) -> anyhow::Result<()> {
                     burst: args.scale_burst,
                     refill: args.scale_refill,
                     period: args.scale_period,
-                    wait: Duration::ZERO,
+                    wait: args.scale_wait,
                 },
                 memory_mb: args.memory,
                 init: args.init,
+                provisioned: provisioned.clone(),
+                prices: Prices::default(),
+                timeline_points: 200,
             };
             (name, simulate(&calls, &config))
         })
         .collect();
+    let elapsed = started.elapsed();
+    if let Some(path) = &args.svg {
+        let svg = ember_sim::chart::svg(&reports).map_err(anyhow::Error::msg)?;
+        std::fs::write(path, svg).with_context(|| format!("could not write {}", path.display()))?;
+    }
     if args.json {
         let body: serde_json::Map<String, serde_json::Value> = reports
             .iter()
-            .map(|(name, report)| Ok(((*name).to_owned(), serde_json::to_value(report)?)))
+            .map(|(name, report)| Ok((name.clone(), serde_json::to_value(report)?)))
             .collect::<Result<_, serde_json::Error>>()?;
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
     let functions = reports.first().map_or(0, |(_, r)| r.functions.len());
-    println!("{} calls to {functions} functions", calls.len());
+    let hours = reports
+        .first()
+        .map_or(0.0, |(_, r)| r.span_seconds / 3600.0);
     println!(
-        "{:<10} {:>12} {:>8} {:>10} {:>10} {:>16}",
-        "policy", "cold starts", "cold %", "throttles", "pre-warms", "idle GB-s"
+        "{} calls to {functions} functions over {hours:.1} h, simulated in {:.2} s",
+        calls.len(),
+        elapsed.as_secs_f64()
     );
-    for (name, r) in &reports {
-        let t = &r.total;
-        println!(
-            "{:<10} {:>12} {:>7.2}% {:>10} {:>10} {:>16.0}",
-            name,
-            t.cold_starts,
-            100.0 * t.cold_starts as f64 / (t.calls.max(1)) as f64,
-            t.throttles,
-            t.prewarms,
-            t.idle_gb_seconds
-        );
+    let rows = reports
+        .iter()
+        .map(|(name, r)| {
+            let t = &r.total;
+            [
+                name.clone(),
+                t.cold_starts.to_string(),
+                format!(
+                    "{:.2}%",
+                    100.0 * t.cold_starts as f64 / t.calls.max(1) as f64
+                ),
+                format!("{:.1}", r.added_latency.p50_ms),
+                format!("{:.1}", r.added_latency.p99_ms),
+                t.throttles.to_string(),
+                r.peak_concurrency.to_string(),
+                format!("{:.2}", r.mean_concurrency),
+                t.prewarms.to_string(),
+                format!("{:.0}", t.idle_gb_seconds),
+                format!("${:.2}", r.cost),
+            ]
+        })
+        .collect();
+    crate::commands::print_table(
+        &[
+            "POLICY",
+            "COLD STARTS",
+            "COLD %",
+            "ADDED P50 MS",
+            "ADDED P99 MS",
+            "THROTTLES",
+            "PEAK CONC",
+            "MEAN CONC",
+            "PRE-WARMS",
+            "IDLE GB-S",
+            "COST",
+        ],
+        rows,
+    )?;
+    if let [(first, base), rest @ ..] = reports.as_slice() {
+        for (name, r) in rest {
+            println!(
+                "{name} / {first}: cold starts ×{:.2}, idle memory-time ×{:.2}",
+                r.total.cold_starts as f64 / base.total.cold_starts.max(1) as f64,
+                r.total.idle_gb_seconds / base.total.idle_gb_seconds.max(f64::MIN_POSITIVE)
+            );
+        }
     }
-    if let [(_, fixed), (_, adaptive)] = reports.as_slice() {
-        println!(
-            "adaptive / fixed: cold starts ×{:.2}, idle memory-time ×{:.2}",
-            adaptive.total.cold_starts as f64 / fixed.total.cold_starts.max(1) as f64,
-            adaptive.total.idle_gb_seconds / fixed.total.idle_gb_seconds.max(f64::MIN_POSITIVE)
-        );
+    if let Some(path) = &args.svg {
+        println!("chart: {}", path.display());
     }
     Ok(())
 }

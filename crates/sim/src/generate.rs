@@ -14,6 +14,11 @@
 //! About half the functions are then called at most once an hour, as in the paper.
 //!
 //! Handler durations are log-normal (median 200 ms). Same seed, same trace.
+//!
+//! Simpler shapes for what-if questions, each `functions` functions at `rate` calls per
+//! second per function on average: [`poisson`] (steady), [`diurnal`] (a daily sine, peak at
+//! noon five times the trough), [`spike`] (steady, then twenty times the rate for five
+//! minutes in the middle of the span).
 
 use std::time::Duration;
 
@@ -72,11 +77,78 @@ pub fn heavy_tailed(seed: u64, functions: usize, span: Duration) -> Vec<Call> {
                 at: Duration::from_secs_f64(at),
                 function: name.clone(),
                 duration: Duration::from_secs_f64(duration),
+                memory_mb: None,
             });
         }
     }
-    calls.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.function.cmp(&b.function)));
+    sort(&mut calls);
     calls
+}
+
+fn sort(calls: &mut [Call]) {
+    calls.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.function.cmp(&b.function)));
+}
+
+/// Calls to `functions` functions whose rate at time `t` (seconds) is `rate × shape(t)`,
+/// where `shape` is at most `peak`: a non-homogeneous Poisson process by thinning.
+fn shaped(
+    seed: u64,
+    functions: usize,
+    span: Duration,
+    rate: f64,
+    peak: f64,
+    shape: impl Fn(f64) -> f64,
+) -> Vec<Call> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let durations = LogNormal::new((0.2f64).ln(), 1.0).expect("valid log-normal");
+    let end = span.as_secs_f64();
+    let mut calls = Vec::new();
+    if rate <= 0.0 || !rate.is_finite() {
+        return calls;
+    }
+    let gaps = Exp::new(rate * peak).expect("valid exponential");
+    for f in 0..functions {
+        let name = format!("f{f:04}");
+        let mut t = gaps.sample(&mut rng);
+        while t < end {
+            if rng.random::<f64>() * peak < shape(t) {
+                calls.push(Call {
+                    at: Duration::from_secs_f64(t),
+                    function: name.clone(),
+                    duration: Duration::from_secs_f64(durations.sample(&mut rng).min(60.0)),
+                    memory_mb: None,
+                });
+            }
+            t += gaps.sample(&mut rng);
+        }
+    }
+    sort(&mut calls);
+    calls
+}
+
+/// Steady traffic: each function a Poisson process of `rate` calls per second.
+pub fn poisson(seed: u64, functions: usize, span: Duration, rate: f64) -> Vec<Call> {
+    shaped(seed, functions, span, rate, 1.0, |_| 1.0)
+}
+
+/// A daily cycle: the rate follows a sine over 24 hours, lowest at midnight and five times
+/// higher at noon, averaging `rate`.
+pub fn diurnal(seed: u64, functions: usize, span: Duration, rate: f64) -> Vec<Call> {
+    const DAY: f64 = 86_400.0;
+    // 1 + a·(−cos) averages 1; with a = 2/3 the peak (5/3) is five times the trough (1/3).
+    let a = 2.0 / 3.0;
+    shaped(seed, functions, span, rate, 1.0 + a, move |t| {
+        1.0 - a * (std::f64::consts::TAU * t / DAY).cos()
+    })
+}
+
+/// Steady at `rate`, then twenty times that for five minutes in the middle of the span.
+pub fn spike(seed: u64, functions: usize, span: Duration, rate: f64) -> Vec<Call> {
+    let middle = span.as_secs_f64() / 2.0;
+    let (from, to) = (middle - 150.0, middle + 150.0);
+    shaped(seed, functions, span, rate, 20.0, move |t| {
+        if (from..to).contains(&t) { 20.0 } else { 1.0 }
+    })
 }
 
 #[cfg(test)]
@@ -90,6 +162,30 @@ mod tests {
         assert_eq!(a, heavy_tailed(7, 50, day));
         assert_ne!(a, heavy_tailed(8, 50, day));
         assert!(a.windows(2).all(|w| w[0].at <= w[1].at));
+    }
+
+    fn count_between(calls: &[Call], from_s: u64, to_s: u64) -> usize {
+        let (from, to) = (Duration::from_secs(from_s), Duration::from_secs(to_s));
+        calls.iter().filter(|c| c.at >= from && c.at < to).count()
+    }
+
+    #[test]
+    fn the_simple_shapes_have_their_rates() {
+        let day = Duration::from_secs(86_400);
+        // 10 functions at 0.1/s for a day: about 86,400 calls.
+        let steady = poisson(1, 10, day, 0.1);
+        assert!((82_000..91_000).contains(&steady.len()), "{}", steady.len());
+        let daily = diurnal(1, 10, day, 0.1);
+        assert!((82_000..91_000).contains(&daily.len()), "{}", daily.len());
+        // Noon's hour has about five times midnight's.
+        let noon = count_between(&daily, 11 * 3600 + 1800, 12 * 3600 + 1800);
+        let night = count_between(&daily, 0, 1800) + count_between(&daily, 84_600, 86_400);
+        let ratio = noon as f64 / night as f64;
+        assert!((4.0..6.0).contains(&ratio), "noon {noon}, night {night}");
+        let spiky = spike(1, 10, Duration::from_secs(3600), 0.1);
+        let during = count_between(&spiky, 1650, 1950);
+        let before = count_between(&spiky, 1000, 1300);
+        assert!(during > 12 * before, "during {during}, before {before}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Call traces: what the simulator replays, as CSV.
 //!
-//! One call per line, `at_ms,function,duration_ms`, sorted by time; a header line and lines
-//! starting with `#` are skipped. `at_ms` is the arrival time from the start of the trace,
-//! `duration_ms` how long the handler runs once it has an environment.
+//! One call per line, `at_ms,function,duration_ms[,memory_mb]`, sorted by time; a header
+//! line and lines starting with `#` are skipped. `at_ms` is the arrival time from the start
+//! of the trace, `duration_ms` how long the handler runs once it has an environment, and
+//! `memory_mb` the function's memory (the simulation's `--memory` when absent).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -13,11 +14,12 @@ pub struct Call {
     pub at: Duration,
     pub function: String,
     pub duration: Duration,
+    pub memory_mb: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TraceError {
-    #[error("line {line}: expected `at_ms,function,duration_ms`, got {text:?}")]
+    #[error("line {line}: expected `at_ms,function,duration_ms[,memory_mb]`, got {text:?}")]
     Malformed { line: usize, text: String },
     #[error("line {line}: calls must be sorted by time ({at_ms} ms comes after a later call)")]
     Unsorted { line: usize, at_ms: f64 },
@@ -36,10 +38,23 @@ pub fn parse(text: &str) -> Result<Vec<Call>, TraceError> {
             text: raw.to_owned(),
         };
         let mut fields = line.split(',').map(str::trim);
-        let (Some(at), Some(function), Some(duration), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
+        let (Some(at), Some(function), Some(duration), memory, None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
             return Err(malformed());
+        };
+        let memory_mb = match memory.filter(|m| !m.is_empty()) {
+            Some(m) => Some(
+                m.parse::<u32>()
+                    .ok()
+                    .filter(|m| (1..=1_048_576).contains(m))
+                    .ok_or_else(malformed)?,
+            ),
+            None => None,
         };
         let at_ms: f64 = at.parse().map_err(|_| malformed())?;
         let duration_ms: f64 = duration.parse().map_err(|_| malformed())?;
@@ -58,6 +73,7 @@ pub fn parse(text: &str) -> Result<Vec<Call>, TraceError> {
             at,
             function: function.to_owned(),
             duration: Duration::from_secs_f64(duration_ms / 1000.0),
+            memory_mb,
         });
     }
     Ok(calls)
@@ -65,15 +81,21 @@ pub fn parse(text: &str) -> Result<Vec<Call>, TraceError> {
 
 /// Writes a trace as CSV, with its header.
 pub fn write(calls: &[Call]) -> String {
-    let mut out = String::from("at_ms,function,duration_ms\n");
+    let mut out = String::from("at_ms,function,duration_ms,memory_mb\n");
     for call in calls {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{:.3},{},{:.3}",
             call.at.as_secs_f64() * 1000.0,
             call.function,
             call.duration.as_secs_f64() * 1000.0
         );
+        match call.memory_mb {
+            Some(m) => {
+                let _ = writeln!(out, ",{m}");
+            }
+            None => out.push_str(",\n"),
+        }
     }
     out
 }
@@ -89,11 +111,13 @@ mod tests {
                 at: Duration::from_millis(0),
                 function: "a".into(),
                 duration: Duration::from_millis(12),
+                memory_mb: Some(512),
             },
             Call {
                 at: Duration::from_millis(1500),
                 function: "b".into(),
                 duration: Duration::from_micros(2500),
+                memory_mb: None,
             },
         ];
         assert_eq!(parse(&write(&calls)).unwrap(), calls);
