@@ -93,12 +93,8 @@ pub async fn usage(
     let prices = *state.registry.prices();
     let rows = crate::functions::blocking(&state.registry, {
         let since = since.clone();
-        move |r| {
-            if let Some(name) = &function {
-                r.get(name, None)?;
-            }
-            r.billed_usage(function.as_deref(), &since)
-        }
+        // A deleted function's usage stays on the record: no existence check.
+        move |r| r.billed_usage(function.as_deref(), &since)
     })
     .await?;
     let mut total = ember_core::usage::Usage::default();

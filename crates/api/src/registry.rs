@@ -500,6 +500,20 @@ impl Registry {
     ) -> Result<(), ApiError> {
         let _guard = self.changes.lock().expect("registry lock");
         self.get(name, None)?;
+        let provisioned: u32 = self
+            .store
+            .list_provisioned(Some(name))?
+            .iter()
+            .map(|c| c.requested)
+            .sum();
+        if let Some(reserved) = reserved
+            && reserved < provisioned
+        {
+            return Err(ApiError::InvalidParameter(format!(
+                "ReservedConcurrentExecutions ({reserved}) must be at least the function's \
+                 provisioned concurrency ({provisioned}); lower that first"
+            )));
+        }
         let previous = self.dispatcher.reserved(name);
         self.dispatcher
             .reserve(name, reserved)

@@ -657,6 +657,14 @@ async fn provisioned_concurrency_is_kept_counted_limited_and_restored_after_a_re
         ready["AllocatedProvisionedConcurrentExecutions"], 2,
         "{ready}"
     );
+    // Nor can the reservation drop below what is provisioned.
+    let below = put_concurrency(&api, "warm", 1).await;
+    assert_eq!(below.status, 400, "{}", below.text());
+    assert!(
+        below.text().contains("provisioned concurrency (2)"),
+        "{}",
+        below.text()
+    );
 
     // Never reclaimed: well past the 1 s keep-alive, both are still there.
     let invoked = api.invoke(&format!("warm:{version}"), json!({})).await;
