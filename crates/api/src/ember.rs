@@ -220,6 +220,7 @@ struct SettingsIn {
     network: Option<String>,
     /// `adaptive`, `fixed:10m`, or `server` for the server's policy.
     keep_alive: Option<String>,
+    max_concurrency: Option<u32>,
 }
 
 fn settings_body(spec: &ember_core::FunctionSpec) -> Response {
@@ -228,6 +229,7 @@ fn settings_body(spec: &ember_core::FunctionSpec) -> Response {
         "Isolation": spec.isolation,
         "Network": spec.network,
         "KeepAlive": spec.keep_alive.map_or_else(|| "server".to_owned(), |k| k.to_string()),
+        "MaxConcurrency": spec.max_concurrency,
     }))
     .into_response()
 }
@@ -243,8 +245,8 @@ pub async fn get_settings(
 }
 
 /// `PUT /ember/v1/functions/{name}/settings`: change them (`{"FreezeIdle": true}`,
-/// `{"Isolation": "gvisor"}`, `{"Network": "egress"}`, `{"KeepAlive": "adaptive"}`). A
-/// change retires the function's environments.
+/// `{"Isolation": "gvisor"}`, `{"Network": "egress"}`, `{"KeepAlive": "adaptive"}`,
+/// `{"MaxConcurrency": 8}`). A change retires the function's environments.
 pub async fn put_settings(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -275,6 +277,7 @@ pub async fn put_settings(
         isolation,
         network,
         keep_alive,
+        max_concurrency: input.max_concurrency,
         ..Default::default()
     };
     let record = crate::functions::blocking(&state.registry, move |r| {

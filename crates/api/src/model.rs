@@ -194,6 +194,7 @@ impl CreateFunctionIn {
             isolation: Default::default(),
             network: Default::default(),
             keep_alive: None,
+            max_concurrency: 1,
         }
     }
 }
@@ -217,6 +218,7 @@ impl UpdateConfigIn {
             isolation: None,
             network: None,
             keep_alive: None,
+            max_concurrency: None,
         }
     }
 }

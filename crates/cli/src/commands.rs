@@ -63,6 +63,10 @@ pub struct FunctionSettings {
     /// (follow the server's policy).
     #[arg(long)]
     pub keep_alive: Option<String>,
+    /// Invocations one environment serves at once (1–64; AWS_LAMBDA_MAX_CONCURRENCY), for
+    /// handlers that can run concurrently (Ember's Python and Node runtimes can).
+    #[arg(long)]
+    pub max_concurrency: Option<u32>,
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -83,6 +87,7 @@ impl FunctionSettings {
             && self.isolation.is_none()
             && self.network.is_none()
             && self.keep_alive.is_none()
+            && self.max_concurrency.is_none()
     }
 
     /// The Lambda configuration fields these settings set.
@@ -187,6 +192,9 @@ pub async fn create_or_update(
     }
     if let Some(keep_alive) = &settings.keep_alive {
         ember.insert("KeepAlive".into(), keep_alive.clone().into());
+    }
+    if let Some(n) = settings.max_concurrency {
+        ember.insert("MaxConcurrency".into(), n.into());
     }
     if !ember.is_empty() {
         let body = serde_json::Value::Object(ember);

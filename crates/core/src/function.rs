@@ -43,6 +43,18 @@ pub struct FunctionSpec {
     /// Its own keep-alive policy; `None` follows the server's. An Ember setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<KeepAliveSetting>,
+    /// Invocations one environment serves at once (`AWS_LAMBDA_MAX_CONCURRENCY`), for
+    /// runtimes that can. An Ember setting; 1 by default.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub max_concurrency: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// A partial change to a [`FunctionSpec`]; `None` leaves a field as it is.
@@ -62,6 +74,7 @@ pub struct FunctionUpdate {
     pub network: Option<Network>,
     /// `Some(None)` returns to the server's keep-alive.
     pub keep_alive: Option<Option<KeepAliveSetting>>,
+    pub max_concurrency: Option<u32>,
 }
 
 /// Why a function configuration was refused. Each message says what to change.
@@ -95,6 +108,8 @@ pub enum ValidationError {
         "environment variables take {0} bytes; the limit is 4096 bytes for all keys and values together"
     )]
     EnvironmentSize(usize),
+    #[error("max concurrency per environment must be between 1 and 64 (got {0})")]
+    MaxConcurrency(u32),
     #[error("description must be at most 256 characters (got {0})")]
     Description(usize),
     #[error("a function may use at most 5 layers (got {0})")]
@@ -124,6 +139,7 @@ pub const RESERVED_ENVIRONMENT: &[&str] = &[
     "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
     "AWS_LAMBDA_FUNCTION_VERSION",
     "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_MAX_CONCURRENCY",
     "AWS_LAMBDA_LOG_GROUP_NAME",
     "AWS_LAMBDA_LOG_STREAM_NAME",
     "AWS_ACCESS_KEY",
@@ -178,6 +194,10 @@ impl FunctionSpec {
         if !(limits::EPHEMERAL_MB.0..=limits::EPHEMERAL_MB.1).contains(&self.ephemeral_mb) {
             return Err(ValidationError::EphemeralStorage(self.ephemeral_mb));
         }
+        if !(limits::MAX_CONCURRENCY.0..=limits::MAX_CONCURRENCY.1).contains(&self.max_concurrency)
+        {
+            return Err(ValidationError::MaxConcurrency(self.max_concurrency));
+        }
         validate_environment(&self.environment)?;
         let chars = self.description.chars().count();
         if chars > limits::DESCRIPTION_CHARS {
@@ -219,6 +239,7 @@ impl FunctionSpec {
             isolation: update.isolation.unwrap_or(self.isolation),
             network: update.network.unwrap_or(self.network),
             keep_alive: update.keep_alive.unwrap_or(self.keep_alive),
+            max_concurrency: update.max_concurrency.unwrap_or(self.max_concurrency),
         }
     }
 }
@@ -306,6 +327,7 @@ mod tests {
             isolation: Isolation::Process,
             network: Network::None,
             keep_alive: None,
+            max_concurrency: 1,
         }
     }
 

@@ -29,6 +29,9 @@ pub const ZIP_RATIO: u64 = 500;
 pub const SYNC_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 /// How long a runtime may take from process start to its first `/next`.
 pub const INIT_TIMEOUT_MS: u64 = 10_000;
+/// Invocations one environment may serve at once (`AWS_LAMBDA_MAX_CONCURRENCY`): beyond
+/// a few dozen, one process's memory and CPU are the limit, not the platform.
+pub const MAX_CONCURRENCY: (u32, u32) = (1, 64);
 /// Memory that buys one full vCPU, in MB; CPU quota is proportional to memory.
 pub const MB_PER_VCPU: u32 = 1769;
 /// Size of the log tail returned with `X-Amz-Log-Type: Tail`, in bytes.

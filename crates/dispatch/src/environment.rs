@@ -1,5 +1,6 @@
 //! One execution environment as the dispatcher sees it: a sandbox, its Runtime API and its
-//! output pump, driven through init and then one invocation at a time.
+//! output pump, driven through init and then its invocations (one at a time, or several for
+//! a function whose `max_concurrency` allows it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -16,13 +16,24 @@ use ember_sandbox::{EnvironmentSpec, ExitStatus};
 
 use crate::environment::{Env, InitFailure, Outcome};
 use crate::metrics::ErrorKind;
+use crate::shared::{Lease, Starting};
 use crate::{Current, DispatchError, Function, FunctionError, Inner, InvokeRequest, InvokeResult};
 
 /// Counts a call as busy in its pool until it is done: released with its environment, or
 /// dropped on any other way out (a crash, a failed start, a throttle).
 pub(crate) struct Busy<'a> {
     function: &'a Function,
-    done: bool,
+    pub(crate) done: bool,
+}
+
+/// What a call that found no idle environment ends up with.
+pub(crate) enum Paced {
+    /// An environment that came back to the pool.
+    Back(Env),
+    /// Room in a shared environment.
+    Joined(Arc<Env>),
+    /// A scale-up token: start a new environment.
+    New,
 }
 
 impl<'a> Busy<'a> {
@@ -60,9 +71,14 @@ impl Inner {
     }
 
     /// A call that found no idle environment: takes a scale-up token for a new one, or
-    /// waits (up to the pacing's `wait`) for a busy environment to come back or a token to
-    /// come. `Some` is an environment that came back; `None` means start a new one.
-    pub(crate) async fn paced(&self, function: &Function) -> Result<Option<Env>, DispatchError> {
+    /// waits (up to the pacing's `wait`) for a busy environment to come back (or to have
+    /// room, if shared) or a token to come.
+    pub(crate) async fn paced(
+        &self,
+        function: &Function,
+        current: &Current,
+    ) -> Result<Paced, DispatchError> {
+        let max = current.deployment.spec.max_concurrency;
         let name = &function.name;
         let pacing = &self.config.pacing;
         let deadline = Instant::now() + pacing.wait;
@@ -71,6 +87,11 @@ impl Inner {
             let released = function.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
+            if max > 1
+                && let Some(env) = function.join(current.generation, max)
+            {
+                return Ok(Paced::Joined(env));
+            }
             let mut dead = Vec::new();
             let back = function
                 .pool
@@ -79,11 +100,11 @@ impl Inner {
                 .take(|env| !env.has_exited(), &mut dead);
             self.destroy_all(dead);
             if let Some((env, _)) = back {
-                return Ok(Some(env));
+                return Ok(Paced::Back(env));
             }
             let now = Instant::now();
             let until_token = match self.concurrency.take_token(pacing, name, now) {
-                Ok(()) => return Ok(None),
+                Ok(()) => return Ok(Paced::New),
                 Err(until_token) => until_token,
             };
             if !waited {
@@ -238,6 +259,12 @@ impl Inner {
                 "/var/task:/var/task/lib:/opt/lib".into(),
             ),
         ];
+        if spec.max_concurrency > 1 {
+            env.push((
+                "AWS_LAMBDA_MAX_CONCURRENCY".into(),
+                spec.max_concurrency.to_string(),
+            ));
+        }
         // The function's own variables win over the platform's defaults (PATH, NODE_PATH, …);
         // the reserved ones cannot be set at all (validation refuses them).
         env.retain(|(k, _)| !spec.environment.contains_key(k));
@@ -256,29 +283,23 @@ impl Inner {
     }
 
     /// Starts a new environment and runs the invocation on it.
-    pub(crate) async fn cold(
+    pub(crate) async fn cold<'a>(
         &self,
-        function: &Function,
+        function: &'a Function,
         current: &Current,
         request_id: &str,
         request: InvokeRequest,
-        busy: Busy<'_>,
+        busy: Busy<'a>,
+        share: Option<Starting<'a>>,
     ) -> Result<InvokeResult, DispatchError> {
         let started = self.start_env(function, current, false).await;
         let (env, init) = started?;
         self.metrics.cold_start(&function.name);
         match init {
             Ok(init) => {
-                self.run(
-                    function,
-                    current,
-                    env,
-                    Some(init),
-                    request_id,
-                    request,
-                    busy,
-                )
-                .await
+                let lease = self.lease(function, env, busy, share);
+                self.run(function, current, lease, Some(init), request_id, request)
+                    .await
             }
             Err(failure) => Ok(self
                 .init_failed(
@@ -354,18 +375,16 @@ impl Inner {
         }
     }
 
-    /// Runs one invocation on `env`, writes its log lines, and returns `env` to the pool or
-    /// destroys it.
-    #[allow(clippy::too_many_arguments)]
+    /// Runs one invocation on its leased environment, writes its log lines, and returns the
+    /// environment to the pool or destroys it.
     pub(crate) async fn run(
         &self,
         function: &Function,
         current: &Current,
-        env: Env,
+        env: Lease<'_>,
         init: Option<Duration>,
         request_id: &str,
         request: InvokeRequest,
-        busy: Busy<'_>,
     ) -> Result<InvokeResult, DispatchError> {
         let spec = &current.deployment.spec;
         let start_line = report::start_line(request_id, &function.version);
@@ -468,13 +487,15 @@ impl Inner {
             self.metrics
                 .provisioned_call(&function.name, env.provisioned.is_some());
         }
-        if keep {
-            self.release(function, env, busy);
-        } else {
-            // A crashed or timed-out environment is torn down after the caller has its
-            // answer: with an OCI backend that takes tens of milliseconds.
-            drop(busy);
-            self.destroy_all(std::iter::once(env));
+        match env {
+            Lease::Own(env, busy) if keep => self.release(function, env, busy),
+            Lease::Own(env, busy) => {
+                // A crashed or timed-out environment is torn down after the caller has its
+                // answer: with an OCI backend that takes tens of milliseconds.
+                drop(busy);
+                self.destroy_all(std::iter::once(env));
+            }
+            Lease::Shared(env) => self.unshare(function, env, keep),
         }
         Ok(InvokeResult {
             request_id: request_id.to_owned(),
@@ -499,7 +520,7 @@ impl Inner {
 
     /// Ends a call and returns its environment to the pool, unless its function moved on
     /// or went away, or the keep-alive plan releases it at once.
-    fn release(&self, function: &Function, mut env: Env, mut busy: Busy<'_>) {
+    pub(crate) fn release(&self, function: &Function, mut env: Env, mut busy: Busy<'_>) {
         if !self.still_current(function, &env) {
             drop(busy);
             self.destroy_all(std::iter::once(env));

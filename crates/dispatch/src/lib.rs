@@ -23,6 +23,7 @@ pub mod logs;
 mod metrics;
 mod output;
 mod provisioned;
+mod shared;
 mod stats;
 mod usage;
 
@@ -202,6 +203,8 @@ struct Function {
     /// Environments being started.
     initializing: AtomicU32,
     provisioned: provisioned::Provisioned,
+    /// Environments serving several calls at once (`max_concurrency` above 1).
+    shared: Mutex<shared::Shared>,
 }
 
 struct Current {
@@ -384,6 +387,7 @@ impl Dispatcher {
                     released: tokio::sync::Notify::new(),
                     initializing: AtomicU32::new(0),
                     provisioned: provisioned::Provisioned::default(),
+                    shared: Mutex::new(shared::Shared::default()),
                 }));
             }
         }
@@ -678,6 +682,11 @@ impl Dispatcher {
                 DispatchError::Throttled(throttle)
             })?;
         let request_id = uuid::Uuid::new_v4().to_string();
+        if current.deployment.spec.max_concurrency > 1 {
+            return inner
+                .invoke_shared(&function, &current, &request_id, request)
+                .await;
+        }
         let policy = inner.keep_alive(&current.deployment.spec);
 
         let mut dead = Vec::new();
@@ -691,23 +700,33 @@ impl Dispatcher {
         let busy = invoke::Busy::new(&function);
         inner.destroy_all(dead);
         let warm = match warm {
-            Some((env, _)) => Some(env),
-            None => inner.paced(&function).await.inspect_err(|e| {
+            Some((env, _)) => invoke::Paced::Back(env),
+            None => inner.paced(&function, &current).await.inspect_err(|e| {
                 if let DispatchError::Throttled(throttle) = e {
                     inner.metrics.throttled(name, throttle);
                 }
             })?,
         };
         match warm {
-            Some(mut env) => {
+            invoke::Paced::Back(mut env) => {
                 env.thaw();
+                let lease = inner.lease(&function, env, busy, None);
                 inner
-                    .run(&function, &current, env, None, &request_id, request, busy)
+                    .run(&function, &current, lease, None, &request_id, request)
                     .await
             }
-            None => {
+            invoke::Paced::Joined(env) => {
+                // A shared environment had room after all: this call is not one of the
+                // pool's busy environments.
+                drop(busy);
+                let lease = shared::Lease::Shared(env);
                 inner
-                    .cold(&function, &current, &request_id, request, busy)
+                    .run(&function, &current, lease, None, &request_id, request)
+                    .await
+            }
+            invoke::Paced::New => {
+                inner
+                    .cold(&function, &current, &request_id, request, busy, None)
                     .await
             }
         }

@@ -1,9 +1,11 @@
 //! The Lambda Runtime API, one server per environment, and Ember's bundled runtimes.
 //!
 //! - [`RuntimeApi`] serves `/2018-06-01/runtime/…` on the listener the sandbox bound inside
-//!   the environment's network namespace. The dispatcher hands it one [`Invocation`] at a
-//!   time with [`RuntimeApi::invoke`]; the runtime's `/response` or `/error` comes back as a
-//!   [`Reply`] on the invocation's own channel. [`Phase`] tells the dispatcher when init is
+//!   the environment's network namespace. The dispatcher hands it [`Invocation`]s with
+//!   [`RuntimeApi::invoke`]; the runtime's `/response` or `/error` comes back as a
+//!   [`Reply`] on the invocation's own channel, found by request id. A runtime serving
+//!   several invocations at once (`AWS_LAMBDA_MAX_CONCURRENCY`) keeps that many `/next`
+//!   requests outstanding; each gets its own invocation. [`Phase`] tells the dispatcher when init is
 //!   over (the first `/next`) or failed (`/init/error`).
 //! - [`runtimes`]: the bootstraps Ember ships (Python), written into the runtime directory
 //!   that every environment sees read-only at `/var/runtime`.
@@ -13,6 +15,7 @@
 
 pub mod runtimes;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -65,14 +68,10 @@ pub enum Phase {
     },
 }
 
-struct InFlight {
-    request_id: String,
-    reply: oneshot::Sender<Reply>,
-}
-
 struct State {
     queue: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
-    in_flight: Mutex<Option<InFlight>>,
+    /// Invocations handed out and not yet answered, by request id.
+    in_flight: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     phase: watch::Sender<Phase>,
     response_limit: usize,
 }
@@ -101,7 +100,7 @@ impl RuntimeApi {
         let (phase_tx, phase_rx) = watch::channel(Phase::Initializing);
         let state = Arc::new(State {
             queue: tokio::sync::Mutex::new(queue_rx),
-            in_flight: Mutex::new(None),
+            in_flight: Mutex::new(HashMap::new()),
             phase: phase_tx,
             response_limit,
         });
@@ -184,7 +183,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
 }
 
 async fn next(state: &State) -> Response<Body> {
-    // One `/next` at a time: a second one waits for the first to be answered.
+    // Outstanding `/next`s take invocations one after the other, each its own.
     let mut queue = state.queue.lock().await;
     state.phase.send_if_modified(|phase| {
         let first = *phase == Phase::Initializing;
@@ -193,7 +192,9 @@ async fn next(state: &State) -> Response<Body> {
         }
         first
     });
-    let Some(inv) = queue.recv().await else {
+    let received = queue.recv().await;
+    drop(queue);
+    let Some(inv) = received else {
         return json(
             StatusCode::GONE,
             r#"{"errorMessage":"The environment is shutting down","errorType":"Shutdown"}"#,
@@ -216,10 +217,11 @@ async fn next(state: &State) -> Response<Body> {
         builder = builder.header("lambda-runtime-client-context", cc);
     }
     let payload = inv.payload;
-    *state.in_flight.lock().expect("in-flight lock") = Some(InFlight {
-        request_id: inv.request_id,
-        reply: inv.reply,
-    });
+    state
+        .in_flight
+        .lock()
+        .expect("in-flight lock")
+        .insert(inv.request_id, inv.reply);
     builder.body(Full::new(payload)).unwrap_or_else(|_| {
         json(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -228,28 +230,24 @@ async fn next(state: &State) -> Response<Body> {
     })
 }
 
-/// Takes the in-flight invocation if `id` names it.
-fn take_in_flight(state: &State, id: &str) -> Option<InFlight> {
-    let mut slot = state.in_flight.lock().expect("in-flight lock");
-    match slot.as_ref() {
-        Some(f) if f.request_id == id => slot.take(),
-        _ => None,
-    }
+/// Takes the reply channel of the in-flight invocation `id` names.
+fn take_in_flight(state: &State, id: &str) -> Option<oneshot::Sender<Reply>> {
+    state.in_flight.lock().expect("in-flight lock").remove(id)
 }
 
 const UNKNOWN_ID: &str = r#"{"errorMessage":"No invocation with this request id is waiting for an answer","errorType":"InvalidRequestID"}"#;
 
 async fn response(state: &State, id: &str, req: Request<Incoming>) -> Response<Body> {
-    let Some(flight) = take_in_flight(state, id) else {
+    let Some(reply) = take_in_flight(state, id) else {
         return json(StatusCode::BAD_REQUEST, UNKNOWN_ID);
     };
     match read_limited(req.into_body(), state.response_limit).await {
         Some(body) => {
-            let _ = flight.reply.send(Reply::Response(body));
+            let _ = reply.send(Reply::Response(body));
             json(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
         }
         None => {
-            let _ = flight.reply.send(Reply::ResponseTooLarge);
+            let _ = reply.send(Reply::ResponseTooLarge);
             json(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 r#"{"errorMessage":"Response payload size exceeded maximum allowed payload size (6291556 bytes).","errorType":"Function.ResponseSizeTooLarge"}"#,
@@ -301,12 +299,12 @@ async fn read_error_body(req: Request<Incoming>) -> Bytes {
 }
 
 async fn error(state: &State, id: &str, req: Request<Incoming>) -> Response<Body> {
-    let Some(flight) = take_in_flight(state, id) else {
+    let Some(reply) = take_in_flight(state, id) else {
         return json(StatusCode::BAD_REQUEST, UNKNOWN_ID);
     };
     let error_type = error_type(&req);
     let body = read_error_body(req).await;
-    let _ = flight.reply.send(Reply::Error { body, error_type });
+    let _ = reply.send(Reply::Error { body, error_type });
     json(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
 }
 
@@ -417,6 +415,43 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::ACCEPTED);
         assert!(matches!(reply.await.unwrap(), Reply::Response(b) if b == "\"ok\""));
+    }
+
+    #[tokio::test]
+    async fn several_outstanding_nexts_each_get_an_invocation_answered_by_id() {
+        let (api, base, client) = serve(1024);
+        let nexts: Vec<_> = (0..2)
+            .map(|_| {
+                let client = client.clone();
+                let url = format!("{base}/invocation/next");
+                tokio::spawn(async move { call(&client, Method::GET, url, vec![]).await })
+            })
+            .collect();
+        let (a, reply_a) = invocation("req-a", b"1");
+        let (b, reply_b) = invocation("req-b", b"2");
+        api.invoke(a).await;
+        api.invoke(b).await;
+        let mut ids = Vec::new();
+        for next in nexts {
+            let (status, headers, _) = next.await.unwrap();
+            assert_eq!(status, StatusCode::OK);
+            ids.push(
+                headers["lambda-runtime-aws-request-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        ids.sort();
+        assert_eq!(ids, ["req-a", "req-b"]);
+        // Answered in the other order, each reaches its own caller.
+        for (id, body) in [("req-b", "\"b\""), ("req-a", "\"a\"")] {
+            let url = format!("{base}/invocation/{id}/response");
+            let (status, _, _) = call(&client, Method::POST, url, body.into()).await;
+            assert_eq!(status, StatusCode::ACCEPTED);
+        }
+        assert!(matches!(reply_a.await.unwrap(), Reply::Response(b) if b == "\"a\""));
+        assert!(matches!(reply_b.await.unwrap(), Reply::Response(b) if b == "\"b\""));
     }
 
     #[tokio::test]

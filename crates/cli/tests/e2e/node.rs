@@ -240,3 +240,53 @@ exports.viaCallback = (event, context, callback) => callback(new TypeError('bad 
         assert_eq!(r.json()["errorType"], *expected, "{name}: {}", r.text());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_invocations_in_one_node_environment_log_under_their_own_request_ids() {
+    require_node!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    let code = br#"
+const envId = Math.random().toString(36).slice(2);
+export const handler = async (event, context) => {
+  console.log('begin', context.awsRequestId);
+  await new Promise((r) => setTimeout(r, 300));
+  console.log('end', context.awsRequestId);
+  return { env: envId, id: context.awsRequestId };
+};
+"#;
+    let r = deploy(&api, "conc", &[("app.mjs", code, 0o644)], "app.handler").await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let settings = api
+        .request(
+            hyper::Method::PUT,
+            "/ember/v1/functions/conc/settings",
+            &[],
+            serde_json::to_vec(&json!({ "MaxConcurrency": 3 })).unwrap(),
+        )
+        .await;
+    assert_eq!(settings.status, 200, "{}", settings.text());
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let api = api.clone();
+            tokio::spawn(async move { api.invoke("conc", json!({})).await })
+        })
+        .collect();
+    let mut envs = std::collections::BTreeSet::new();
+    let mut ids = Vec::new();
+    for call in calls {
+        let r = call.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        envs.insert(r.json()["env"].as_str().unwrap().to_owned());
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(envs.len(), 1, "three calls, one environment: {envs:?}");
+    let log = api.get("/ember/v1/functions/conc/logs").await.text();
+    for id in &ids {
+        // Each line's request-id column is the invocation that printed it, interleaved or not.
+        for word in ["begin", "end"] {
+            let line = format!("\t{id}\tINFO\t{word} {id}");
+            assert!(log.contains(&line), "no {line:?} in\n{log}");
+        }
+    }
+}

@@ -858,3 +858,85 @@ async fn usage_and_stats_count_what_ran_and_usage_is_kept_across_a_restart() {
         .json();
     assert_eq!(usage["Total"]["Requests"], 5, "{usage}");
 }
+
+async fn put_settings_ok(api: &Api, name: &str, settings: Value) {
+    let r = put_settings(api, name, settings).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_environment_serves_up_to_its_max_concurrency_at_once() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("multi", json!({ "Timeout": 10 })).await;
+    for bad in [0, 65] {
+        let r = put_settings(&api, "multi", json!({ "MaxConcurrency": bad })).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("between 1 and 64"), "{}", r.text());
+    }
+    put_settings_ok(&api, "multi", json!({ "MaxConcurrency": 4 })).await;
+
+    // Five at once: four share one environment, running together; the fifth needs another.
+    let sleep = json!({ "action": "sleep", "seconds": 0.6 });
+    let answers = burst(&api, "multi", 5, sleep).await;
+    let mut by_env: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for r in &answers {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = r.json();
+        assert_eq!(body["request_id"], r.header("x-amzn-requestid").unwrap());
+        by_env
+            .entry(body["env_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(body["started_at"].as_f64().unwrap());
+    }
+    let mut sizes: Vec<usize> = by_env.values().map(Vec::len).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [1, 4], "{by_env:?}");
+    let together = by_env.values().find(|v| v.len() == 4).unwrap();
+    let spread = together.iter().cloned().fold(f64::MIN, f64::max)
+        - together.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(
+        spread < 0.5,
+        "the four did not run at the same time: {together:?}"
+    );
+    let counts = api
+        .wait_environments("multi", Duration::from_secs(5), |(_, busy)| busy == 0)
+        .await;
+    assert_eq!(counts, (2, 0));
+    let stats = api.get("/ember/v1/stats?Function=multi").await.json();
+    assert_eq!(stats["Functions"][0]["ColdStarts"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeout_retires_a_shared_environment_without_failing_its_other_calls() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    api.create_kitchen("shared", json!({ "Timeout": 1 })).await;
+    put_settings_ok(&api, "shared", json!({ "MaxConcurrency": 2 })).await;
+    let slow = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.invoke("shared", json!({ "action": "sleep", "seconds": 5 }))
+                .await
+        })
+    };
+    api.wait_environments("shared", Duration::from_secs(10), |(_, busy)| busy == 1)
+        .await;
+    let quick = api
+        .invoke("shared", json!({ "action": "sleep", "seconds": 0.1 }))
+        .await;
+    assert_eq!(quick.status, 200, "{}", quick.text());
+    assert_eq!(quick.header("x-amz-function-error"), None);
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.header("x-amz-function-error"), Some("Unhandled"));
+    assert_eq!(slow.json()["errorType"], "Sandbox.Timedout");
+    // Retired with its last call, not returned to the pool.
+    let counts = api
+        .wait_environments("shared", Duration::from_secs(10), |c| c == (0, 0))
+        .await;
+    assert_eq!(counts, (0, 0));
+    let next = api.invoke("shared", json!({})).await;
+    assert_eq!(next.status, 200);
+}

@@ -4,8 +4,11 @@
 // `src/app`, and resolves to file.js, file.mjs or file.cjs in the task root, CommonJS or ES
 // module alike), then serves invocations from the Lambda Runtime API. Handlers may be async
 // (or return a promise), or take a callback as their third argument. console.* lines are
-// prefixed with the time, the request id and the level, as on Lambda.
+// prefixed with the time, the request id and the level, as on Lambda. With
+// AWS_LAMBDA_MAX_CONCURRENCY=N above 1, N loops take invocations at once; each console line
+// carries the request id of the invocation that printed it.
 
+import { AsyncLocalStorage } from 'node:async_hooks';
 import http from 'node:http';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -16,7 +19,9 @@ const env = process.env;
 const [HOST, PORT] = env.AWS_LAMBDA_RUNTIME_API.split(':');
 const PREFIX = '/2018-06-01/runtime';
 const TASK_ROOT = env.LAMBDA_TASK_ROOT || '/var/task';
-const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+const CONCURRENCY = Math.max(1, Number.parseInt(env.AWS_LAMBDA_MAX_CONCURRENCY || '1', 10) || 1);
+// One connection per loop: each keeps a `/next` outstanding.
+const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
 
 function request(method, route, body = '', headers = {}) {
   return new Promise((resolve, reject) => {
@@ -36,13 +41,15 @@ function request(method, route, body = '', headers = {}) {
   });
 }
 
-let requestId = '';
+// The request id of the invocation running in the current async context.
+const current = new AsyncLocalStorage();
 for (const [method, level] of [['log', 'INFO'], ['info', 'INFO'], ['warn', 'WARN'], ['error', 'ERROR'], ['debug', 'DEBUG'], ['trace', 'TRACE']]) {
   // Pipes are written synchronously on Linux: a line is out before the response is posted.
   const stream = level === 'INFO' || level === 'DEBUG' ? process.stdout : process.stderr;
   console[method] = (...args) => {
     const text = format(...args).replace(/\n/g, '\r');
-    stream.write(`${new Date().toISOString()}\t${requestId || 'undefined'}\t${level}\t${text}\n`);
+    const requestId = current.getStore() || 'undefined';
+    stream.write(`${new Date().toISOString()}\t${requestId}\t${level}\t${text}\n`);
   };
 }
 
@@ -112,7 +119,7 @@ function invoke(handler, event, context) {
   });
 }
 
-function makeContext(headers) {
+function makeContext(requestId, headers) {
   const deadline = Number(headers['lambda-runtime-deadline-ms'] || 0);
   const clientContext = headers['lambda-runtime-client-context'];
   const identity = headers['lambda-runtime-cognito-identity'];
@@ -131,26 +138,34 @@ function makeContext(headers) {
   };
 }
 
-const handler = await loadHandler(env._HANDLER);
-for (;;) {
-  const next = await request('GET', '/invocation/next');
-  requestId = next.headers['lambda-runtime-aws-request-id'];
-  if (next.headers['lambda-runtime-trace-id']) env._X_AMZN_TRACE_ID = next.headers['lambda-runtime-trace-id'];
+async function serve(handler) {
+  for (;;) {
+    const next = await request('GET', '/invocation/next');
+    const requestId = next.headers['lambda-runtime-aws-request-id'];
+    if (next.headers['lambda-runtime-trace-id']) env._X_AMZN_TRACE_ID = next.headers['lambda-runtime-trace-id'];
+    await current.run(requestId, () => answer(handler, requestId, next));
+  }
+}
+
+async function answer(handler, requestId, next) {
   const route = `/invocation/${requestId}/`;
   let result;
   try {
     const event = next.body.length ? JSON.parse(next.body) : {};
-    result = await invoke(handler, event, makeContext(next.headers));
+    result = await invoke(handler, event, makeContext(requestId, next.headers));
   } catch (err) {
     await fail(route + 'error', errorBody(err));
-    continue;
+    return;
   }
   let out;
   try {
     out = JSON.stringify(result === undefined ? null : result);
   } catch (err) {
     await fail(route + 'error', { errorType: 'Runtime.MarshalError', errorMessage: `Unable to stringify response body: ${err.message}`, trace: [] });
-    continue;
+    return;
   }
   await request('POST', route + 'response', out);
 }
+
+const handler = await loadHandler(env._HANDLER);
+await Promise.all(Array.from({ length: CONCURRENCY }, () => serve(handler)));

@@ -2,6 +2,8 @@
 
 Imports the handler named by _HANDLER (`module.function`, the module may be a path such as
 `src/app`), then serves invocations from the Lambda Runtime API until the process is killed.
+With AWS_LAMBDA_MAX_CONCURRENCY=N above 1, N threads serve invocations at once, each with
+its own connection (handlers must then be thread-safe).
 
 Everything here is on every cold start's critical path, so it imports only C modules:
 it speaks HTTP/1.1 to the Runtime API over one raw keep-alive `_socket` (importing
@@ -221,12 +223,8 @@ def load_handler(client, spec):
     return handler
 
 
-def main():
-    task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
-    version = "python%d.%d" % sys.version_info[:2]
-    sys.path[:0] = [task_root, "/opt/python", "/opt/python/lib/%s/site-packages" % version]
-    client = RuntimeClient(API)
-    handler = load_handler(client, os.environ["_HANDLER"])
+def serve(client, handler):
+    """Takes invocations one after the other and answers each."""
     while True:
         _, headers, body = client.request("GET", "/invocation/next")
         request_id = headers.get("lambda-runtime-aws-request-id", "")
@@ -263,6 +261,21 @@ def main():
                            (("Lambda-Runtime-Function-Error-Type", "Runtime.MarshalError"),))
             continue
         client.request("POST", path + "response", out)
+
+
+def main():
+    task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
+    version = "python%d.%d" % sys.version_info[:2]
+    sys.path[:0] = [task_root, "/opt/python", "/opt/python/lib/%s/site-packages" % version]
+    client = RuntimeClient(API)
+    handler = load_handler(client, os.environ["_HANDLER"])
+    concurrency = int(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY", "1") or "1")
+    if concurrency > 1:
+        import threading
+
+        for _ in range(concurrency - 1):
+            threading.Thread(target=serve, args=(RuntimeClient(API), handler), daemon=True).start()
+    serve(client, handler)
 
 
 if __name__ == "__main__":
