@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ember_core::arn::FunctionRef;
 use ember_core::limits::SYNC_PAYLOAD_BYTES;
 use ember_dispatch::InvokeRequest;
+use ember_events::EVENT_PAYLOAD_BYTES;
 
 use crate::error::ApiError;
 use crate::{AppState, read_body};
@@ -34,23 +35,24 @@ pub async fn invoke(
         .arn(&reference.name, qualifier_text.as_deref());
     let not_found = || ApiError::FunctionNotFound(invoked_arn.clone());
     let dispatcher = state.registry.dispatcher();
-    let dry_run = match header("x-amz-invocation-type").unwrap_or("RequestResponse") {
-        "RequestResponse" => false,
-        "DryRun" => true,
-        "Event" => {
-            return Err(ApiError::InvalidParameter(
-                "InvocationType Event is not supported yet; use RequestResponse".into(),
-            ));
-        }
+    let (dry_run, event) = match header("x-amz-invocation-type").unwrap_or("RequestResponse") {
+        "RequestResponse" => (false, false),
+        "DryRun" => (true, false),
+        "Event" => (false, true),
         other => {
             return Err(ApiError::InvalidParameter(format!(
                 "InvocationType must be RequestResponse, Event or DryRun (got {other:?})"
             )));
         }
     };
-    let payload = read_body(body, SYNC_PAYLOAD_BYTES)
+    let limit = if event {
+        EVENT_PAYLOAD_BYTES
+    } else {
+        SYNC_PAYLOAD_BYTES
+    };
+    let payload = read_body(body, limit)
         .await
-        .map_err(|_| ApiError::RequestTooLarge(SYNC_PAYLOAD_BYTES))?;
+        .map_err(|_| ApiError::RequestTooLarge(limit))?;
     if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
         return Err(ApiError::InvalidRequestContent(
             "Could not parse request body into json: the payload must be a JSON document".into(),
@@ -59,6 +61,24 @@ pub async fn invoke(
     let client_context = header("x-amz-client-context")
         .map(client_context)
         .transpose()?;
+    if event {
+        // Accepted once it is in the store: the 202 promises it will run.
+        let FunctionRef { name, qualifier } = reference;
+        let events = state.events.clone();
+        let request_id = crate::functions::blocking(&state.registry, move |r| {
+            r.get(&name, qualifier.as_ref())?;
+            let qualifier = qualifier.map(|q| q.to_string());
+            events
+                .enqueue(&name, qualifier.as_deref(), &payload)
+                .map_err(|e| ApiError::Service(ember_core::error_chain(&e)))
+        })
+        .await?;
+        let mut response = StatusCode::ACCEPTED.into_response();
+        if let Ok(id) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-amzn-requestid", id);
+        }
+        return Ok(response);
+    }
     if dry_run {
         let FunctionRef { name, qualifier } = reference;
         crate::functions::blocking(&state.registry, move |r| r.get(&name, qualifier.as_ref()))
@@ -75,6 +95,7 @@ pub async fn invoke(
                 tail_log,
                 client_context,
                 invoked_arn: Some(invoked_arn.clone()),
+                ..Default::default()
             },
         )
         .await

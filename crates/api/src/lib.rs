@@ -14,6 +14,7 @@ pub mod auth;
 mod concurrency;
 mod ember;
 pub mod error;
+mod events;
 mod functions;
 mod invoke;
 mod layers;
@@ -40,6 +41,7 @@ pub use registry::Registry;
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub keys: Arc<auth::KeyRing>,
+    pub events: ember_events::Events,
 }
 
 /// The whole API.
@@ -99,6 +101,18 @@ pub fn router(state: AppState) -> Router {
                 .put(concurrency::put_provisioned)
                 .delete(concurrency::delete_provisioned),
         );
+    let event_configs = Router::new()
+        .route(
+            "/functions/{name}/event-invoke-config",
+            get(events::get)
+                .put(events::put)
+                .post(events::update)
+                .delete(events::delete),
+        )
+        .route(
+            "/functions/{name}/event-invoke-config/list",
+            get(events::list),
+        );
     let settings = Router::new()
         .route("/account-settings", get(account::account_settings))
         .route("/account-settings/", get(account::account_settings));
@@ -123,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/2018-10-31", layers)
         .nest("/2017-10-31", reserve)
         .nest("/2019-09-30", concurrency_reads)
+        .nest("/2019-09-25", event_configs)
         .nest("/ember/v1", ember)
         .route("/metrics", get(concurrency::metrics))
         .fallback(unknown)

@@ -22,7 +22,8 @@ use ember_core::{FunctionSpec, FunctionUpdate, RuntimeFamily};
 use ember_dispatch::{AliasRoute, Deployment, Dispatcher, ProvisionedState};
 use ember_store::archive::has_executable_bootstrap;
 use ember_store::{
-    AliasRecord, Artifacts, FunctionRecord, LayerRecord, ProvisionedRecord, Store, StoreError,
+    AliasRecord, Artifacts, EventInvokeConfig, FunctionRecord, LayerRecord, ProvisionedRecord,
+    Store, StoreError,
 };
 
 use crate::error::ApiError;
@@ -79,6 +80,11 @@ impl Registry {
 
     pub fn dispatcher(&self) -> &Dispatcher {
         &self.dispatcher
+    }
+
+    /// The store, for the event queue's configuration calls.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn prices(&self) -> &Prices {
@@ -554,6 +560,75 @@ impl Registry {
                 alias.version.parse().map_err(|_| unpublished())
             }
         }
+    }
+
+    /// Creates or replaces a function's asynchronous invocation settings for a qualifier
+    /// (`$LATEST`, a version or an alias), checking that its destinations exist here.
+    pub fn put_event_invoke_config(
+        &self,
+        config: EventInvokeConfig,
+    ) -> Result<EventInvokeConfig, ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        let qualifier = Qualifier::parse(&config.qualifier)?;
+        self.get(&config.function, Some(&qualifier))?;
+        for target in [&config.on_success, &config.on_failure]
+            .into_iter()
+            .flatten()
+        {
+            let dispatch = self.dispatcher.config();
+            let reference = ember_core::arn::FunctionRef::parse(
+                target,
+                &dispatch.region,
+                &dispatch.account,
+            )
+            .map_err(|e| {
+                ApiError::InvalidParameter(format!(
+                    "destination {target:?} must be the ARN of a function on this server ({e}); \
+                         queue and topic destinations are not available yet"
+                ))
+            })?;
+            self.get(&reference.name, reference.qualifier.as_ref())
+                .map_err(|_| {
+                    ApiError::InvalidParameter(format!("destination {target:?} does not exist"))
+                })?;
+        }
+        self.store.put_event_invoke_config(&config)?;
+        Ok(config)
+    }
+
+    /// A function's asynchronous invocation settings for a qualifier.
+    pub fn event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<EventInvokeConfig, ApiError> {
+        self.get(function, None)?;
+        self.store
+            .event_invoke_configs(Some(function))?
+            .into_iter()
+            .find(|c| c.qualifier == qualifier)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "The function {} doesn't have an EventInvokeConfig",
+                    self.arn(function, Some(qualifier))
+                ))
+            })
+    }
+
+    pub fn event_invoke_configs(&self, function: &str) -> Result<Vec<EventInvokeConfig>, ApiError> {
+        self.get(function, None)?;
+        Ok(self.store.event_invoke_configs(Some(function))?)
+    }
+
+    pub fn delete_event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<(), ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        self.event_invoke_config(function, qualifier)?;
+        self.store.delete_event_invoke_config(function, qualifier)?;
+        Ok(())
     }
 
     /// Configures provisioned concurrency on a version or alias.

@@ -73,6 +73,14 @@ pub struct ServerArgs {
     /// Price per GB-second of duration on provisioned environments.
     #[arg(long, env = "EMBER_PRICE_PROVISIONED_DURATION_GB_SECOND", default_value_t = Prices::default().provisioned_duration_per_gb_second)]
     price_provisioned_duration_gb_second: f64,
+    /// The first retry of an asynchronous event after a function error; the second comes
+    /// twice as long after it.
+    #[arg(long, env = "EMBER_EVENT_RETRY_DELAY", default_value = "1m", value_parser = ember_core::duration::parse)]
+    event_retry_delay: Duration,
+    /// Asynchronous events running at once, over all functions (each still within its
+    /// function's concurrency).
+    #[arg(long, env = "EMBER_EVENT_CONCURRENCY", default_value_t = 64)]
+    event_concurrency: usize,
     /// Region reported in ARNs.
     #[arg(long, env = "EMBER_REGION", default_value = "us-east-1")]
     region: String,
@@ -233,13 +241,28 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         provisioned_duration_per_gb_second: args.price_provisioned_duration_gb_second,
     };
     let registry = Arc::new(
-        Registry::load(store, artifacts, dispatcher.clone(), prices)
+        Registry::load(Arc::clone(&store), artifacts, dispatcher.clone(), prices)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     tokio::spawn(flush_usage(Arc::downgrade(&registry)));
+    // After the functions are deployed: events the last stop left are runnable at once.
+    let events = ember_events::Events::start(
+        Arc::clone(&store),
+        dispatcher.clone(),
+        ember_events::EventSettings {
+            timing: ember_events::retry::RetryTiming {
+                function_error_delay: args.event_retry_delay,
+                ..Default::default()
+            },
+            concurrency: args.event_concurrency,
+        },
+    )
+    .context("could not start the event queue")?;
+
     let app = ember_api::router(AppState {
         registry: Arc::clone(&registry),
         keys: Arc::new(keys),
+        events,
     });
 
     let addr = listener.local_addr()?;

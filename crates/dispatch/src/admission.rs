@@ -14,6 +14,8 @@ use ember_policy::{Admission, Bucket, Load, ReservationError, ScalePacing, Throt
 #[derive(Default)]
 pub(crate) struct Concurrency {
     state: Mutex<State>,
+    /// Woken whenever a permit is returned, for calls that wait for a slot.
+    freed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -50,12 +52,19 @@ impl Drop for Permit<'_> {
         if self.unreserved {
             state.unreserved_in_flight -= 1;
         }
+        drop(state);
+        self.concurrency.freed.notify_waiters();
     }
 }
 
 impl Concurrency {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("concurrency lock")
+    }
+
+    /// Resolves when a permit is next returned.
+    pub fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
     }
 
     /// Admits one invocation of `function` or says why not.

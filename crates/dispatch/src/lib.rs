@@ -143,6 +143,12 @@ pub struct InvokeRequest {
     /// The ARN the caller used, for the runtime's `invoked_function_arn`; the function's
     /// own ARN when absent.
     pub invoked_arn: Option<String>,
+    /// The request id to run under (an asynchronous event keeps its id across retries);
+    /// a new one when absent.
+    pub request_id: Option<String>,
+    /// How long to wait for a concurrency slot before the call is throttled (an
+    /// asynchronous event waits; a synchronous call gets its 429 at once).
+    pub wait_for_capacity: Option<std::time::Duration>,
 }
 
 /// Which kind of function error, for `X-Amz-Function-Error`.
@@ -675,13 +681,16 @@ impl Dispatcher {
             .ok_or(DispatchError::FunctionNotFound(key))?;
         let current = Arc::clone(&function.current.read().expect("current lock"));
         let _permit = inner
-            .concurrency
-            .admit(&inner.config.admission, &function.name)
+            .admit(&function.name, request.wait_for_capacity)
+            .await
             .map_err(|throttle| {
                 inner.metrics.throttled(name, &throttle);
                 DispatchError::Throttled(throttle)
             })?;
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = match &request.request_id {
+            Some(id) => id.clone(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
         if current.deployment.spec.max_concurrency > 1 {
             return inner
                 .invoke_shared(&function, &current, &request_id, request)
@@ -747,6 +756,32 @@ async fn reclaim_loop(inner: std::sync::Weak<Inner>) {
 }
 
 impl Inner {
+    /// Admits one call, waiting up to `wait` for a slot when one is given.
+    async fn admit(
+        &self,
+        function: &Arc<str>,
+        wait: Option<std::time::Duration>,
+    ) -> Result<admission::Permit<'_>, Throttle> {
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        loop {
+            let freed = self.concurrency.freed();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.concurrency.admit(&self.config.admission, function) {
+                Ok(permit) => return Ok(permit),
+                Err(throttle) => match deadline {
+                    Some(deadline) if tokio::time::Instant::now() < deadline => {
+                        tokio::select! {
+                            () = &mut freed => {}
+                            () = tokio::time::sleep_until(deadline) => {}
+                        }
+                    }
+                    _ => return Err(throttle),
+                },
+            }
+        }
+    }
+
     /// The keep-alive policy a function follows.
     fn keep_alive(&self, spec: &FunctionSpec) -> KeepAlive {
         match spec.keep_alive {

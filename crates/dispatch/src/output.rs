@@ -26,12 +26,17 @@ use crate::logs::LogSink;
 /// Most output one invocation keeps in the log. 1 MB is far more than a useful log of one
 /// call; past it, a function is flooding, and only it should pay.
 pub const INVOCATION_OUTPUT_BYTES: u64 = 1024 * 1024;
+/// Longest incomplete line held back before it is written anyway.
+const MAX_PARTIAL_LINE: usize = 64 * 1024;
 /// Most output one environment keeps over its life (64 MB: eight full log files).
 pub const ENVIRONMENT_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
 
 struct Drain {
     /// What was printed since the last `collect`: its last few KB.
     captured: Vec<u8>,
+    /// The end of a line not yet complete: held back so that another environment of the
+    /// function, writing to the same log, cannot land inside it.
+    partial: Vec<u8>,
     open: bool,
     buf: Box<[u8]>,
     /// Bytes kept since the last `collect`, and over the environment's life.
@@ -67,6 +72,7 @@ impl Output {
             pipe: pipe::Receiver::from_owned_fd(fd)?,
             drain: Mutex::new(Drain {
                 captured: Vec::new(),
+                partial: Vec::new(),
                 open: true,
                 buf: vec![0u8; 64 * 1024].into(),
                 invocation_bytes: 0,
@@ -85,6 +91,8 @@ impl Output {
     pub async fn collect(&self) -> Bytes {
         let mut drain = self.shared.drain.lock().await;
         self.shared.drain_now(&mut drain).await;
+        // The invocation is over: a last line without its newline goes out now.
+        self.shared.flush_partial(&mut drain).await;
         if drain.dropped > 0 {
             let note = format!("[ember: {} bytes of output were dropped]\n", drain.dropped);
             self.shared.keep(&mut drain, Bytes::from(note)).await;
@@ -103,20 +111,47 @@ async fn pump(shared: Arc<Shared>) {
         let mut drain = shared.drain.lock().await;
         shared.drain_now(&mut drain).await;
         if !drain.open {
+            shared.flush_partial(&mut drain).await;
             return;
         }
     }
 }
 
 impl Shared {
-    /// Sends kept output to the log and the invocation's tail.
+    /// Sends kept output to the invocation's tail, and its complete lines to the log.
     async fn keep(&self, drain: &mut Drain, data: Bytes) {
         drain.captured.extend_from_slice(&data);
         if drain.captured.len() > 2 * LOG_TAIL_BYTES {
             let cut = drain.captured.len() - LOG_TAIL_BYTES;
             drain.captured.drain(..cut);
         }
-        self.logs.write_output(&self.function, data).await;
+        let complete = match data.iter().rposition(|b| *b == b'\n') {
+            Some(end) => {
+                let mut lines = std::mem::take(&mut drain.partial);
+                lines.extend_from_slice(&data[..=end]);
+                drain.partial.extend_from_slice(&data[end + 1..]);
+                Some(Bytes::from(lines))
+            }
+            None => {
+                drain.partial.extend_from_slice(&data);
+                None
+            }
+        };
+        if let Some(lines) = complete {
+            self.logs.write_output(&self.function, lines).await;
+        }
+        // A "line" this long is not one: let it through.
+        if drain.partial.len() > MAX_PARTIAL_LINE {
+            self.flush_partial(drain).await;
+        }
+    }
+
+    /// Sends the held-back end of a line to the log.
+    async fn flush_partial(&self, drain: &mut Drain) {
+        if !drain.partial.is_empty() {
+            let rest = Bytes::from(std::mem::take(&mut drain.partial));
+            self.logs.write_output(&self.function, rest).await;
+        }
     }
 
     /// Reads and logs what the pipe holds now.

@@ -129,6 +129,33 @@ const MIGRATIONS: &[&str] = &[
         provisioned_gb_seconds          REAL NOT NULL,
         PRIMARY KEY (function, day, version)
      );",
+    // Asynchronous invocations: queued until they succeed, or end failed (kept to be seen).
+    "CREATE TABLE async_events (
+        request_id    TEXT PRIMARY KEY,
+        function      TEXT NOT NULL,
+        qualifier     TEXT,
+        payload       BLOB NOT NULL,
+        enqueued_ms   INTEGER NOT NULL,
+        not_before_ms INTEGER NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        depth         INTEGER NOT NULL DEFAULT 0,
+        state         TEXT NOT NULL,
+        last_response BLOB,
+        last_error    TEXT,
+        condition     TEXT,
+        finished_ms   INTEGER
+     );
+     CREATE INDEX async_events_due ON async_events (state, not_before_ms);
+     CREATE TABLE event_invoke_configs (
+        function           TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier          TEXT NOT NULL,
+        max_retry_attempts INTEGER NOT NULL,
+        max_event_age_s    INTEGER NOT NULL,
+        on_success         TEXT,
+        on_failure         TEXT,
+        last_modified_ms   INTEGER NOT NULL,
+        PRIMARY KEY (function, qualifier)
+     );",
 ];
 
 impl Store {
@@ -153,7 +180,7 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().expect("store lock")
     }
 

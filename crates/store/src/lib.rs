@@ -3,11 +3,13 @@
 //! - [`Store`] (`db`): function metadata in SQLite, WAL mode.
 //! - [`Artifacts`]: content-addressed packages, zipped and unpacked.
 //! - [`archive`]: the hostile-archive checks every package passes before it is stored.
+//! - [`events`]: the durable queue of asynchronous invocations.
 //! - [`secrets`]: access-key secrets sealed at rest.
 
 pub mod archive;
 pub mod artifacts;
 pub mod db;
+pub mod events;
 pub mod secrets;
 
 pub use archive::ArchiveError;
@@ -15,4 +17,5 @@ pub use artifacts::{Artifact, Artifacts};
 pub use db::{
     AliasRecord, FunctionRecord, LayerRecord, ProvisionedRecord, Store, StoreError, StoredKey,
 };
+pub use events::{AsyncEvent, EventCounts, EventInvokeConfig, Failure};
 pub use secrets::{SecretBox, SecretError};

@@ -437,3 +437,58 @@ pub async fn frozen_idle_environments_run_nothing_between_invocations(isolation:
     assert_eq!(api.invoke("frozen", json!({})).await.status, 200);
     assert_eq!(api.environments("frozen").await, (1, 0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lines_from_concurrent_environments_never_interleave_in_the_log() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    // Each line goes out in two writes (the text, then its newline), as Python's
+    // unbuffered print does, with a pause between: another environment's output must not
+    // land inside the line.
+    let code = br#"
+import sys, time
+
+def handler(event, context):
+    for _ in range(50):
+        sys.stdout.write(event["c"] * 3000)
+        time.sleep(0.002)
+        sys.stdout.write("\n")
+"#;
+    let zip = crate::support::zip_files(&[("app.py", code, 0o644)]);
+    let r = api
+        .create(
+            "writer",
+            &zip,
+            json!({ "Runtime": "python3.11", "Handler": "app.handler", "Timeout": 30 }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let calls: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|c| {
+            let api = api.clone();
+            tokio::spawn(async move { api.invoke("writer", json!({ "c": c })).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().status, 200);
+    }
+    let log = api
+        .get("/ember/v1/functions/writer/logs?bytes=100000000")
+        .await
+        .text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with("START ") && !l.starts_with("END ") && !l.starts_with("REPORT "))
+        .collect();
+    assert_eq!(lines.len(), 150, "lines were split or merged");
+    for line in lines {
+        let first = line.chars().next().unwrap();
+        assert!(
+            line.len() == 3000 && line.chars().all(|ch| ch == first),
+            "a mixed line: {}…",
+            &line[..80.min(line.len())]
+        );
+    }
+}

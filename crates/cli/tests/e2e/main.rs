@@ -7,6 +7,7 @@
 mod aws;
 mod cli;
 mod conformance;
+mod events;
 mod failures;
 mod isolation;
 mod lifecycle;

@@ -151,6 +151,13 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Kills the server outright (SIGKILL), as a crash or an OOM kill would, and waits.
+    pub fn kill(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
     /// Whether the server's instance cgroup directory exists.
     pub fn has_instance_cgroup(&self) -> bool {
         self.cgroups.exists()

@@ -1,0 +1,253 @@
+//! Asynchronous invocations: the durable queue, retries under one request id, destination
+//! records, and delivery across a `kill -9` of the server.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::require_sandbox;
+use crate::support::{Api, Response, Server, zip_files};
+
+/// Fails its first two attempts of each request id (in one warm environment), then
+/// answers; prints each attempt.
+const FLAKY: &str = r#"
+SEEN = {}
+
+def handler(event, context):
+    n = SEEN.get(context.aws_request_id, 0) + 1
+    SEEN[context.aws_request_id] = n
+    print("ATTEMPT %s %d" % (context.aws_request_id, n))
+    if event.get("always_fail") or n <= 2:
+        raise RuntimeError("attempt %d fails" % n)
+    return {"ok": n}
+"#;
+
+/// Prints every event it gets on one line, for the test to read back.
+const RECORDER: &str = r#"
+import json
+
+def handler(event, context):
+    print("RECORD " + json.dumps(event))
+"#;
+
+/// Prints the request id, then works a little.
+const WORKER: &str = r#"
+import time
+
+def handler(event, context):
+    print("SEEN %s" % context.aws_request_id)
+    time.sleep(event.get("seconds", 0))
+"#;
+
+async fn create_python(api: &Api, name: &str, code: &str) {
+    let zip = zip_files(&[("app.py", code.as_bytes(), 0o644)]);
+    let r = api
+        .create(
+            name,
+            &zip,
+            json!({ "Runtime": "python3.11", "Handler": "app.handler", "Timeout": 10 }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "create {name}: {}", r.text());
+}
+
+async fn invoke_event(api: &Api, name: &str, payload: Value) -> String {
+    let r = api
+        .invoke_with(name, payload, &[("x-amz-invocation-type", "Event")])
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(r.body.is_empty());
+    r.header("x-amzn-requestid").unwrap().to_owned()
+}
+
+async fn put_config(api: &Api, name: &str, config: Value) -> Response {
+    api.request(
+        Method::PUT,
+        &format!("/2019-09-25/functions/{name}/event-invoke-config"),
+        &[],
+        Bytes::from(config.to_string()),
+    )
+    .await
+}
+
+fn arn(name: &str) -> String {
+    format!("arn:aws:lambda:us-east-1:000000000000:function:{name}")
+}
+
+async fn log(api: &Api, name: &str) -> String {
+    api.get(&format!("/ember/v1/functions/{name}/logs?bytes=10000000"))
+        .await
+        .text()
+}
+
+/// Waits (at most `limit`) until the function's log satisfies `done`; returns the log.
+async fn wait_log(api: &Api, name: &str, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let text = log(api, name).await;
+        if done(&text) || tokio::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The destination records the recorder printed, by source request id.
+fn records(log: &str) -> BTreeMap<String, Value> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("RECORD "))
+        .map(|r| serde_json::from_str::<Value>(r).unwrap_or_else(|e| panic!("{e}: {r}")))
+        .map(|r| {
+            let id = r["requestContext"]["requestId"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (id, r)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retried_events_keep_their_request_id_and_end_at_their_destination() {
+    require_sandbox!();
+    let server = Server::start(&["--event-retry-delay", "200ms"]);
+    let api = server.api();
+    create_python(&api, "flaky", FLAKY).await;
+    create_python(&api, "recorder", RECORDER).await;
+    // One environment at a time, so every attempt finds the count of the ones before.
+    let r = api
+        .request(
+            Method::PUT,
+            "/2017-10-31/functions/flaky/concurrency",
+            &[],
+            Bytes::from(json!({ "ReservedConcurrentExecutions": 1 }).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Bad settings are refused, each saying what to fix.
+    let r = put_config(&api, "flaky", json!({ "MaximumRetryAttempts": 3 })).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = put_config(&api, "flaky", json!({ "MaximumEventAgeInSeconds": 30 })).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let missing = json!({ "DestinationConfig": { "OnSuccess": { "Destination": arn("nope") } } });
+    let r = put_config(&api, "flaky", missing).await;
+    assert!(
+        r.status == 400 && r.text().contains("does not exist"),
+        "{}",
+        r.text()
+    );
+    let r = put_config(
+        &api,
+        "flaky",
+        json!({ "DestinationConfig": {
+            "OnSuccess": { "Destination": arn("recorder") },
+            "OnFailure": { "Destination": arn("recorder") }
+        } }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["MaximumRetryAttempts"], 2);
+    assert_eq!(r.json()["FunctionArn"], format!("{}:$LATEST", arn("flaky")));
+
+    let payload = json!({ "order": 42 });
+    let ok = invoke_event(&api, "flaky", payload.clone()).await;
+    let failing = invoke_event(&api, "flaky", json!({ "always_fail": true })).await;
+    let recorded = wait_log(&api, "recorder", Duration::from_secs(30), |l| {
+        records(l).len() >= 2
+    })
+    .await;
+    let records = records(&recorded);
+
+    // Failed twice, then succeeded: three runs under one request id, then OnSuccess.
+    let flaky_log = log(&api, "flaky").await;
+    for n in 1..=3 {
+        assert!(
+            flaky_log.contains(&format!("ATTEMPT {ok} {n}")),
+            "{flaky_log}"
+        );
+    }
+    assert_eq!(
+        flaky_log
+            .matches(&format!("START RequestId: {ok} "))
+            .count(),
+        3
+    );
+    let success = &records[&ok];
+    assert_eq!(success["version"], "1.0");
+    assert_eq!(success["requestContext"]["condition"], "Success");
+    assert_eq!(success["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(
+        success["requestContext"]["functionArn"],
+        format!("{}:$LATEST", arn("flaky"))
+    );
+    assert_eq!(success["requestPayload"], payload);
+    assert_eq!(success["responseContext"]["statusCode"], 200);
+    assert_eq!(success["responseContext"]["executedVersion"], "$LATEST");
+    assert_eq!(success["responsePayload"], json!({ "ok": 3 }));
+
+    // Always failing: the first run and two retries, then OnFailure with the last error.
+    assert_eq!(
+        flaky_log
+            .matches(&format!("START RequestId: {failing} "))
+            .count(),
+        3
+    );
+    let failure = &records[&failing];
+    assert_eq!(failure["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(failure["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(failure["responseContext"]["functionError"], "Handled");
+    assert_eq!(failure["responsePayload"]["errorType"], "RuntimeError");
+    assert_eq!(
+        failure["responsePayload"]["errorMessage"],
+        "attempt 3 fails"
+    );
+    assert_eq!(failure["requestPayload"], json!({ "always_fail": true }));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_delivered_at_least_once_across_a_kill_9_of_the_server() {
+    require_sandbox!();
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let mut server = Server::start_in(&data, &[]);
+    let api = server.api();
+    create_python(&api, "worker", WORKER).await;
+    // Two at a time, so most of the events are still queued when the server dies.
+    let r = api
+        .request(
+            Method::PUT,
+            "/2017-10-31/functions/worker/concurrency",
+            &[],
+            Bytes::from(json!({ "ReservedConcurrentExecutions": 2 }).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(invoke_event(&api, "worker", json!({ "i": i, "seconds": 0.2 })).await);
+    }
+    // Some have run, some are running, the rest are queued: kill the server outright.
+    wait_log(&api, "worker", Duration::from_secs(30), |l| {
+        l.matches("SEEN ").count() >= 3
+    })
+    .await;
+    server.kill();
+    let before = std::fs::read_dir(&data).is_ok();
+    assert!(before);
+
+    let server = Server::start_in(&data, &[]);
+    let api = server.api();
+    let all = wait_log(&api, "worker", Duration::from_secs(60), |l| {
+        ids.iter().all(|id| l.contains(&format!("SEEN {id}")))
+    })
+    .await;
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !all.contains(&format!("SEEN {id}")))
+        .collect();
+    assert!(missing.is_empty(), "never delivered: {missing:?}");
+}

@@ -1,0 +1,438 @@
+//! Asynchronous invocations (`X-Amz-Invocation-Type: Event`): accepted into a durable
+//! queue in the store, run within the function's concurrency limits, retried, and sent on
+//! to a destination when they end.
+//!
+//! - [`Events::enqueue`] commits the event before the caller gets its 202.
+//! - A worker claims due events (marking them running), runs each through the dispatcher
+//!   under its own request id — the same on every attempt, so handlers can deduplicate —
+//!   and records the [`retry`] decision. At startup, events left running by a stop are
+//!   queued again: every event runs at least once.
+//! - [`destination`] builds Lambda's destination record and turns it into the target's
+//!   own asynchronous event, enqueued in the same transaction that ends the source event.
+
+pub mod destination;
+pub mod retry;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ember_core::arn::Qualifier;
+use ember_dispatch::{DispatchError, Dispatcher, FunctionError, InvokeRequest};
+use ember_store::{AsyncEvent, EventInvokeConfig, Failure, Store, StoreError};
+use tokio::sync::{Notify, Semaphore};
+
+use retry::{Attempt, Decision, Limits, RetryTiming};
+
+/// Largest asynchronous payload, as on Lambda.
+pub const EVENT_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// How long an event waits for a concurrency slot of its function before it counts as
+/// throttled and is retried later.
+const CAPACITY_WAIT: Duration = Duration::from_secs(5);
+
+/// Destination hops after which a chain of events is stopped, as Lambda's recursive-loop
+/// detection does: a function that is its own destination (directly or through others)
+/// would otherwise run forever.
+pub const MAX_DEPTH: u32 = 16;
+
+/// Settings of the event queue.
+#[derive(Debug, Clone, Copy)]
+pub struct EventSettings {
+    pub timing: RetryTiming,
+    /// Events running at once, over all functions.
+    pub concurrency: usize,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            timing: RetryTiming::default(),
+            concurrency: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("the event queue failed")]
+    Store(#[from] StoreError),
+    #[error("an event-queue task failed: {0}")]
+    Task(String),
+}
+
+/// Epoch milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
+struct Inner {
+    store: Arc<Store>,
+    dispatcher: Dispatcher,
+    settings: EventSettings,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+}
+
+/// The event queue and its worker. Cheap to clone.
+#[derive(Clone)]
+pub struct Events {
+    inner: Arc<Inner>,
+}
+
+impl Events {
+    /// Puts back what a stop left running and starts the worker.
+    pub fn start(
+        store: Arc<Store>,
+        dispatcher: Dispatcher,
+        settings: EventSettings,
+    ) -> Result<Events, EventError> {
+        let requeued = store.requeue_running()?;
+        if requeued > 0 {
+            tracing::info!(
+                requeued,
+                "asynchronous events left running by the last stop are queued again"
+            );
+        }
+        let inner = Arc::new(Inner {
+            store,
+            dispatcher,
+            slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            settings,
+            wake: Notify::new(),
+        });
+        tokio::spawn(worker(Arc::clone(&inner)));
+        Ok(Events { inner })
+    }
+
+    /// Accepts an event for `function` (qualified or not) and returns its request id.
+    /// Blocking: call it off the async workers.
+    pub fn enqueue(
+        &self,
+        function: &str,
+        qualifier: Option<&str>,
+        payload: &[u8],
+    ) -> Result<String, EventError> {
+        let event = new_event(function, qualifier, payload, now_ms(), 0);
+        let id = event.request_id.clone();
+        self.inner.store.enqueue(&[event])?;
+        self.inner.wake.notify_one();
+        Ok(id)
+    }
+}
+
+fn new_event(
+    function: &str,
+    qualifier: Option<&str>,
+    payload: &[u8],
+    now: i64,
+    depth: u32,
+) -> AsyncEvent {
+    AsyncEvent {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        function: function.to_owned(),
+        qualifier: qualifier.map(str::to_owned),
+        payload: payload.to_vec(),
+        enqueued_ms: now,
+        not_before_ms: now,
+        attempts: 0,
+        depth,
+    }
+}
+
+/// Runs a store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    inner: &Arc<Inner>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, EventError> {
+    let store = Arc::clone(&inner.store);
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(EventError::Task(e.to_string())),
+    }
+}
+
+/// Claims due events while there are free slots, runs each in its own task, and sleeps
+/// until the next one is due or a new one arrives.
+async fn worker(this: Arc<Inner>) {
+    loop {
+        let woken = this.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        // Wait for a free slot before claiming, so claimed events never wait for one.
+        let Ok(first) = Arc::clone(&this.slots).acquire_owned().await else {
+            return;
+        };
+        let free = this.slots.available_permits() + 1;
+        let due = match blocking(&this, move |s| s.claim_due(now_ms(), free)).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(error = %ember_core::error_chain(&e), "could not read the event queue");
+                drop(first);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let full = due.len() == free;
+        let mut first = Some(first);
+        for event in due {
+            let slot = match first.take() {
+                Some(slot) => slot,
+                None => match Arc::clone(&this.slots).acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
+            let this = Arc::clone(&this);
+            tokio::spawn(async move {
+                this.run(event).await;
+                drop(slot);
+            });
+        }
+        drop(first);
+        if full {
+            continue;
+        }
+        let next = blocking(&this, |s| s.next_due()).await.ok().flatten();
+        let wait = match next {
+            Some(at) => Duration::from_millis((at - now_ms()).clamp(0, 1000) as u64),
+            None => Duration::from_secs(1),
+        };
+        tokio::select! {
+            () = &mut woken => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+impl Inner {
+    /// The event invoke configuration that applies to an event: its qualifier's, else
+    /// `$LATEST`'s for an unqualified one.
+    fn config(&self, event: &AsyncEvent) -> Option<EventInvokeConfig> {
+        let qualifier = event.qualifier.as_deref().unwrap_or("$LATEST");
+        self.store
+            .event_invoke_configs(Some(&event.function))
+            .ok()?
+            .into_iter()
+            .find(|c| c.qualifier == qualifier)
+    }
+
+    async fn run(self: &Arc<Self>, event: AsyncEvent) {
+        let config = {
+            let this = Arc::clone(self);
+            let e = event.clone();
+            tokio::task::spawn_blocking(move || this.config(&e))
+                .await
+                .ok()
+                .flatten()
+        };
+        let limits = config.as_ref().map_or_else(Limits::default, |c| Limits {
+            max_retry_attempts: c.max_retry_attempts,
+            max_event_age: Duration::from_secs(u64::from(c.max_event_age_s)),
+        });
+        if retry::expired(event.enqueued_ms, now_ms(), &limits) {
+            let failure = Failure {
+                condition: retry::Condition::EventAgeExceeded.as_str().into(),
+                response: None,
+                error: "the event was older than its maximum age before it could run".into(),
+            };
+            self.fail(&event, config.as_ref(), failure, None).await;
+            return;
+        }
+        let qualifier = match event.qualifier.as_deref().map(Qualifier::parse).transpose() {
+            Ok(q) => q,
+            Err(e) => {
+                let failure = Failure {
+                    condition: "InvalidQualifier".into(),
+                    response: None,
+                    error: e.to_string(),
+                };
+                self.fail(&event, config.as_ref(), failure, None).await;
+                return;
+            }
+        };
+        let config_arn = self.dispatcher.config();
+        let invoked_arn = ember_core::arn::function_arn(
+            &config_arn.region,
+            &config_arn.account,
+            &event.function,
+            event.qualifier.as_deref(),
+        );
+        let result = self
+            .dispatcher
+            .invoke(
+                &event.function,
+                qualifier.as_ref(),
+                InvokeRequest {
+                    payload: Bytes::from(event.payload.clone()),
+                    invoked_arn: Some(invoked_arn),
+                    request_id: Some(event.request_id.clone()),
+                    // A throttled event waits for a slot here before it is retried later.
+                    wait_for_capacity: Some(CAPACITY_WAIT),
+                    ..Default::default()
+                },
+            )
+            .await;
+        let now = now_ms();
+        let (attempt, outcome) = match result {
+            Ok(r) if r.function_error.is_none() => (Attempt::Succeeded, Ok(r)),
+            Ok(r) => (Attempt::FunctionError, Ok(r)),
+            Err(DispatchError::FunctionNotFound(what)) => {
+                let failure = Failure {
+                    condition: "FunctionNotFound".into(),
+                    response: None,
+                    error: format!("the function is gone: {what}"),
+                };
+                self.fail(&event, None, failure, None).await;
+                return;
+            }
+            Err(e) => (Attempt::NotRun, Err(e)),
+        };
+        match retry::decide(
+            attempt,
+            event.attempts,
+            event.enqueued_ms,
+            now,
+            &limits,
+            &self.settings.timing,
+        ) {
+            Decision::Done => {
+                let result = outcome.expect("a success has a result");
+                let then = config
+                    .as_ref()
+                    .and_then(|c| c.on_success.as_deref())
+                    .and_then(|target| {
+                        self.destination_event(
+                            target,
+                            &event,
+                            "Success",
+                            event.attempts + 1,
+                            Some(&result),
+                        )
+                    });
+                let id = event.request_id.clone();
+                let stored = blocking(self, move |s| s.succeed(&id, then.as_slice())).await;
+                if let Err(e) = stored {
+                    tracing::error!(error = %ember_core::error_chain(&e), request_id = %event.request_id, "could not record a finished event");
+                }
+                self.wake.notify_one();
+            }
+            Decision::RetryAt { at_ms, attempts } => {
+                let (error, response) = describe(&outcome);
+                let id = event.request_id.clone();
+                let stored = blocking(self, move |s| {
+                    s.retry_later(&id, attempts, at_ms, &error, response.as_deref())
+                })
+                .await;
+                if let Err(e) = stored {
+                    tracing::error!(error = %ember_core::error_chain(&e), request_id = %event.request_id, "could not requeue an event");
+                }
+                self.wake.notify_one();
+            }
+            Decision::Fail(condition) => {
+                let (error, response) = describe(&outcome);
+                let failure = Failure {
+                    condition: condition.as_str().into(),
+                    response,
+                    error,
+                };
+                let result = outcome.ok();
+                self.fail(&event, config.as_ref(), failure, result.as_ref())
+                    .await;
+            }
+        }
+    }
+
+    /// Ends an event as failed and sends it to its on-failure destination, if any.
+    async fn fail(
+        self: &Arc<Self>,
+        event: &AsyncEvent,
+        config: Option<&EventInvokeConfig>,
+        failure: Failure,
+        result: Option<&ember_dispatch::InvokeResult>,
+    ) {
+        tracing::warn!(function = %event.function, request_id = %event.request_id, condition = %failure.condition, error = %failure.error, "an asynchronous event failed");
+        let count = event.attempts + u32::from(result.is_some());
+        let then = config
+            .and_then(|c| c.on_failure.as_deref())
+            .and_then(|target| {
+                self.destination_event(target, event, &failure.condition, count, result)
+            });
+        let id = event.request_id.clone();
+        let stored = blocking(self, move |s| {
+            s.fail(&id, &failure, then.as_slice(), now_ms())
+        })
+        .await;
+        if let Err(e) = stored {
+            tracing::error!(error = %ember_core::error_chain(&e), request_id = %event.request_id, "could not record a failed event");
+        }
+        self.wake.notify_one();
+    }
+
+    /// The destination's own event for `target` (a function ARN), or `None` (logged) if
+    /// the target cannot receive one.
+    fn destination_event(
+        &self,
+        target: &str,
+        event: &AsyncEvent,
+        condition: &str,
+        invoke_count: u32,
+        result: Option<&ember_dispatch::InvokeResult>,
+    ) -> Option<AsyncEvent> {
+        if event.depth + 1 > MAX_DEPTH {
+            tracing::warn!(function = %event.function, request_id = %event.request_id, %target,
+                "a chain of {MAX_DEPTH} destination hops was stopped: it looks like a loop");
+            return None;
+        }
+        let config = self.dispatcher.config();
+        let Ok(reference) =
+            ember_core::arn::FunctionRef::parse(target, &config.region, &config.account)
+        else {
+            tracing::error!(%target, "a destination is not a function of this server");
+            return None;
+        };
+        let source_arn = ember_core::arn::function_arn(
+            &config.region,
+            &config.account,
+            &event.function,
+            Some(event.qualifier.as_deref().unwrap_or("$LATEST")),
+        );
+        let record = destination::record(&destination::Source {
+            request_id: &event.request_id,
+            function_arn: &source_arn,
+            condition,
+            invoke_count,
+            request_payload: &event.payload,
+            result,
+            timestamp: SystemTime::now(),
+        });
+        let qualifier = reference.qualifier.map(|q| q.to_string());
+        Some(new_event(
+            &reference.name,
+            qualifier.as_deref(),
+            record.to_string().as_bytes(),
+            now_ms(),
+            event.depth + 1,
+        ))
+    }
+}
+
+/// The last error of an attempt, for a person and for the record.
+fn describe(
+    outcome: &Result<ember_dispatch::InvokeResult, DispatchError>,
+) -> (String, Option<Vec<u8>>) {
+    match outcome {
+        Ok(r) => {
+            let kind = r.function_error.map_or("", FunctionError::as_str);
+            let text = String::from_utf8_lossy(&r.body);
+            (
+                format!("{kind} function error: {text}"),
+                Some(r.body.to_vec()),
+            )
+        }
+        Err(e) => (ember_core::error_chain(e), None),
+    }
+}

@@ -1,0 +1,386 @@
+//! The durable queue of asynchronous invocations and their configurations.
+//!
+//! An event is a row from the moment it is accepted (the caller's 202 comes after the
+//! commit) until it succeeds; one that fails for good stays, `failed`, to be seen. A row is
+//! `queued` (waiting for `not_before_ms`) or `running`; a server that stops with events
+//! running puts them back in the queue when it starts, so each is delivered at least once.
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::{Store, StoreError};
+
+/// One asynchronous invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsyncEvent {
+    pub request_id: String,
+    pub function: String,
+    /// A version or alias, as the caller gave it.
+    pub qualifier: Option<String>,
+    pub payload: Vec<u8>,
+    /// Epoch milliseconds.
+    pub enqueued_ms: i64,
+    pub not_before_ms: i64,
+    /// Attempts that ended in a function error.
+    pub attempts: u32,
+    /// How many destination hops led to this event (0 for one a caller sent).
+    pub depth: u32,
+}
+
+/// How an event ended badly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// `RetriesExhausted` or `EventAgeExceeded`.
+    pub condition: String,
+    /// The last response (an error document), if the function answered.
+    pub response: Option<Vec<u8>>,
+    /// The last error, for a person.
+    pub error: String,
+}
+
+/// Events of one function by state, and the oldest one's age.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventCounts {
+    pub function: String,
+    pub queued: u64,
+    /// Queued after at least one failed attempt.
+    pub retrying: u64,
+    pub running: u64,
+    pub failed: u64,
+    /// When the oldest unfinished event was accepted (epoch ms).
+    pub oldest_ms: Option<i64>,
+}
+
+/// `PutFunctionEventInvokeConfig`'s settings for a function (qualifier `$LATEST`, a
+/// version or an alias).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventInvokeConfig {
+    pub function: String,
+    pub qualifier: String,
+    pub max_retry_attempts: u32,
+    pub max_event_age_s: u32,
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
+    pub last_modified_ms: i64,
+}
+
+fn event(row: &rusqlite::Row<'_>) -> rusqlite::Result<AsyncEvent> {
+    Ok(AsyncEvent {
+        request_id: row.get(0)?,
+        function: row.get(1)?,
+        qualifier: row.get(2)?,
+        payload: row.get(3)?,
+        enqueued_ms: row.get(4)?,
+        not_before_ms: row.get(5)?,
+        attempts: row.get(6)?,
+        depth: row.get(7)?,
+    })
+}
+
+const EVENT_COLUMNS: &str =
+    "request_id, function, qualifier, payload, enqueued_ms, not_before_ms, attempts, depth";
+
+impl Store {
+    /// Accepts events (all or none).
+    pub fn enqueue(&self, events: &[AsyncEvent]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO async_events
+                    (request_id, function, qualifier, payload, enqueued_ms, not_before_ms, attempts, depth, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued')",
+            )?;
+            for e in events {
+                insert.execute(params![
+                    e.request_id,
+                    e.function,
+                    e.qualifier,
+                    e.payload,
+                    e.enqueued_ms,
+                    e.not_before_ms,
+                    e.attempts,
+                    e.depth
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Takes up to `limit` events due at `now_ms`, oldest first, and marks them running.
+    pub fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<AsyncEvent>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let due: Vec<AsyncEvent> = {
+            let mut select = tx.prepare(&format!(
+                "SELECT {EVENT_COLUMNS} FROM async_events
+                 WHERE state = 'queued' AND not_before_ms <= ?1
+                 ORDER BY not_before_ms LIMIT ?2"
+            ))?;
+            let rows = select.query_map(params![now_ms, limit as i64], event)?;
+            rows.collect::<Result<_, _>>()?
+        };
+        {
+            let mut mark =
+                tx.prepare("UPDATE async_events SET state = 'running' WHERE request_id = ?1")?;
+            for e in &due {
+                mark.execute([&e.request_id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(due)
+    }
+
+    /// When the next queued event is due (epoch ms), if any is queued.
+    pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT MIN(not_before_ms) FROM async_events WHERE state = 'queued'",
+            [],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Puts a running event back in the queue until `not_before_ms`, with its function
+    /// errors so far and the last response.
+    pub fn retry_later(
+        &self,
+        request_id: &str,
+        attempts: u32,
+        not_before_ms: i64,
+        error: &str,
+        response: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE async_events
+             SET state = 'queued', attempts = ?2, not_before_ms = ?3, last_error = ?4,
+                 last_response = COALESCE(?5, last_response)
+             WHERE request_id = ?1",
+            params![request_id, attempts, not_before_ms, error, response],
+        )?;
+        Ok(())
+    }
+
+    /// Ends an event that succeeded, enqueueing what it leads to (a destination's event)
+    /// in the same transaction.
+    pub fn succeed(&self, request_id: &str, then: &[AsyncEvent]) -> Result<(), StoreError> {
+        self.end(request_id, None, then, 0)
+    }
+
+    /// Ends an event that failed for good: it stays, `failed`, with why; `then` (a
+    /// destination's event) is enqueued in the same transaction.
+    pub fn fail(
+        &self,
+        request_id: &str,
+        failure: &Failure,
+        then: &[AsyncEvent],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.end(request_id, Some(failure), then, now_ms)
+    }
+
+    fn end(
+        &self,
+        request_id: &str,
+        failure: Option<&Failure>,
+        then: &[AsyncEvent],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            match failure {
+                None => {
+                    tx.execute(
+                        "DELETE FROM async_events WHERE request_id = ?1",
+                        [request_id],
+                    )?;
+                }
+                Some(f) => {
+                    tx.execute(
+                        "UPDATE async_events
+                         SET state = 'failed', condition = ?2, last_error = ?3,
+                             last_response = COALESCE(?4, last_response), finished_ms = ?5
+                         WHERE request_id = ?1",
+                        params![request_id, f.condition, f.error, f.response, now_ms],
+                    )?;
+                }
+            }
+            tx.commit()?;
+        }
+        if !then.is_empty() {
+            self.enqueue(then)?;
+        }
+        Ok(())
+    }
+
+    /// Puts every running event back in the queue: at startup, after a stop that left
+    /// some running. Returns how many.
+    pub fn requeue_running(&self) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE async_events SET state = 'queued' WHERE state = 'running'",
+            [],
+        )?)
+    }
+
+    /// Drops a function's unfinished events (it was deleted); failed ones stay on record.
+    pub fn drop_queued(&self, function: &str) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM async_events WHERE function = ?1 AND state = 'queued'",
+            [function],
+        )?)
+    }
+
+    /// Event counts per function.
+    pub fn event_counts(&self) -> Result<Vec<EventCounts>, StoreError> {
+        let conn = self.conn();
+        let mut select = conn.prepare(
+            "SELECT function,
+                    SUM(state = 'queued' AND attempts = 0),
+                    SUM(state = 'queued' AND attempts > 0),
+                    SUM(state = 'running'),
+                    SUM(state = 'failed'),
+                    MIN(CASE WHEN state != 'failed' THEN enqueued_ms END)
+             FROM async_events GROUP BY function ORDER BY function",
+        )?;
+        let rows = select.query_map([], |row| {
+            Ok(EventCounts {
+                function: row.get(0)?,
+                queued: row.get::<_, i64>(1)? as u64,
+                retrying: row.get::<_, i64>(2)? as u64,
+                running: row.get::<_, i64>(3)? as u64,
+                failed: row.get::<_, i64>(4)? as u64,
+                oldest_ms: row.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One event's state (`queued`, `running`, `failed`), if it is still on record.
+    pub fn event_state(&self, request_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT state FROM async_events WHERE request_id = ?1",
+                [request_id],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn put_event_invoke_config(&self, c: &EventInvokeConfig) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO event_invoke_configs
+                (function, qualifier, max_retry_attempts, max_event_age_s, on_success, on_failure, last_modified_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(function, qualifier) DO UPDATE SET
+                max_retry_attempts = excluded.max_retry_attempts,
+                max_event_age_s = excluded.max_event_age_s,
+                on_success = excluded.on_success,
+                on_failure = excluded.on_failure,
+                last_modified_ms = excluded.last_modified_ms",
+            params![
+                c.function,
+                c.qualifier,
+                c.max_retry_attempts,
+                c.max_event_age_s,
+                c.on_success,
+                c.on_failure,
+                c.last_modified_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a configuration; whether there was one.
+    pub fn delete_event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2",
+            [function, qualifier],
+        )? > 0)
+    }
+
+    /// The configurations of one function, or of all for `None`.
+    pub fn event_invoke_configs(
+        &self,
+        function: Option<&str>,
+    ) -> Result<Vec<EventInvokeConfig>, StoreError> {
+        let conn = self.conn();
+        let mut select = conn.prepare(
+            "SELECT function, qualifier, max_retry_attempts, max_event_age_s, on_success, on_failure, last_modified_ms
+             FROM event_invoke_configs WHERE ?1 IS NULL OR function = ?1 ORDER BY function, qualifier",
+        )?;
+        let rows = select.query_map([function], |row| {
+            Ok(EventInvokeConfig {
+                function: row.get(0)?,
+                qualifier: row.get(1)?,
+                max_retry_attempts: row.get(2)?,
+                max_event_age_s: row.get(3)?,
+                on_success: row.get(4)?,
+                on_failure: row.get(5)?,
+                last_modified_ms: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, at: i64) -> AsyncEvent {
+        AsyncEvent {
+            request_id: id.into(),
+            function: "f".into(),
+            qualifier: None,
+            payload: b"{}".to_vec(),
+            enqueued_ms: at,
+            not_before_ms: at,
+            attempts: 0,
+            depth: 0,
+        }
+    }
+
+    #[test]
+    fn events_are_claimed_when_due_retried_and_requeued_after_a_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        store.enqueue(&[event("a", 100), event("b", 200)]).unwrap();
+        assert_eq!(store.next_due().unwrap(), Some(100));
+        let due = store.claim_due(150, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].request_id, "a");
+        // Claimed once: not handed out again while running.
+        assert!(store.claim_due(150, 10).unwrap().is_empty());
+        store
+            .retry_later("a", 1, 300, "boom", Some(b"{\"e\":1}"))
+            .unwrap();
+        let due = store.claim_due(300, 10).unwrap();
+        assert_eq!(
+            due.iter()
+                .map(|e| e.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+        assert_eq!(due[1].attempts, 1);
+        // A stop with both running: both come back.
+        assert_eq!(store.requeue_running().unwrap(), 2);
+        let counts = store.event_counts().unwrap();
+        assert_eq!((counts[0].queued, counts[0].retrying), (1, 1));
+        store.claim_due(300, 10).unwrap();
+        store.succeed("b", &[event("c", 400)]).unwrap();
+        let failure = Failure {
+            condition: "RetriesExhausted".into(),
+            response: None,
+            error: "boom".into(),
+        };
+        store.fail("a", &failure, &[], 500).unwrap();
+        assert_eq!(store.event_state("b").unwrap(), None);
+        assert_eq!(store.event_state("a").unwrap().as_deref(), Some("failed"));
+        assert_eq!(store.event_state("c").unwrap().as_deref(), Some("queued"));
+    }
+}
