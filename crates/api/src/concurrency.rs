@@ -204,11 +204,58 @@ pub async fn delete_provisioned(
 
 /// `GET /metrics`: OpenMetrics text, as Prometheus scrapes it.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.registry.dispatcher().metrics_text();
+    let mut text = state.registry.dispatcher().metrics_text();
+    // The event queue's gauges come from the store; they go before the closing `# EOF`.
+    let counts = blocking(&state.registry, |r| Ok(r.store().event_counts()?)).await;
+    match counts {
+        Ok(counts) => {
+            let at = text.rfind("# EOF").unwrap_or(text.len());
+            text.insert_str(at, &event_metrics(&counts, ember_events::now_ms()));
+        }
+        Err(e) => tracing::error!(error = %e, "could not count the queued events"),
+    }
     let mut response = text.into_response();
     response.headers_mut().insert(
         "content-type",
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
+}
+
+/// The event queue as OpenMetrics families: events by state, and the oldest one's age.
+fn event_metrics(counts: &[ember_store::EventCounts], now_ms: i64) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "# HELP ember_events Asynchronous events now, by state (failed: ended without success).\n\
+         # TYPE ember_events gauge\n",
+    );
+    for c in counts {
+        for (state, n) in [
+            ("queued", c.queued),
+            ("retrying", c.retrying),
+            ("running", c.running),
+            ("failed", c.failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "ember_events{{function=\"{}\",state=\"{state}\"}} {n}",
+                c.function
+            );
+        }
+    }
+    out.push_str(
+        "# HELP ember_event_age_seconds Age of each function's oldest unfinished event.\n\
+         # TYPE ember_event_age_seconds gauge\n",
+    );
+    for c in counts {
+        if let Some(oldest) = c.oldest_ms {
+            let age = (now_ms - oldest).max(0) as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "ember_event_age_seconds{{function=\"{}\"}} {age}",
+                c.function
+            );
+        }
+    }
+    out
 }

@@ -67,6 +67,28 @@ pub async fn stats(
     .into_response())
 }
 
+/// `GET /ember/v1/events`: asynchronous events per function — queued, retrying (queued
+/// after a failed attempt), running, failed — and the age of the oldest unfinished one.
+pub async fn events(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let counts =
+        crate::functions::blocking(&state.registry, |r| Ok(r.store().event_counts()?)).await?;
+    let now = ember_events::now_ms();
+    let functions: Vec<serde_json::Value> = counts
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "Function": c.function,
+                "Queued": c.queued,
+                "Retrying": c.retrying,
+                "Running": c.running,
+                "Failed": c.failed,
+                "OldestAgeSeconds": c.oldest_ms.map(|t| (now - t).max(0) as f64 / 1000.0),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "Functions": functions })).into_response())
+}
+
 /// `GET /ember/v1/usage?Function=NAME&Days=N`: requests, billed duration, GB-seconds and
 /// their cost per function, version and UTC day, over the last `Days` days (default 30,
 /// today included), with the totals and the price table used.

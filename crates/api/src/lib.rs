@@ -129,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/usage", get(ember::usage))
         .route("/stats", get(ember::stats))
+        .route("/events", get(ember::events))
         .route("/artifacts/{file}", get(ember::artifact));
     Router::new()
         .nest("/2015-03-31", lambda)

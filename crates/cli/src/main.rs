@@ -70,6 +70,8 @@ enum Command {
     Stats(observe::StatsArgs),
     /// Show usage (requests, billed duration, GB-seconds) and its cost per function and day.
     Usage(observe::UsageArgs),
+    /// Show asynchronous events per function: queued, retrying, running, failed, oldest.
+    Events(observe::EventsArgs),
     /// Measure warm and cold invocation latency against baselines, in one run.
     Bench(bench::BenchArgs),
     /// Replay a call trace through the scheduling policies: cold starts, throttles, memory.
@@ -127,6 +129,7 @@ fn main() -> ExitCode {
             Command::Keys(args) => commands::keys(args).await,
             Command::Stats(args) => observe::stats(args).await,
             Command::Usage(args) => observe::usage(args).await,
+            Command::Events(args) => observe::events(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::EchoServer => bench::echo_server().await,
             Command::SandboxInit | Command::EchoRuntime | Command::Sim(_) => {

@@ -1,4 +1,5 @@
-//! `ember stats` and `ember usage`: what the server counted, for a person to read.
+//! `ember stats`, `ember usage` and `ember events`: what the server counted, for a person
+//! to read.
 
 use hyper::Method;
 use serde_json::Value;
@@ -30,6 +31,47 @@ pub struct UsageArgs {
     json: bool,
     #[command(flatten)]
     endpoint: Endpoint,
+}
+
+#[derive(clap::Args)]
+pub struct EventsArgs {
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    endpoint: Endpoint,
+}
+
+pub async fn events(args: EventsArgs) -> anyhow::Result<()> {
+    let body = get(&args.endpoint, "/ember/v1/events").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    let rows = body["Functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            [
+                f["Function"].as_str().unwrap_or("").to_owned(),
+                number(&f["Queued"]).to_string(),
+                number(&f["Retrying"]).to_string(),
+                number(&f["Running"]).to_string(),
+                number(&f["Failed"]).to_string(),
+                f["OldestAgeSeconds"]
+                    .as_f64()
+                    .map_or("-".into(), |s| format!("{s:.1} s")),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "FUNCTION", "QUEUED", "RETRYING", "RUNNING", "FAILED", "OLDEST",
+        ],
+        rows,
+    )?;
+    Ok(())
 }
 
 async fn get(endpoint: &Endpoint, path: &str) -> anyhow::Result<Value> {

@@ -269,6 +269,52 @@ async fn boto3_provisioned_concurrency_is_ready_before_traffic_and_spills_over()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn boto3_sends_events_and_manages_their_settings() {
+    require_aws_tools!();
+    let server = Server::start(&[]);
+    boto3(&server, "async_events");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_cli_invokes_asynchronously() {
+    require_aws_tools!();
+    let server = Server::start(&[]);
+    server
+        .api()
+        .create_kitchen("later", serde_json::json!({}))
+        .await;
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("out.json");
+    let result = ok_json(aws(
+        &server,
+        &[
+            "invoke",
+            "--function-name",
+            "later",
+            "--invocation-type",
+            "Event",
+            "--payload",
+            r#"{"action":"print","text":"from the cli"}"#,
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(result["StatusCode"], 202);
+    let api = server.api();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let log = api.get("/ember/v1/functions/later/logs").await.text();
+        if log.contains("from the cli") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the event never ran: {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn boto3_layers_are_laid_over_opt_in_order() {
     require_aws_tools!();
     let server = Server::start(&[]);

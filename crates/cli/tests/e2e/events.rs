@@ -206,6 +206,34 @@ async fn retried_events_keep_their_request_id_and_end_at_their_destination() {
         "attempt 3 fails"
     );
     assert_eq!(failure["requestPayload"], json!({ "always_fail": true }));
+
+    // What is left shows: the failed event, nothing queued or running.
+    let events = api.get("/ember/v1/events").await.json();
+    let flaky = events["Functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["Function"] == "flaky")
+        .unwrap_or_else(|| panic!("{events}"));
+    assert_eq!(
+        (&flaky["Queued"], &flaky["Running"], &flaky["Failed"]),
+        (&json!(0), &json!(0), &json!(1)),
+        "{flaky}"
+    );
+    let (code, out, err) = crate::support::cli(&server.url, &["events"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("flaky ")), "{out}");
+    match crate::scaling::parser_unavailable() {
+        Some(why) => eprintln!("the /metrics part is skipped: {why}"),
+        None => {
+            let samples = crate::scaling::scrape(&api).await;
+            let failed = [("function", "flaky"), ("state", "failed")];
+            assert_eq!(
+                crate::scaling::sample(&samples, "ember_events", &failed),
+                1.0
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

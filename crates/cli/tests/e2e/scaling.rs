@@ -14,7 +14,7 @@ use crate::require_sandbox;
 use crate::support::{Api, EMBER, Response, Server};
 
 /// Why `/metrics` cannot be parsed here, if it cannot.
-fn parser_unavailable() -> Option<&'static str> {
+pub(crate) fn parser_unavailable() -> Option<&'static str> {
     let ok = Command::new("python3")
         .args(["-c", "import prometheus_client"])
         .output()
@@ -25,7 +25,7 @@ fn parser_unavailable() -> Option<&'static str> {
 }
 
 /// Every sample of `/metrics`, parsed by the Prometheus client's OpenMetrics parser.
-async fn scrape(api: &Api) -> Vec<Value> {
+pub(crate) async fn scrape(api: &Api) -> Vec<Value> {
     let r = api.get("/metrics").await;
     assert_eq!(r.status, 200);
     assert!(
@@ -62,7 +62,7 @@ async fn scrape(api: &Api) -> Vec<Value> {
 }
 
 /// The value of one sample, 0 if absent.
-fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .find(|s| {
