@@ -262,7 +262,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let app = ember_api::router(AppState {
         registry: Arc::clone(&registry),
         keys: Arc::new(keys),
-        events,
+        events: events.clone(),
     });
 
     let addr = listener.local_addr()?;
@@ -287,7 +287,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the server failed")?;
-    tracing::info!("shutting down: stopping environments");
+    tracing::info!("shutting down: finishing asynchronous events, stopping environments");
+    events.shutdown(Duration::from_secs(10)).await;
     dispatcher.shutdown().await;
     let _ = tokio::task::spawn_blocking(move || registry.flush_usage()).await;
     if let Some(egress) = egress {

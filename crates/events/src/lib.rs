@@ -75,6 +75,8 @@ struct Inner {
     settings: EventSettings,
     wake: Notify,
     slots: Arc<Semaphore>,
+    /// Set at shutdown: no more events are claimed.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The event queue and its worker. Cheap to clone.
@@ -103,9 +105,27 @@ impl Events {
             slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             settings,
             wake: Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(worker(Arc::clone(&inner)));
         Ok(Events { inner })
+    }
+
+    /// Stops claiming events and waits, at most `limit`, for the running ones to end.
+    /// Events still running after that are queued again at the next start.
+    pub async fn shutdown(&self, limit: Duration) {
+        let inner = &self.inner;
+        inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        inner.wake.notify_one();
+        let all = u32::try_from(inner.settings.concurrency.max(1)).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(limit, inner.slots.acquire_many(all)).await;
+        if drained.is_err() {
+            tracing::warn!(
+                "asynchronous events still running at shutdown will run again at the next start"
+            );
+        }
     }
 
     /// Accepts an event for `function` (qualified or not) and returns its request id.
@@ -166,6 +186,9 @@ async fn worker(this: Arc<Inner>) {
         let Ok(first) = Arc::clone(&this.slots).acquire_owned().await else {
             return;
         };
+        if this.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let free = this.slots.available_permits() + 1;
         let due = match blocking(&this, move |s| s.claim_due(now_ms(), free)).await {
             Ok(due) => due,
