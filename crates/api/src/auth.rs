@@ -147,7 +147,16 @@ pub async fn require_signature(
         body: &body,
     };
     let region = &state.registry.dispatcher().config().region;
-    match sigv4::verify(&signed, region, "lambda", SystemTime::now(), |id| {
+    // JSON-protocol calls are signed for their own service.
+    let service = match parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|t| t.to_str().ok())
+    {
+        Some(t) if t.starts_with("AWSEvents.") => "events",
+        _ => "lambda",
+    };
+    match sigv4::verify(&signed, region, service, SystemTime::now(), |id| {
         state.keys.secret(id)
     }) {
         Ok(_) => next.run(Request::from_parts(parts, Body::from(body))).await,

@@ -24,6 +24,9 @@ pub enum ApiError {
     InvalidParameter(String),
     #[error("{0}")]
     InvalidRequestContent(String),
+    /// A bad request to a JSON-protocol service (EventBridge), in its own error type.
+    #[error("{0}")]
+    Validation(String),
     #[error("Function already exist: {0}")]
     FunctionExists(String),
     #[error("{0}")]
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::InvalidParameter(_) => {
                 (StatusCode::BAD_REQUEST, "InvalidParameterValueException")
             }
+            ApiError::Validation(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
             ApiError::InvalidRequestContent(_) => {
                 (StatusCode::BAD_REQUEST, "InvalidRequestContentException")
             }
@@ -102,8 +106,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind) = self.parts();
+        // `__type` is where JSON-protocol clients (EventBridge, SQS) read the error code;
+        // REST clients (Lambda) read the header, and ignore it.
         let mut body = serde_json::json!({
             "Type": if status.is_server_error() { "Service" } else { "User" },
+            "__type": kind,
             "message": self.to_string(),
         });
         let mut retry_after = None;

@@ -20,6 +20,7 @@ mod invoke;
 mod layers;
 pub mod model;
 pub mod registry;
+mod rules;
 pub mod sigv4;
 mod versions;
 
@@ -141,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/2019-09-25", event_configs)
         .nest("/ember/v1", ember)
         .route("/metrics", get(concurrency::metrics))
+        .route("/", post(rules::json_protocol))
         .fallback(unknown)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

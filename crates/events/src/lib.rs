@@ -12,6 +12,7 @@
 
 pub mod destination;
 pub mod retry;
+pub mod schedule;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -108,6 +109,7 @@ impl Events {
             stopping: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(worker(Arc::clone(&inner)));
+        tokio::spawn(scheduler(Arc::clone(&inner)));
         Ok(Events { inner })
     }
 
@@ -231,7 +233,72 @@ async fn worker(this: Arc<Inner>) {
     }
 }
 
+/// How often the scheduler looks for due rules.
+const SCHEDULER_TICK: Duration = Duration::from_millis(250);
+
+/// Fires the scheduled rules that are due, each once for the latest time it missed.
+async fn scheduler(this: Arc<Inner>) {
+    loop {
+        if this.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let fired = {
+            let this = Arc::clone(&this);
+            tokio::task::spawn_blocking(move || this.fire_due(now_ms())).await
+        };
+        match fired {
+            Ok(Ok(0)) => {}
+            Ok(Ok(_)) => this.wake.notify_one(),
+            Ok(Err(e)) => {
+                tracing::error!(error = %ember_core::error_chain(&e), "could not fire the scheduled rules")
+            }
+            Err(e) => tracing::error!(error = %e, "the scheduler task failed"),
+        }
+        tokio::time::sleep(SCHEDULER_TICK).await;
+    }
+}
+
 impl Inner {
+    /// Fires every enabled scheduled rule that is due at `now`; returns how many fired.
+    fn fire_due(&self, now: i64) -> Result<usize, StoreError> {
+        let mut fired = 0;
+        for rule in self.store.rules()? {
+            let Some(expression) = rule.schedule.as_deref().filter(|_| rule.enabled) else {
+                continue;
+            };
+            let Ok(parsed) = schedule::Schedule::parse(expression) else {
+                continue;
+            };
+            let Some(at) = schedule::due(&parsed, rule.created_ms, rule.last_fired_ms, now) else {
+                continue;
+            };
+            let config = self.dispatcher.config();
+            let payload = scheduled_event(&rule.name, at, &config.region, &config.account);
+            let events: Vec<AsyncEvent> = self
+                .store
+                .targets(&rule.name)?
+                .into_iter()
+                .filter_map(|target| {
+                    let Ok(reference) = ember_core::arn::FunctionRef::parse(
+                        &target.arn,
+                        &config.region,
+                        &config.account,
+                    ) else {
+                        tracing::warn!(rule = %rule.name, target = %target.arn, "a rule's target is not a function here");
+                        return None;
+                    };
+                    let body = target.input.unwrap_or_else(|| payload.to_string());
+                    let qualifier = reference.qualifier.map(|q| q.to_string());
+                    Some(new_event(&reference.name, qualifier.as_deref(), body.as_bytes(), now, 0))
+                })
+                .collect();
+            if self.store.fire_rule(&rule.name, at, &events)? {
+                fired += 1;
+            }
+        }
+        Ok(fired)
+    }
+
     /// The event invoke configuration that applies to an event: its qualifier's, else
     /// `$LATEST`'s for an unqualified one.
     fn config(&self, event: &AsyncEvent) -> Option<EventInvokeConfig> {
@@ -441,6 +508,26 @@ impl Inner {
             event.depth + 1,
         ))
     }
+}
+
+/// What a scheduled rule sends its targets, as EventBridge does; `time` is the scheduled
+/// time, not the moment it was sent.
+pub fn scheduled_event(rule: &str, at_ms: i64, region: &str, account: &str) -> serde_json::Value {
+    let at = UNIX_EPOCH + Duration::from_millis(at_ms.max(0) as u64);
+    let stamp = ember_core::time::lambda_timestamp(at);
+    // Seconds precision, `Z`: 2019-10-08T16:53:06Z.
+    let time = format!("{}Z", &stamp[..19]);
+    serde_json::json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "time": time,
+        "region": region,
+        "resources": [format!("arn:aws:events:{region}:{account}:rule/{rule}")],
+        "detail": {},
+    })
 }
 
 /// The last error of an attempt, for a person and for the record.

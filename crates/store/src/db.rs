@@ -156,6 +156,22 @@ const MIGRATIONS: &[&str] = &[
         last_modified_ms   INTEGER NOT NULL,
         PRIMARY KEY (function, qualifier)
      );",
+    "CREATE TABLE rules (
+        name          TEXT PRIMARY KEY,
+        schedule      TEXT,
+        pattern       TEXT,
+        enabled       INTEGER NOT NULL,
+        description   TEXT NOT NULL DEFAULT '',
+        created_ms    INTEGER NOT NULL,
+        last_fired_ms INTEGER
+     );
+     CREATE TABLE rule_targets (
+        rule  TEXT NOT NULL REFERENCES rules(name) ON DELETE CASCADE,
+        id    TEXT NOT NULL,
+        arn   TEXT NOT NULL,
+        input TEXT,
+        PRIMARY KEY (rule, id)
+     );",
 ];
 
 impl Store {

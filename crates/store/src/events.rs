@@ -63,6 +63,31 @@ pub struct EventInvokeConfig {
     pub last_modified_ms: i64,
 }
 
+/// Inserts events as queued, within the caller's transaction.
+pub(crate) fn insert_events(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[AsyncEvent],
+) -> Result<(), StoreError> {
+    let mut insert = tx.prepare(
+        "INSERT INTO async_events
+            (request_id, function, qualifier, payload, enqueued_ms, not_before_ms, attempts, depth, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued')",
+    )?;
+    for e in events {
+        insert.execute(params![
+            e.request_id,
+            e.function,
+            e.qualifier,
+            e.payload,
+            e.enqueued_ms,
+            e.not_before_ms,
+            e.attempts,
+            e.depth
+        ])?;
+    }
+    Ok(())
+}
+
 fn event(row: &rusqlite::Row<'_>) -> rusqlite::Result<AsyncEvent> {
     Ok(AsyncEvent {
         request_id: row.get(0)?,
@@ -84,25 +109,7 @@ impl Store {
     pub fn enqueue(&self, events: &[AsyncEvent]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare(
-                "INSERT INTO async_events
-                    (request_id, function, qualifier, payload, enqueued_ms, not_before_ms, attempts, depth, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued')",
-            )?;
-            for e in events {
-                insert.execute(params![
-                    e.request_id,
-                    e.function,
-                    e.qualifier,
-                    e.payload,
-                    e.enqueued_ms,
-                    e.not_before_ms,
-                    e.attempts,
-                    e.depth
-                ])?;
-            }
-        }
+        insert_events(&tx, events)?;
         tx.commit()?;
         Ok(())
     }

@@ -4,12 +4,14 @@
 //! - [`Artifacts`]: content-addressed packages, zipped and unpacked.
 //! - [`archive`]: the hostile-archive checks every package passes before it is stored.
 //! - [`events`]: the durable queue of asynchronous invocations.
+//! - [`rules`]: schedules and event patterns, and their targets.
 //! - [`secrets`]: access-key secrets sealed at rest.
 
 pub mod archive;
 pub mod artifacts;
 pub mod db;
 pub mod events;
+pub mod rules;
 pub mod secrets;
 
 pub use archive::ArchiveError;
@@ -18,4 +20,5 @@ pub use db::{
     AliasRecord, FunctionRecord, LayerRecord, ProvisionedRecord, Store, StoreError, StoredKey,
 };
 pub use events::{AsyncEvent, EventCounts, EventInvokeConfig, Failure};
+pub use rules::{Rule, Target};
 pub use secrets::{SecretBox, SecretError};

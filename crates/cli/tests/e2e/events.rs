@@ -279,3 +279,128 @@ async fn events_are_delivered_at_least_once_across_a_kill_9_of_the_server() {
         .collect();
     assert!(missing.is_empty(), "never delivered: {missing:?}");
 }
+
+/// Prints the scheduled time of each scheduled event it gets.
+const TICKER: &str = r#"
+def handler(event, context):
+    print("TICK %s %s" % (event["time"], event["detail-type"]))
+"#;
+
+/// An EventBridge JSON-protocol call.
+async fn events_call(api: &Api, operation: &str, body: Value) -> Response {
+    let target = format!("AWSEvents.{operation}");
+    api.request(
+        Method::POST,
+        "/",
+        &[
+            ("x-amz-target", target.as_str()),
+            ("content-type", "application/x-amz-json-1.1"),
+        ],
+        Bytes::from(body.to_string()),
+    )
+    .await
+}
+
+/// Epoch seconds of `2026-11-22T17:00:02Z`.
+fn epoch_seconds(time: &str) -> i64 {
+    let n = |range: std::ops::Range<usize>| time[range].parse::<i64>().unwrap();
+    let days = ember_core::time::days_from_civil(n(0..4), n(5..7) as u32, n(8..10) as u32);
+    days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+/// The scheduled times in a ticker's log, in order of arrival.
+fn ticks(log: &str) -> Vec<i64> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("TICK "))
+        .map(|l| {
+            let (time, kind) = l.split_once(' ').unwrap();
+            assert_eq!(kind, "Scheduled Event");
+            epoch_seconds(time)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_fires_every_period_and_once_for_what_it_missed_while_down() {
+    require_sandbox!();
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let mut server = Server::start_in(&data, &[]);
+    let api = server.api();
+    create_python(&api, "ticker", TICKER).await;
+    let bad = events_call(
+        &api,
+        "PutRule",
+        json!({ "Name": "bad", "ScheduleExpression": "cron(0 12 * * * *)" }),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["__type"], "ValidationException");
+    let r = events_call(
+        &api,
+        "PutRule",
+        json!({ "Name": "every2s", "ScheduleExpression": "rate(2 seconds)" }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["RuleArn"],
+        "arn:aws:events:us-east-1:000000000000:rule/every2s"
+    );
+    let r = events_call(
+        &api,
+        "PutTargets",
+        json!({ "Rule": "every2s", "Targets": [
+            { "Id": "t", "Arn": arn("ticker") },
+            { "Id": "nope", "Arn": arn("missing") }
+        ] }),
+    )
+    .await;
+    assert_eq!(r.json()["FailedEntryCount"], 1, "{}", r.text());
+
+    // Three firings, each for the next 2-second slot.
+    let first = ticks(
+        &wait_log(&api, "ticker", Duration::from_secs(20), |l| {
+            ticks(l).len() >= 3
+        })
+        .await,
+    );
+    assert!(first.len() >= 3, "{first:?}");
+    for pair in first.windows(2) {
+        assert_eq!(pair[1] - pair[0], 2, "not every period: {first:?}");
+    }
+
+    // Down for 5 s (two or three slots): the missed firings collapse into one at the
+    // restart, whose time may fall just before or just after the restart.
+    server.stop();
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let stopped = wall();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restarted = wall();
+    let server = Server::start_in(&data, &[]);
+    let api = server.api();
+    let log = wait_log(&api, "ticker", Duration::from_secs(20), |l| {
+        ticks(l).iter().filter(|t| **t > restarted).count() >= 2
+    })
+    .await;
+    let during: Vec<i64> = ticks(&log)
+        .into_iter()
+        .filter(|t| *t > stopped && *t <= restarted)
+        .collect();
+    assert!(
+        during.len() <= 1,
+        "missed slots fired one by one: {during:?}"
+    );
+    let later: Vec<i64> = ticks(&log).into_iter().filter(|t| *t > restarted).collect();
+    assert!(later.len() >= 2, "{later:?}");
+    let all = ticks(&log);
+    let mut sorted = all.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), all.len(), "a time fired twice: {all:?}");
+}

@@ -1,0 +1,288 @@
+//! Scheduled rules over EventBridge's JSON protocol (`POST /` with
+//! `X-Amz-Target: AWSEvents.<Operation>`): `PutRule`, `DescribeRule`, `ListRules`,
+//! `DeleteRule`, `EnableRule`, `DisableRule`, `PutTargets`, `RemoveTargets`,
+//! `ListTargetsByRule`. A rule has a `ScheduleExpression`; its targets are functions of
+//! this server, each sent EventBridge's scheduled event (or the target's constant `Input`)
+//! as an asynchronous invocation.
+
+use axum::Json;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use ember_events::schedule::Schedule;
+use ember_store::{Rule, Target};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::functions::{blocking, control_body};
+use crate::{ApiError, AppState, Registry};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RuleIn {
+    name: String,
+    schedule_expression: Option<String>,
+    event_pattern: Option<String>,
+    state: Option<String>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NameIn {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListIn {
+    name_prefix: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TargetIn {
+    id: String,
+    arn: String,
+    input: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TargetsIn {
+    rule: String,
+    #[serde(default)]
+    targets: Vec<TargetIn>,
+    #[serde(default)]
+    ids: Vec<String>,
+}
+
+fn rule_arn(registry: &Registry, name: &str) -> String {
+    let config = registry.dispatcher().config();
+    format!(
+        "arn:aws:events:{}:{}:rule/{name}",
+        config.region, config.account
+    )
+}
+
+fn describe(registry: &Registry, r: &Rule) -> Value {
+    let mut out = json!({
+        "Name": r.name,
+        "Arn": rule_arn(registry, &r.name),
+        "State": if r.enabled { "ENABLED" } else { "DISABLED" },
+        "EventBusName": "default",
+    });
+    if let Some(s) = &r.schedule {
+        out["ScheduleExpression"] = s.clone().into();
+    }
+    if !r.description.is_empty() {
+        out["Description"] = r.description.clone().into();
+    }
+    out
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::Validation(format!("the request is not valid: {e}")))
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::NotFound(format!("Rule {name} does not exist."))
+}
+
+fn validate_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(format!(
+            "rule name {name:?} must be 1 to 64 letters, digits, '.', '-' or '_'"
+        )))
+    }
+}
+
+/// One JSON-protocol operation, run against the store.
+fn operation(registry: &Registry, op: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let store = registry.store();
+    match op {
+        "PutRule" => {
+            let input: RuleIn = parse(body)?;
+            validate_name(&input.name)?;
+            if input.event_pattern.is_some() {
+                return Err(ApiError::Validation(
+                    "event patterns are not available yet; give the rule a ScheduleExpression"
+                        .into(),
+                ));
+            }
+            let schedule = input.schedule_expression.ok_or_else(|| {
+                ApiError::Validation(
+                    "ScheduleExpression is required (for example rate(5 minutes))".into(),
+                )
+            })?;
+            Schedule::parse(&schedule).map_err(|e| ApiError::Validation(e.to_string()))?;
+            let enabled = match input.state.as_deref() {
+                None | Some("ENABLED") => true,
+                Some("DISABLED") => false,
+                Some(other) => {
+                    return Err(ApiError::Validation(format!(
+                        "State must be ENABLED or DISABLED (got {other:?})"
+                    )));
+                }
+            };
+            store.put_rule(&Rule {
+                name: input.name.clone(),
+                schedule: Some(schedule),
+                pattern: None,
+                enabled,
+                description: input.description.unwrap_or_default(),
+                created_ms: ember_events::now_ms(),
+                last_fired_ms: None,
+            })?;
+            Ok(json!({ "RuleArn": rule_arn(registry, &input.name) }))
+        }
+        "DescribeRule" => {
+            let input: NameIn = parse(body)?;
+            let rule = store
+                .rule(&input.name)?
+                .ok_or_else(|| not_found(&input.name))?;
+            Ok(describe(registry, &rule))
+        }
+        "ListRules" => {
+            let input: ListIn = parse(body)?;
+            let rules: Vec<Value> = store
+                .rules()?
+                .iter()
+                .filter(|r| {
+                    input
+                        .name_prefix
+                        .as_deref()
+                        .is_none_or(|p| r.name.starts_with(p))
+                })
+                .map(|r| describe(registry, r))
+                .collect();
+            Ok(json!({ "Rules": rules }))
+        }
+        "DeleteRule" => {
+            let input: NameIn = parse(body)?;
+            store
+                .rule(&input.name)?
+                .ok_or_else(|| not_found(&input.name))?;
+            if !store.targets(&input.name)?.is_empty() {
+                return Err(ApiError::Validation(
+                    "Rule can't be deleted since it has targets; remove them first".into(),
+                ));
+            }
+            store.delete_rule(&input.name)?;
+            Ok(json!({}))
+        }
+        "EnableRule" | "DisableRule" => {
+            let input: NameIn = parse(body)?;
+            if !store.set_rule_enabled(&input.name, op == "EnableRule")? {
+                return Err(not_found(&input.name));
+            }
+            Ok(json!({}))
+        }
+        "PutTargets" => {
+            let input: TargetsIn = parse(body)?;
+            store
+                .rule(&input.rule)?
+                .ok_or_else(|| not_found(&input.rule))?;
+            let config = registry.dispatcher().config();
+            let mut targets = Vec::new();
+            let mut failed = Vec::new();
+            for t in input.targets {
+                let function =
+                    ember_core::arn::FunctionRef::parse(&t.arn, &config.region, &config.account)
+                        .ok()
+                        .filter(|f| registry.get(&f.name, f.qualifier.as_ref()).is_ok());
+                let input_ok = t
+                    .input
+                    .as_deref()
+                    .is_none_or(|i| serde_json::from_str::<Value>(i).is_ok());
+                if function.is_none() || !input_ok {
+                    failed.push(json!({
+                        "TargetId": t.id,
+                        "ErrorCode": "ValidationException",
+                        "ErrorMessage": if input_ok {
+                            format!("{} is not a function on this server (targets are functions)", t.arn)
+                        } else {
+                            "Input must be a JSON document".into()
+                        },
+                    }));
+                    continue;
+                }
+                targets.push(Target {
+                    id: t.id,
+                    arn: t.arn,
+                    input: t.input,
+                });
+            }
+            store.put_targets(&input.rule, &targets)?;
+            Ok(json!({ "FailedEntryCount": failed.len(), "FailedEntries": failed }))
+        }
+        "RemoveTargets" => {
+            let input: TargetsIn = parse(body)?;
+            store
+                .rule(&input.rule)?
+                .ok_or_else(|| not_found(&input.rule))?;
+            let missing = store.remove_targets(&input.rule, &input.ids)?;
+            let failed: Vec<Value> = missing
+                .iter()
+                .map(|id| json!({ "TargetId": id, "ErrorCode": "ResourceNotFoundException", "ErrorMessage": "no such target" }))
+                .collect();
+            Ok(json!({ "FailedEntryCount": failed.len(), "FailedEntries": failed }))
+        }
+        "ListTargetsByRule" => {
+            let input: TargetsIn = parse(body)?;
+            store
+                .rule(&input.rule)?
+                .ok_or_else(|| not_found(&input.rule))?;
+            let targets: Vec<Value> = store
+                .targets(&input.rule)?
+                .into_iter()
+                .map(|t| {
+                    let mut v = json!({ "Id": t.id, "Arn": t.arn });
+                    if let Some(i) = t.input {
+                        v["Input"] = i.into();
+                    }
+                    v
+                })
+                .collect();
+            Ok(json!({ "Targets": targets }))
+        }
+        other => Err(ApiError::UnknownOperation {
+            method: "POST".into(),
+            path: format!("/ (X-Amz-Target: AWSEvents.{other})"),
+        }),
+    }
+}
+
+/// `POST /` with `X-Amz-Target`: the JSON-protocol services.
+pub async fn json_protocol(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|t| t.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let Some(op) = target.strip_prefix("AWSEvents.").map(str::to_owned) else {
+        return Err(ApiError::UnknownOperation {
+            method: "POST".into(),
+            path: format!("/ (X-Amz-Target: {target:?})"),
+        });
+    };
+    let body = control_body(body).await?;
+    let out = blocking(&state.registry, move |r| operation(r, &op, &body)).await?;
+    let mut response = Json(out).into_response();
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    Ok(response)
+}
