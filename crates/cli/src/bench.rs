@@ -233,6 +233,81 @@ async fn throughput(client: &Client, path: &str, clients: usize, n: usize) -> an
     Ok(done as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Enqueue latency of `n` sequential `Event` invocations of `name`.
+async fn enqueue_latency(client: &Client, name: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let path = format!("/2015-03-31/functions/{name}/invocations");
+    let event = [("x-amz-invocation-type", "Event")];
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let answer = client
+            .request(Method::POST, &path, &event, PAYLOAD.to_vec())
+            .await?;
+        samples.push(t.elapsed());
+        if answer.status != 202 {
+            bail!("{path} answered {} to an Event invoke", answer.status);
+        }
+    }
+    Ok(samples)
+}
+
+/// Waits until `name` has no unfinished asynchronous events.
+async fn events_drained(client: &Client, name: &str, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answer = client
+            .request(Method::GET, "/ember/v1/events", &[], vec![])
+            .await?;
+        let body: serde_json::Value = serde_json::from_slice(&answer.body)?;
+        let left: u64 = body["Functions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["Function"] == name)
+            .map(|f| {
+                ["Queued", "Retrying", "Running"]
+                    .iter()
+                    .map(|k| f[*k].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+            })
+            .sum();
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{left} events of {name} still unfinished after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Asynchronous events per second end to end: `n` events enqueued by `clients` clients
+/// at once, until the last has run and been acknowledged (removed from the queue).
+async fn event_throughput(
+    client: &Client,
+    name: &str,
+    clients: usize,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let client = client.clone();
+        let name = name.to_owned();
+        tasks.push(tokio::spawn(async move {
+            enqueue_latency(&client, &name, n / clients)
+                .await
+                .map(|s| s.len())
+        }));
+    }
+    let mut sent = 0;
+    for t in tasks {
+        sent += t.await??;
+    }
+    events_drained(client, name, Duration::from_secs(300)).await?;
+    Ok(sent as f64 / start.elapsed().as_secs_f64())
+}
+
 async fn cold_starts(client: &Client, name: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
     let config = format!("/2015-03-31/functions/{name}/configuration");
     let invoke = format!("/2015-03-31/functions/{name}/invocations");
@@ -404,6 +479,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )
     .await?;
 
+    eprintln!("asynchronous events…");
+    let enqueue = summarize(enqueue_latency(&client, "bench-provided", n).await?);
+    events_drained(&client, "bench-provided", Duration::from_secs(300)).await?;
+    let events_per_s = event_throughput(&client, "bench-provided", args.clients, n).await?;
+
     eprintln!("cold starts ({} each)…", args.cold);
     let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
         .into_iter()
@@ -557,6 +637,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         provided_rps / direct_rps
     );
     println!(
+        "asynchronous events, provided: enqueue p50 {:.1} µs, p99 {:.1} µs; {:.0} events/s end to end \
+         (enqueue → run → acknowledged, {} clients) = {:.2} × the synchronous rate",
+        enqueue.p50_us,
+        enqueue.p99_us,
+        events_per_s,
+        args.clients,
+        events_per_s / provided_rps
+    );
+    println!(
         "platform-added warm latency (provided p50 − direct p50): {added_p50:.1} µs (target ≤ 200 µs: {})",
         if added_p50 <= 200.0 { "met" } else { "missed" }
     );
@@ -589,6 +678,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "throughput_clients": args.clients,
         "throughput_direct_rps": direct_rps,
         "throughput_provided_rps": provided_rps,
+        "event_enqueue_provided": figure(enqueue),
+        "events_per_s_provided": events_per_s,
+        "events_over_sync_rate": events_per_s / provided_rps,
         "python_c_pass": figure(python_pass),
         "cold_python": figure(cold_python),
         "cold_python_ratio": cold_python.p50_us / (python_pass.p50_us + 10_000.0),
