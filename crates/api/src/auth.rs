@@ -118,22 +118,13 @@ impl KeyRing {
     }
 }
 
-/// Middleware: once keys exist, only requests signed by one of them pass.
-pub async fn require_signature(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if state.keys.is_empty() || request.uri().path() == "/ember/v1/health" {
-        return next.run(request).await;
-    }
-    let (parts, body) = request.into_parts();
-    let Ok(body) = crate::read_body(body, SIGNED_BODY_BYTES).await else {
-        return ApiError::EntityTooLarge(format!(
-            "Request must be smaller than {SIGNED_BODY_BYTES} bytes"
-        ))
-        .into_response();
-    };
+/// Checks a request's SigV4 signature (for `service`) against the key ring.
+pub(crate) fn verify(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+    service: &str,
+) -> Result<(), ApiError> {
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -144,9 +135,34 @@ pub async fn require_signature(
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),
         headers: &headers,
-        body: &body,
+        body,
     };
     let region = &state.registry.dispatcher().config().region;
+    sigv4::verify(&signed, region, service, SystemTime::now(), |id| {
+        state.keys.secret(id)
+    })
+    .map(|_| ())
+    .map_err(ApiError::Auth)
+}
+
+/// Middleware: once keys exist, only requests signed by one of them pass. Function URLs
+/// check their own `AuthType` (see `urls`).
+pub async fn require_signature(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if state.keys.is_empty() || path == "/ember/v1/health" || path.starts_with("/url/") {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(body) = crate::read_body(body, SIGNED_BODY_BYTES).await else {
+        return ApiError::EntityTooLarge(format!(
+            "Request must be smaller than {SIGNED_BODY_BYTES} bytes"
+        ))
+        .into_response();
+    };
     // JSON-protocol calls are signed for their own service.
     let service = match parts
         .headers
@@ -156,11 +172,9 @@ pub async fn require_signature(
         Some(t) if t.starts_with("AWSEvents.") => "events",
         _ => "lambda",
     };
-    match sigv4::verify(&signed, region, service, SystemTime::now(), |id| {
-        state.keys.secret(id)
-    }) {
-        Ok(_) => next.run(Request::from_parts(parts, Body::from(body))).await,
-        Err(e) => ApiError::Auth(e).into_response(),
+    match verify(&state, &parts, &body, service) {
+        Ok(()) => next.run(Request::from_parts(parts, Body::from(body))).await,
+        Err(e) => e.into_response(),
     }
 }
 

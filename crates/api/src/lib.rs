@@ -22,6 +22,7 @@ pub mod model;
 pub mod registry;
 mod rules;
 pub mod sigv4;
+mod urls;
 mod versions;
 
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
@@ -114,6 +115,15 @@ pub fn router(state: AppState) -> Router {
             "/functions/{name}/event-invoke-config/list",
             get(events::list),
         );
+    let urls = Router::new()
+        .route(
+            "/functions/{name}/url",
+            get(urls::get)
+                .post(urls::create)
+                .put(urls::update)
+                .delete(urls::delete),
+        )
+        .route("/functions/{name}/urls", get(urls::list));
     let settings = Router::new()
         .route("/account-settings", get(account::account_settings))
         .route("/account-settings/", get(account::account_settings));
@@ -140,6 +150,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/2017-10-31", reserve)
         .nest("/2019-09-30", concurrency_reads)
         .nest("/2019-09-25", event_configs)
+        .nest("/2021-10-31", urls)
+        .route("/url/{id}", any(urls::serve))
+        .route("/url/{id}/", any(urls::serve))
+        .route("/url/{id}/{*path}", any(urls::serve))
         .nest("/ember/v1", ember)
         .route("/metrics", get(concurrency::metrics))
         .route("/", post(rules::json_protocol))

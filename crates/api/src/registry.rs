@@ -9,7 +9,7 @@
 //! version with its own warm pool. Aliases name a version and may send a weighted share of
 //! calls to a second one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -23,7 +23,7 @@ use ember_dispatch::{AliasRoute, Deployment, Dispatcher, ProvisionedState};
 use ember_store::archive::has_executable_bootstrap;
 use ember_store::{
     AliasRecord, Artifacts, EventInvokeConfig, FunctionRecord, LayerRecord, ProvisionedRecord,
-    Store, StoreError,
+    Store, StoreError, UrlConfig,
 };
 
 use crate::error::ApiError;
@@ -33,6 +33,8 @@ pub struct Registry {
     artifacts: Artifacts,
     dispatcher: Dispatcher,
     prices: Prices,
+    /// Function URLs by their path id (`NAME` or `NAME:ALIAS`): read on every URL call.
+    urls: std::sync::RwLock<HashMap<String, UrlConfig>>,
     changes: Mutex<()>,
 }
 
@@ -58,8 +60,12 @@ impl Registry {
             artifacts,
             dispatcher,
             prices,
+            urls: std::sync::RwLock::new(HashMap::new()),
             changes: Mutex::new(()),
         };
+        for url in registry.store.urls(None)? {
+            registry.cache_url(url);
+        }
         for record in registry.store.list()? {
             registry.deploy(&record);
             for version in registry.store.list_versions(&record.spec.name)? {
@@ -562,6 +568,95 @@ impl Registry {
         }
     }
 
+    fn cache_url(&self, url: UrlConfig) {
+        let id = crate::urls::url_id(&url.function, &url.qualifier);
+        self.urls.write().expect("urls lock").insert(id, url);
+    }
+
+    /// The URL configuration served under a path id, from memory.
+    pub fn url_by_id(&self, id: &str) -> Option<UrlConfig> {
+        self.urls.read().expect("urls lock").get(id).cloned()
+    }
+
+    /// Creates (`create`, refused if it exists) or updates (refused if it does not) a
+    /// function URL on `$LATEST` or an alias.
+    pub fn put_url(
+        &self,
+        function: &str,
+        qualifier: &str,
+        auth_type: String,
+        create: bool,
+    ) -> Result<UrlConfig, ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        let q = if qualifier == "$LATEST" {
+            None
+        } else {
+            Some(Qualifier::Alias(qualifier.to_owned()))
+        };
+        self.get(function, q.as_ref())?;
+        let existing = self
+            .store
+            .urls(Some(function))?
+            .into_iter()
+            .find(|u| u.qualifier == qualifier);
+        let now = ember_core::time::lambda_timestamp(SystemTime::now());
+        let config = match (existing, create) {
+            (Some(_), true) => {
+                return Err(ApiError::Conflict(format!(
+                    "Failed to create function url config for [functionArn = {}]. Error message: FunctionUrlConfig exists for this Lambda function",
+                    self.arn(function, q.as_ref().map(|_| qualifier))
+                )));
+            }
+            (None, false) => return Err(self.url_not_found(function, qualifier)),
+            (Some(old), false) => UrlConfig {
+                auth_type,
+                modified: now,
+                ..old
+            },
+            (None, true) => UrlConfig {
+                function: function.to_owned(),
+                qualifier: qualifier.to_owned(),
+                auth_type,
+                cors: None,
+                created: now.clone(),
+                modified: now,
+            },
+        };
+        self.store.put_url(&config)?;
+        self.cache_url(config.clone());
+        Ok(config)
+    }
+
+    fn url_not_found(&self, function: &str, qualifier: &str) -> ApiError {
+        ApiError::NotFound(format!(
+            "The resource you requested does not exist: no function URL for {}",
+            self.arn(function, (qualifier != "$LATEST").then_some(qualifier))
+        ))
+    }
+
+    pub fn url(&self, function: &str, qualifier: &str) -> Result<UrlConfig, ApiError> {
+        self.get(function, None)?;
+        self.url_by_id(&crate::urls::url_id(function, qualifier))
+            .filter(|u| u.function == function)
+            .ok_or_else(|| self.url_not_found(function, qualifier))
+    }
+
+    pub fn urls(&self, function: &str) -> Result<Vec<UrlConfig>, ApiError> {
+        self.get(function, None)?;
+        Ok(self.store.urls(Some(function))?)
+    }
+
+    pub fn delete_url(&self, function: &str, qualifier: &str) -> Result<(), ApiError> {
+        let _guard = self.changes.lock().expect("registry lock");
+        self.url(function, qualifier)?;
+        self.store.delete_url(function, qualifier)?;
+        self.urls
+            .write()
+            .expect("urls lock")
+            .remove(&crate::urls::url_id(function, qualifier));
+        Ok(())
+    }
+
     /// Creates or replaces a function's asynchronous invocation settings for a qualifier
     /// (`$LATEST`, a version or an alias), checking that its destinations exist here.
     pub fn put_event_invoke_config(
@@ -784,6 +879,10 @@ impl Registry {
                 let old = self.get(name, None)?;
                 let versions = self.store.list_versions(name)?;
                 self.store.delete(name)?;
+                self.urls
+                    .write()
+                    .expect("urls lock")
+                    .retain(|_, u| u.function != name);
                 self.dispatcher.remove(name);
                 self.dispatcher.logs().remove(name);
                 self.collect_garbage(&old.code_sha256);
@@ -944,6 +1043,11 @@ impl Registry {
         let _guard = self.changes.lock().expect("registry lock");
         self.get_alias(function, name)?;
         self.store.delete_provisioned(function, name)?;
+        self.store.delete_url(function, name)?;
+        self.urls
+            .write()
+            .expect("urls lock")
+            .remove(&crate::urls::url_id(function, name));
         self.store.delete_alias(function, name)?;
         self.dispatcher.remove_alias(function, name);
         self.apply_provisioned(function)

@@ -172,6 +172,15 @@ const MIGRATIONS: &[&str] = &[
         input TEXT,
         PRIMARY KEY (rule, id)
      );",
+    "CREATE TABLE function_urls (
+        function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier   TEXT NOT NULL,
+        auth_type   TEXT NOT NULL,
+        cors        TEXT,
+        created     TEXT NOT NULL,
+        modified    TEXT NOT NULL,
+        PRIMARY KEY (function, qualifier)
+     );",
 ];
 
 impl Store {

@@ -6,6 +6,7 @@
 //! - [`events`]: the durable queue of asynchronous invocations.
 //! - [`rules`]: schedules and event patterns, and their targets.
 //! - [`secrets`]: access-key secrets sealed at rest.
+//! - [`urls`]: function URLs.
 
 pub mod archive;
 pub mod artifacts;
@@ -13,6 +14,7 @@ pub mod db;
 pub mod events;
 pub mod rules;
 pub mod secrets;
+pub mod urls;
 
 pub use archive::ArchiveError;
 pub use artifacts::{Artifact, Artifacts};
@@ -22,3 +24,4 @@ pub use db::{
 pub use events::{AsyncEvent, EventCounts, EventInvokeConfig, Failure};
 pub use rules::{Rule, Target};
 pub use secrets::{SecretBox, SecretError};
+pub use urls::UrlConfig;

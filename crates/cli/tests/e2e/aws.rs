@@ -457,6 +457,21 @@ async fn once_a_key_exists_only_requests_signed_by_it_pass() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn function_urls_are_managed_by_boto3_and_honour_their_auth_type() {
+    require_aws_tools!();
+    let server = Server::start(&[]);
+    let (id, secret) = create_key(&server);
+    boto3_with(
+        &server,
+        "function_urls",
+        &[
+            ("SUITE_KEY_ID", id.as_str()),
+            ("SUITE_SECRET", secret.as_str()),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn versions_aliases_layers_and_throttling_work_signed() {
     require_aws_tools!();
     let server = Server::start(&["--account-concurrency", "1"]);

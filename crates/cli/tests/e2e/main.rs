@@ -15,4 +15,5 @@ mod node;
 mod runtime_clients;
 mod scaling;
 mod support;
+mod urls;
 mod validation;

@@ -1,0 +1,593 @@
+//! Function URLs: `Create/Get/Update/Delete/ListFunctionUrlConfig(s)` at
+//! `/2021-10-31/functions/{name}/url[s]`, and the URLs themselves.
+//!
+//! A function's URL is `http://HOST/url/NAME/` (`…/url/NAME:ALIAS/` for an alias), any
+//! method and any path below it. The request becomes the API Gateway HTTP API payload
+//! (format 2.0) and the function's answer becomes the response: a `statusCode`/`headers`/
+//! `cookies`/`body`/`isBase64Encoded` document, or any other JSON value as a 200
+//! `application/json` body. `AuthType` `NONE` lets anyone call; `AWS_IAM` requires a SigV4
+//! signature (service `lambda`) by one of the server's access keys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ember_core::arn::Qualifier;
+use ember_core::limits::SYNC_PAYLOAD_BYTES;
+use ember_dispatch::{DispatchError, InvokeRequest};
+use ember_store::UrlConfig;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::functions::{blocking, control_body, list_response, page, unqualified};
+use crate::{ApiError, AppState, Registry};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ConfigIn {
+    auth_type: Option<String>,
+    cors: Option<Value>,
+    invoke_mode: Option<String>,
+}
+
+/// The path a URL configuration is served under: `NAME` or `NAME:ALIAS`.
+pub(crate) fn url_id(function: &str, qualifier: &str) -> String {
+    if qualifier == "$LATEST" {
+        function.to_owned()
+    } else {
+        format!("{function}:{qualifier}")
+    }
+}
+
+fn base_url(headers: &HeaderMap, id: &str) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:9000");
+    format!("http://{host}/url/{id}/")
+}
+
+fn config_out(registry: &Registry, headers: &HeaderMap, c: &UrlConfig) -> Value {
+    let qualifier = (c.qualifier != "$LATEST").then_some(c.qualifier.as_str());
+    json!({
+        "FunctionUrl": base_url(headers, &url_id(&c.function, &c.qualifier)),
+        "FunctionArn": registry.arn(&c.function, qualifier),
+        "AuthType": c.auth_type,
+        "CreationTime": c.created,
+        "LastModifiedTime": c.modified,
+        "InvokeMode": "BUFFERED",
+    })
+}
+
+fn qualifier(query: &HashMap<String, String>) -> Result<String, ApiError> {
+    match query.get("Qualifier").map(String::as_str) {
+        None | Some("$LATEST") => Ok("$LATEST".into()),
+        Some(q) => match Qualifier::parse(q)? {
+            Qualifier::Alias(a) => Ok(a),
+            _ => Err(ApiError::InvalidParameter(format!(
+                "a function URL's Qualifier is an alias or $LATEST, not a version (got {q})"
+            ))),
+        },
+    }
+}
+
+fn checked(input: &ConfigIn, base: Option<&UrlConfig>) -> Result<String, ApiError> {
+    if input.cors.is_some() {
+        return Err(ApiError::InvalidParameter(
+            "Cors is not supported on Ember's function URLs yet; set CORS headers in the function's response".into(),
+        ));
+    }
+    if let Some(mode) = input.invoke_mode.as_deref().filter(|m| *m != "BUFFERED") {
+        return Err(ApiError::InvalidParameter(format!(
+            "InvokeMode must be BUFFERED (got {mode:?}); responses are not streamed"
+        )));
+    }
+    match input.auth_type.as_deref() {
+        Some(a @ ("NONE" | "AWS_IAM")) => Ok(a.to_owned()),
+        Some(other) => Err(ApiError::InvalidParameter(format!(
+            "AuthType must be NONE or AWS_IAM (got {other:?})"
+        ))),
+        None => base.map(|b| b.auth_type.clone()).ok_or_else(|| {
+            ApiError::InvalidParameter("AuthType is required (NONE or AWS_IAM)".into())
+        }),
+    }
+}
+
+async fn store(
+    state: AppState,
+    name: String,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Body,
+    create: bool,
+) -> Result<Response, ApiError> {
+    let name = unqualified(&state, &name)?;
+    let qualifier = qualifier(&query)?;
+    let input: ConfigIn = crate::model::parse(&control_body(body).await?)?;
+    let out = blocking(&state.registry, move |r| {
+        let old = if create {
+            None
+        } else {
+            Some(r.url(&name, &qualifier)?)
+        };
+        let auth_type = checked(&input, old.as_ref())?;
+        let config = r.put_url(&name, &qualifier, auth_type, create)?;
+        Ok(config_out(r, &headers, &config))
+    })
+    .await?;
+    let status = if create {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(out)).into_response())
+}
+
+/// `POST /2021-10-31/functions/{name}/url`: 201.
+pub async fn create(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    store(state, name, query, headers, body, true).await
+}
+
+/// `PUT /2021-10-31/functions/{name}/url`.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    store(state, name, query, headers, body, false).await
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = unqualified(&state, &name)?;
+    let qualifier = qualifier(&query)?;
+    let out = blocking(&state.registry, move |r| {
+        let config = r.url(&name, &qualifier)?;
+        Ok(config_out(r, &headers, &config))
+    })
+    .await?;
+    Ok(Json(out).into_response())
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let name = unqualified(&state, &name)?;
+    let qualifier = qualifier(&query)?;
+    blocking(&state.registry, move |r| r.delete_url(&name, &qualifier)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /2021-10-31/functions/{name}/urls`.
+pub async fn list(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = unqualified(&state, &name)?;
+    let configs = blocking(&state.registry, move |r| {
+        Ok(r.urls(&name)?
+            .iter()
+            .map(|c| config_out(r, &headers, c))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    let (configs, next) = page(configs, &query)?;
+    Ok(list_response("FunctionUrlConfigs", configs, next))
+}
+
+/// Whether a body of this content type travels as text (else base64).
+fn is_text(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else {
+        return true;
+    };
+    let ct = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    ct.starts_with("text/")
+        || ct.ends_with("+json")
+        || ct.ends_with("+xml")
+        || matches!(
+            ct.as_str(),
+            "application/json"
+                | "application/javascript"
+                | "application/xml"
+                | "application/x-www-form-urlencoded"
+        )
+}
+
+/// `12/Mar/2020:19:03:58 +0000`.
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let (y, m, d) = ember_core::time::civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// What the function receives: the HTTP API payload, format 2.0.
+pub(crate) struct HttpRequest<'a> {
+    pub method: &'a str,
+    pub raw_path: &'a str,
+    pub raw_query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    pub source_ip: &'a str,
+    pub url_id: &'a str,
+    pub account: &'a str,
+    pub request_id: &'a str,
+    pub now: SystemTime,
+}
+
+pub(crate) fn http_event(r: &HttpRequest<'_>) -> Value {
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    let mut cookies: Vec<String> = Vec::new();
+    for (name, value) in r.headers {
+        let Ok(value) = value.to_str() else { continue };
+        if name == "cookie" {
+            cookies.extend(
+                value
+                    .split(';')
+                    .map(|c| c.trim().to_owned())
+                    .filter(|c| !c.is_empty()),
+            );
+            continue;
+        }
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(value);
+            })
+            .or_insert_with(|| value.to_owned());
+    }
+    let mut query: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(r.raw_query.as_bytes()) {
+        query
+            .entry(k.into_owned())
+            .and_modify(|all| {
+                all.push(',');
+                all.push_str(&v);
+            })
+            .or_insert_with(|| v.into_owned());
+    }
+    let epoch_ms = r
+        .now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let mut event = json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": r.raw_path,
+        "rawQueryString": r.raw_query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": r.account,
+            "apiId": r.url_id,
+            "domainName": headers.get("host").cloned().unwrap_or_default(),
+            "domainPrefix": r.url_id,
+            "http": {
+                "method": r.method,
+                "path": r.raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": r.source_ip,
+                "userAgent": headers.get("user-agent").cloned().unwrap_or_default(),
+            },
+            "requestId": r.request_id,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": clf_time(r.now),
+            "timeEpoch": epoch_ms,
+        },
+        "isBase64Encoded": false,
+    });
+    if !cookies.is_empty() {
+        event["cookies"] = json!(cookies);
+    }
+    if !query.is_empty() {
+        event["queryStringParameters"] = json!(query);
+    }
+    if !r.body.is_empty() {
+        let text = is_text(headers.get("content-type").map(String::as_str));
+        match std::str::from_utf8(r.body) {
+            Ok(body) if text => event["body"] = body.into(),
+            _ => {
+                event["body"] = BASE64.encode(r.body).into();
+                event["isBase64Encoded"] = true.into();
+            }
+        }
+    }
+    event
+}
+
+/// The HTTP response a function's answer maps to.
+pub(crate) fn http_response(answer: &[u8]) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(answer).ok();
+    let Some(Value::Object(doc)) = parsed.as_ref().filter(|v| v.get("statusCode").is_some()) else {
+        let mut response = Response::new(Body::from(answer.to_vec()));
+        response
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        return response;
+    };
+    let status = doc["statusCode"]
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok());
+    let Some(status) = status else {
+        return bad_gateway("the function's statusCode is not an HTTP status");
+    };
+    let body = match doc.get("body") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) if doc.get("isBase64Encoded") == Some(&Value::Bool(true)) => {
+            match BASE64.decode(s) {
+                Ok(bytes) => bytes,
+                Err(_) => return bad_gateway("the function's body is not valid base64"),
+            }
+        }
+        Some(Value::String(s)) => s.clone().into_bytes(),
+        Some(other) => other.to_string().into_bytes(),
+    };
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    if let Some(Value::Object(headers)) = doc.get("headers") {
+        for (name, value) in headers {
+            let value = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value),
+            ) {
+                h.append(name, value);
+            }
+        }
+    }
+    if let Some(Value::Array(cookies)) = doc.get("cookies") {
+        for cookie in cookies.iter().filter_map(Value::as_str) {
+            if let Ok(value) = HeaderValue::try_from(cookie) {
+                h.append("set-cookie", value);
+            }
+        }
+    }
+    if !h.contains_key("content-type") {
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+    }
+    response
+}
+
+fn message(status: StatusCode, text: &str) -> Response {
+    (status, Json(json!({ "Message": text }))).into_response()
+}
+
+fn bad_gateway(why: &str) -> Response {
+    tracing::warn!(%why, "a function URL's answer could not be mapped");
+    message(StatusCode::BAD_GATEWAY, "Internal Server Error")
+}
+
+/// `ANY /url/{id}[/{*path}]`: calls the function behind a URL.
+pub async fn serve(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Response {
+    let id = params.get("id").cloned().unwrap_or_default();
+    let raw_path = format!("/{}", params.get("path").map(String::as_str).unwrap_or(""));
+    let Some(config) = state.registry.url_by_id(&id) else {
+        return message(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let source_ip = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let (parts, body) = request.into_parts();
+    let Ok(body) = crate::read_body(body, SYNC_PAYLOAD_BYTES).await else {
+        return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+    };
+    if config.auth_type == "AWS_IAM" {
+        if state.keys.is_empty() {
+            return message(
+                StatusCode::FORBIDDEN,
+                "this URL requires a SigV4 signature (AWS_IAM) and the server has no access keys; create one with `ember keys create`",
+            );
+        }
+        if let Err(e) = crate::auth::verify(&state, &parts, &body, "lambda") {
+            return message(StatusCode::FORBIDDEN, &e.to_string());
+        }
+    }
+    let dispatch = state.registry.dispatcher().config();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let event = http_event(&HttpRequest {
+        method: parts.method.as_str(),
+        raw_path: &raw_path,
+        raw_query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body: &body,
+        source_ip: &source_ip,
+        url_id: &id,
+        account: &dispatch.account,
+        request_id: &request_id,
+        now: SystemTime::now(),
+    });
+    let qualifier =
+        (config.qualifier != "$LATEST").then(|| Qualifier::Alias(config.qualifier.clone()));
+    let invoked_arn = state.registry.arn(
+        &config.function,
+        qualifier.as_ref().map(|_| config.qualifier.as_str()),
+    );
+    let result = state
+        .registry
+        .dispatcher()
+        .invoke(
+            &config.function,
+            qualifier.as_ref(),
+            InvokeRequest {
+                payload: bytes::Bytes::from(event.to_string()),
+                invoked_arn: Some(invoked_arn),
+                request_id: Some(request_id.clone()),
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut response = match result {
+        Ok(r) if r.function_error.is_some() => {
+            message(StatusCode::BAD_GATEWAY, "Internal Server Error")
+        }
+        Ok(r) => http_response(&r.body),
+        Err(DispatchError::Throttled(_)) => {
+            message(StatusCode::TOO_MANY_REQUESTS, "Rate Exceeded.")
+        }
+        Err(DispatchError::FunctionNotFound(_)) => message(StatusCode::NOT_FOUND, "Not Found"),
+        Err(e) => {
+            tracing::error!(error = %ember_core::error_chain(&e), "a function URL call failed");
+            message(StatusCode::BAD_GATEWAY, "Internal Server Error")
+        }
+    };
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-amzn-requestid", id);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::try_from(*k).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn event(h: &HeaderMap, query: &str, body: &[u8]) -> Value {
+        http_event(&HttpRequest {
+            method: "POST",
+            raw_path: "/orders/7",
+            raw_query: query,
+            headers: h,
+            body,
+            source_ip: "10.0.0.1",
+            url_id: "shop",
+            account: "000000000000",
+            request_id: "r-1",
+            now: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_583_348_638_390),
+        })
+    }
+
+    #[test]
+    fn a_request_becomes_the_http_api_2_0_payload() {
+        let h = headers(&[
+            ("host", "127.0.0.1:9000"),
+            ("content-type", "application/json"),
+            ("x-multi", "a"),
+            ("x-multi", "b"),
+            ("cookie", "c1=v1; c2=v2"),
+            ("user-agent", "curl/8"),
+        ]);
+        let e = event(&h, "p=1&p=2&q=x", br#"{"n":1}"#);
+        assert_eq!(e["version"], "2.0");
+        assert_eq!(e["rawPath"], "/orders/7");
+        assert_eq!(e["rawQueryString"], "p=1&p=2&q=x");
+        assert_eq!(e["queryStringParameters"], json!({ "p": "1,2", "q": "x" }));
+        assert_eq!(e["headers"]["x-multi"], "a,b");
+        assert!(e["headers"].get("cookie").is_none());
+        assert_eq!(e["cookies"], json!(["c1=v1", "c2=v2"]));
+        assert_eq!(e["body"], r#"{"n":1}"#);
+        assert_eq!(e["isBase64Encoded"], false);
+        let c = &e["requestContext"];
+        assert_eq!(c["http"]["method"], "POST");
+        assert_eq!(c["http"]["sourceIp"], "10.0.0.1");
+        assert_eq!(c["http"]["userAgent"], "curl/8");
+        assert_eq!(c["time"], "04/Mar/2020:19:03:58 +0000");
+        assert_eq!(c["timeEpoch"], 1_583_348_638_390u64);
+    }
+
+    #[test]
+    fn a_binary_body_travels_as_base64() {
+        let h = headers(&[("content-type", "application/octet-stream")]);
+        let e = event(&h, "", &[0, 159, 146, 150]);
+        assert_eq!(e["isBase64Encoded"], true);
+        assert_eq!(e["body"], BASE64.encode([0, 159, 146, 150]));
+        assert!(e.get("queryStringParameters").is_none());
+    }
+
+    #[tokio::test]
+    async fn answers_map_to_responses() {
+        use http_body_util::BodyExt;
+        let read = |r: Response| async move {
+            let status = r.status();
+            let headers = r.headers().clone();
+            (
+                status,
+                headers,
+                r.into_body().collect().await.unwrap().to_bytes(),
+            )
+        };
+        let (status, h, body) = read(http_response(
+            br#"{"statusCode": 201, "headers": {"x-a": "1"}, "cookies": ["k=v"], "body": "made"}"#,
+        ))
+        .await;
+        assert_eq!(status, 201);
+        assert_eq!(h["x-a"], "1");
+        assert_eq!(h["set-cookie"], "k=v");
+        assert_eq!(body, "made");
+        let png = BASE64.encode([137, 80, 78, 71]);
+        let doc = json!({ "statusCode": 200, "headers": {"content-type": "image/png"}, "body": png, "isBase64Encoded": true });
+        let (_, h, body) = read(http_response(doc.to_string().as_bytes())).await;
+        assert_eq!(h["content-type"], "image/png");
+        assert_eq!(&body[..], &[137, 80, 78, 71]);
+        // Any other JSON value: 200, application/json, as is.
+        let (status, h, body) = read(http_response(br#"{"hello": "world"}"#)).await;
+        assert_eq!(
+            (status.as_u16(), &h["content-type"]),
+            (200, &HeaderValue::from_static("application/json"))
+        );
+        assert_eq!(body, r#"{"hello": "world"}"#);
+        let (status, _, _) = read(http_response(br#"{"statusCode": 99}"#)).await;
+        assert_eq!(status, 502);
+    }
+}

@@ -1,0 +1,154 @@
+//! Function URLs answered over plain HTTP, as `curl` would call them: the HTTP API
+//! payload 2.0 in, the mapped response out, binary bodies included.
+
+use bytes::Bytes;
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::require_sandbox;
+use crate::support::{Api, Server, zip_files};
+
+const WEB: &str = include_str!("fixtures/web.py");
+
+async fn setup(api: &Api) -> String {
+    let zip = zip_files(&[("app.py", WEB.as_bytes(), 0o644)]);
+    let r = api
+        .create(
+            "web",
+            &zip,
+            json!({ "Runtime": "python3.11", "Handler": "app.handler" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api
+        .request(
+            Method::POST,
+            "/2021-10-31/functions/web/url",
+            &[],
+            Bytes::from(json!({ "AuthType": "NONE" }).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let url = r.json()["FunctionUrl"].as_str().unwrap().to_owned();
+    assert!(url.ends_with("/url/web/"), "{url}");
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_url_maps_requests_and_responses_binary_included() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    setup(&api).await;
+
+    let r = api
+        .request(
+            Method::GET,
+            "/url/web/orders/7?x=1&x=2",
+            &[("cookie", "s=abc; t=def")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body = r.json();
+    assert_eq!(body["path"], "/orders/7");
+    assert_eq!(body["query"], json!({ "x": "1,2" }));
+    assert_eq!(body["cookies"], json!(["s=abc", "t=def"]));
+    assert_eq!(body["method"], "GET");
+    assert_eq!(body["id"].as_str(), r.header("x-amzn-requestid"));
+
+    let r = api
+        .request(Method::POST, "/url/web/created", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("x-made"), Some("yes"));
+    let cookies: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    assert_eq!(r.text(), "made");
+
+    // Every byte value goes through and back.
+    let binary: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    let r = api
+        .request(
+            Method::PUT,
+            "/url/web/echo",
+            &[("content-type", "application/octet-stream")],
+            Bytes::from(binary.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(r.body, binary);
+
+    let r = api
+        .request(Method::GET, "/url/web/plain", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!(["just", "json"]));
+
+    let r = api
+        .request(Method::GET, "/url/web/fail", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json(), json!({ "Message": "Internal Server Error" }));
+
+    let r = api
+        .request(Method::GET, "/url/nothing/", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 404);
+    let again = api
+        .request(
+            Method::POST,
+            "/2021-10-31/functions/web/url",
+            &[],
+            Bytes::from(json!({ "AuthType": "NONE" }).to_string()),
+        )
+        .await;
+    assert_eq!(again.status, 409);
+    let bad = api
+        .request(
+            Method::PUT,
+            "/2021-10-31/functions/web/url",
+            &[],
+            Bytes::from(json!({ "AuthType": "OPEN" }).to_string()),
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    let _: Value = bad.json();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_url_survives_a_restart_and_goes_with_its_function() {
+    require_sandbox!();
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let mut server = Server::start_in(&data, &[]);
+    setup(&server.api()).await;
+    server.stop();
+    let server = Server::start_in(&data, &[]);
+    let api = server.api();
+    let r = api
+        .request(Method::GET, "/url/web/still", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/still");
+    let gone = api
+        .request(
+            Method::DELETE,
+            "/2015-03-31/functions/web",
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(gone.status, 204);
+    let r = api
+        .request(Method::GET, "/url/web/still", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 404);
+}
