@@ -1,14 +1,16 @@
-//! Scheduled rules over EventBridge's JSON protocol (`POST /` with
+//! Rules and the event bus over EventBridge's JSON protocol (`POST /` with
 //! `X-Amz-Target: AWSEvents.<Operation>`): `PutRule`, `DescribeRule`, `ListRules`,
 //! `DeleteRule`, `EnableRule`, `DisableRule`, `PutTargets`, `RemoveTargets`,
-//! `ListTargetsByRule`. A rule has a `ScheduleExpression`; its targets are functions of
-//! this server, each sent EventBridge's scheduled event (or the target's constant `Input`)
-//! as an asynchronous invocation.
+//! `ListTargetsByRule`, `PutEvents`. A rule has a `ScheduleExpression` or an
+//! `EventPattern`; its targets are functions of this server, each sent the scheduled or
+//! matching event (or the target's constant `Input`) as an asynchronous invocation.
 
 use axum::Json;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use ember_events::BusEntry;
+use ember_events::pattern::Pattern;
 use ember_events::schedule::Schedule;
 use ember_store::{Rule, Target};
 use serde::Deserialize;
@@ -38,6 +40,26 @@ struct NameIn {
 struct ListIn {
     name_prefix: Option<String>,
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EntryIn {
+    source: Option<String>,
+    detail_type: Option<String>,
+    detail: Option<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    event_bus_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutEventsIn {
+    entries: Vec<EntryIn>,
+}
+
+/// Most entries per `PutEvents`, as on EventBridge.
+const ENTRIES_PER_CALL: usize = 10;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -75,6 +97,9 @@ fn describe(registry: &Registry, r: &Rule) -> Value {
     if let Some(s) = &r.schedule {
         out["ScheduleExpression"] = s.clone().into();
     }
+    if let Some(p) = &r.pattern {
+        out["EventPattern"] = p.clone().into();
+    }
     if !r.description.is_empty() {
         out["Description"] = r.description.clone().into();
     }
@@ -105,24 +130,75 @@ fn validate_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// One JSON-protocol operation, run against the store.
-fn operation(registry: &Registry, op: &str, body: &[u8]) -> Result<Value, ApiError> {
+fn operation(
+    registry: &Registry,
+    events: &ember_events::Events,
+    op: &str,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let store = registry.store();
     match op {
+        "PutEvents" => {
+            let input: PutEventsIn = parse(body)?;
+            if input.entries.is_empty() || input.entries.len() > ENTRIES_PER_CALL {
+                return Err(ApiError::Validation(format!(
+                    "PutEvents takes 1 to {ENTRIES_PER_CALL} entries (got {})",
+                    input.entries.len()
+                )));
+            }
+            let mut refused = Vec::new();
+            let entries: Vec<BusEntry> = input
+                .entries
+                .into_iter()
+                .map(|e| {
+                    let bus_ok = e.event_bus_name.as_deref().is_none_or(|b| b == "default");
+                    refused.push(!bus_ok);
+                    BusEntry {
+                        source: e.source,
+                        detail_type: e.detail_type,
+                        detail: e.detail,
+                        resources: e.resources,
+                    }
+                })
+                .collect();
+            let results = events
+                .put_events(&entries)
+                .map_err(|e| ApiError::Service(ember_core::error_chain(&e)))?;
+            let mut failed = 0;
+            let out: Vec<Value> = results
+                .into_iter()
+                .zip(refused)
+                .map(|(result, bad_bus)| match result {
+                    Ok(_) if bad_bus => {
+                        failed += 1;
+                        json!({ "ErrorCode": "InvalidArgument", "ErrorMessage": "only the default event bus exists" })
+                    }
+                    Ok(id) => json!({ "EventId": id }),
+                    Err(why) => {
+                        failed += 1;
+                        json!({ "ErrorCode": "InvalidArgument", "ErrorMessage": why })
+                    }
+                })
+                .collect();
+            Ok(json!({ "FailedEntryCount": failed, "Entries": out }))
+        }
         "PutRule" => {
             let input: RuleIn = parse(body)?;
             validate_name(&input.name)?;
-            if input.event_pattern.is_some() {
-                return Err(ApiError::Validation(
-                    "event patterns are not available yet; give the rule a ScheduleExpression"
-                        .into(),
-                ));
+            match (&input.schedule_expression, &input.event_pattern) {
+                (Some(schedule), None) => {
+                    Schedule::parse(schedule).map_err(|e| ApiError::Validation(e.to_string()))?;
+                }
+                (None, Some(pattern)) => {
+                    Pattern::parse(pattern).map_err(|e| ApiError::Validation(e.to_string()))?;
+                }
+                _ => {
+                    return Err(ApiError::Validation(
+                        "a rule takes either a ScheduleExpression (rate(5 minutes)) or an EventPattern"
+                            .into(),
+                    ));
+                }
             }
-            let schedule = input.schedule_expression.ok_or_else(|| {
-                ApiError::Validation(
-                    "ScheduleExpression is required (for example rate(5 minutes))".into(),
-                )
-            })?;
-            Schedule::parse(&schedule).map_err(|e| ApiError::Validation(e.to_string()))?;
             let enabled = match input.state.as_deref() {
                 None | Some("ENABLED") => true,
                 Some("DISABLED") => false,
@@ -134,8 +210,8 @@ fn operation(registry: &Registry, op: &str, body: &[u8]) -> Result<Value, ApiErr
             };
             store.put_rule(&Rule {
                 name: input.name.clone(),
-                schedule: Some(schedule),
-                pattern: None,
+                schedule: input.schedule_expression,
+                pattern: input.event_pattern,
                 enabled,
                 description: input.description.unwrap_or_default(),
                 created_ms: ember_events::now_ms(),
@@ -278,7 +354,8 @@ pub async fn json_protocol(
         });
     };
     let body = control_body(body).await?;
-    let out = blocking(&state.registry, move |r| operation(r, &op, &body)).await?;
+    let events = state.events.clone();
+    let out = blocking(&state.registry, move |r| operation(r, &events, &op, &body)).await?;
     let mut response = Json(out).into_response();
     response.headers_mut().insert(
         "content-type",

@@ -11,6 +11,7 @@
 //!   own asynchronous event, enqueued in the same transaction that ends the source event.
 
 pub mod destination;
+pub mod pattern;
 pub mod retry;
 pub mod schedule;
 
@@ -128,6 +129,68 @@ impl Events {
                 "asynchronous events still running at shutdown will run again at the next start"
             );
         }
+    }
+
+    /// Publishes events to the bus: each goes, as an asynchronous invocation, to every
+    /// target of every enabled rule whose pattern it matches (all accepted in one
+    /// transaction). Returns each event's id, or why it was refused. Blocking.
+    pub fn put_events(
+        &self,
+        entries: &[BusEntry],
+    ) -> Result<Vec<Result<String, String>>, EventError> {
+        let config = self.inner.dispatcher.config();
+        let rules: Vec<(ember_store::Rule, pattern::Pattern)> = self
+            .inner
+            .store
+            .rules()?
+            .into_iter()
+            .filter(|r| r.enabled)
+            .filter_map(|r| {
+                let p = pattern::Pattern::parse(r.pattern.as_deref()?).ok()?;
+                Some((r, p))
+            })
+            .collect();
+        let now = now_ms();
+        let mut accepted = Vec::new();
+        let mut out = Vec::new();
+        for entry in entries {
+            let event = match bus_event(entry, &config.region, &config.account, now) {
+                Ok(event) => event,
+                Err(why) => {
+                    out.push(Err(why));
+                    continue;
+                }
+            };
+            for (rule, pattern) in &rules {
+                if !pattern.matches(&event) {
+                    continue;
+                }
+                for target in self.inner.store.targets(&rule.name)? {
+                    let Ok(reference) = ember_core::arn::FunctionRef::parse(
+                        &target.arn,
+                        &config.region,
+                        &config.account,
+                    ) else {
+                        continue;
+                    };
+                    let body = target.input.unwrap_or_else(|| event.to_string());
+                    let qualifier = reference.qualifier.map(|q| q.to_string());
+                    accepted.push(new_event(
+                        &reference.name,
+                        qualifier.as_deref(),
+                        body.as_bytes(),
+                        now,
+                        0,
+                    ));
+                }
+            }
+            out.push(Ok(event["id"].as_str().unwrap_or_default().to_owned()));
+        }
+        if !accepted.is_empty() {
+            self.inner.store.enqueue(&accepted)?;
+            self.inner.wake.notify_one();
+        }
+        Ok(out)
     }
 
     /// Accepts an event for `function` (qualified or not) and returns its request id.
@@ -508,6 +571,54 @@ impl Inner {
             event.depth + 1,
         ))
     }
+}
+
+/// One event published with `PutEvents`.
+#[derive(Debug, Clone, Default)]
+pub struct BusEntry {
+    pub source: Option<String>,
+    pub detail_type: Option<String>,
+    /// A JSON object, as text.
+    pub detail: Option<String>,
+    pub resources: Vec<String>,
+}
+
+/// The event EventBridge delivers for an entry, or why the entry is refused.
+fn bus_event(
+    entry: &BusEntry,
+    region: &str,
+    account: &str,
+    now: i64,
+) -> Result<serde_json::Value, String> {
+    let source = entry
+        .source
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or("Source is required")?;
+    let detail_type = entry
+        .detail_type
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or("DetailType is required")?;
+    let detail: serde_json::Value =
+        serde_json::from_str(entry.detail.as_deref().ok_or("Detail is required")?)
+            .map_err(|_| "Detail must be a JSON object".to_owned())?;
+    if !detail.is_object() {
+        return Err("Detail must be a JSON object".into());
+    }
+    let at = UNIX_EPOCH + Duration::from_millis(now.max(0) as u64);
+    let stamp = ember_core::time::lambda_timestamp(at);
+    Ok(serde_json::json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": detail_type,
+        "source": source,
+        "account": account,
+        "time": format!("{}Z", &stamp[..19]),
+        "region": region,
+        "resources": entry.resources,
+        "detail": detail,
+    }))
 }
 
 /// What a scheduled rule sends its targets, as EventBridge does; `time` is the scheduled

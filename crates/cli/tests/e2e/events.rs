@@ -404,3 +404,114 @@ async fn a_schedule_fires_every_period_and_once_for_what_it_missed_while_down() 
     sorted.dedup();
     assert_eq!(sorted.len(), all.len(), "a time fired twice: {all:?}");
 }
+
+/// Waits until none of `function`'s events is queued or running.
+async fn drained(api: &Api, function: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = api.get("/ember/v1/events").await.json();
+        let left: u64 = events["Functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["Function"] == function)
+            .map(|f| {
+                ["Queued", "Retrying", "Running"]
+                    .iter()
+                    .map(|k| f[*k].as_u64().unwrap())
+                    .sum::<u64>()
+            })
+            .sum();
+        if left == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{events}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn published_events_reach_only_the_rules_whose_pattern_they_match() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    create_python(&api, "big-orders", RECORDER).await;
+    create_python(&api, "all-shop", RECORDER).await;
+    let pattern = json!({
+        "source": ["shop.orders"],
+        "detail": { "total": [{ "numeric": [">", 100] }], "state": [{ "anything-but": "TEST" }] }
+    });
+    for (rule, pattern, target) in [
+        ("big", pattern.to_string(), "big-orders"),
+        (
+            "shop",
+            json!({ "source": [{ "prefix": "shop." }] }).to_string(),
+            "all-shop",
+        ),
+    ] {
+        let r = events_call(
+            &api,
+            "PutRule",
+            json!({ "Name": rule, "EventPattern": pattern }),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = events_call(
+            &api,
+            "PutTargets",
+            json!({ "Rule": rule, "Targets": [{ "Id": "1", "Arn": arn(target) }] }),
+        )
+        .await;
+        assert_eq!(r.json()["FailedEntryCount"], 0, "{}", r.text());
+    }
+    let bad = events_call(
+        &api,
+        "PutRule",
+        json!({ "Name": "bad", "EventPattern": json!({ "source": "x" }).to_string() }),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+
+    let entry = |source: &str, total: f64, state: &str| {
+        json!({
+            "Source": source,
+            "DetailType": "Order Placed",
+            "Detail": json!({ "total": total, "state": state }).to_string(),
+        })
+    };
+    let r = events_call(
+        &api,
+        "PutEvents",
+        json!({ "Entries": [
+            entry("shop.orders", 250.0, "NEW"),   // both rules
+            entry("shop.orders", 20.0, "NEW"),    // shop only: too small
+            entry("shop.orders", 500.0, "TEST"),  // shop only: a test order
+            entry("bank.payments", 900.0, "NEW"), // neither
+            { "Source": "shop.orders", "DetailType": "Order Placed", "Detail": "not json" },
+        ] }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_eq!(out["FailedEntryCount"], 1, "{out}");
+    assert!(out["Entries"][0]["EventId"].is_string());
+    assert_eq!(out["Entries"][4]["ErrorCode"], "InvalidArgument");
+
+    drained(&api, "big-orders").await;
+    drained(&api, "all-shop").await;
+    let totals = |log: String| -> Vec<f64> {
+        let mut t: Vec<f64> = log
+            .lines()
+            .filter_map(|l| l.strip_prefix("RECORD "))
+            .map(|r| serde_json::from_str::<Value>(r).unwrap())
+            .map(|e| {
+                assert_eq!(e["detail-type"], "Order Placed");
+                e["detail"]["total"].as_f64().unwrap()
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t
+    };
+    assert_eq!(totals(log(&api, "big-orders").await), [250.0]);
+    assert_eq!(totals(log(&api, "all-shop").await), [20.0, 250.0, 500.0]);
+}
