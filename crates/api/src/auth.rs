@@ -146,14 +146,15 @@ pub(crate) fn verify(
 }
 
 /// Middleware: once keys exist, only requests signed by one of them pass. Function URLs
-/// check their own `AuthType` (see `urls`).
+/// and HTTP routes check their own `AuthType` (see `urls`).
 pub async fn require_signature(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if state.keys.is_empty() || path == "/ember/v1/health" || path.starts_with("/url/") {
+    let http = path.starts_with("/url/") || path == "/http" || path.starts_with("/http/");
+    if state.keys.is_empty() || path == "/ember/v1/health" || http {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();

@@ -20,6 +20,7 @@ mod invoke;
 mod layers;
 pub mod model;
 pub mod registry;
+mod routes;
 mod rules;
 pub mod sigv4;
 mod urls;
@@ -139,6 +140,8 @@ pub fn router(state: AppState) -> Router {
             get(ember::get_settings).put(ember::put_settings),
         )
         .route("/usage", get(ember::usage))
+        .route("/routes", get(routes::list).post(routes::create))
+        .route("/routes/{id}", axum::routing::delete(routes::delete))
         .route("/stats", get(ember::stats))
         .route("/events", get(ember::events))
         .route("/artifacts/{file}", get(ember::artifact));
@@ -154,6 +157,9 @@ pub fn router(state: AppState) -> Router {
         .route("/url/{id}", any(urls::serve))
         .route("/url/{id}/", any(urls::serve))
         .route("/url/{id}/{*path}", any(urls::serve))
+        .route("/http", any(routes::serve))
+        .route("/http/", any(routes::serve))
+        .route("/http/{*path}", any(routes::serve))
         .nest("/ember/v1", ember)
         .route("/metrics", get(concurrency::metrics))
         .route("/", post(rules::json_protocol))

@@ -35,6 +35,8 @@ pub struct Registry {
     prices: Prices,
     /// Function URLs by their path id (`NAME` or `NAME:ALIAS`): read on every URL call.
     urls: std::sync::RwLock<HashMap<String, UrlConfig>>,
+    /// HTTP routes, parsed: read on every routed call.
+    routes: std::sync::RwLock<Vec<(crate::routes::RouteKey, ember_store::RouteRecord)>>,
     changes: Mutex<()>,
 }
 
@@ -61,8 +63,10 @@ impl Registry {
             dispatcher,
             prices,
             urls: std::sync::RwLock::new(HashMap::new()),
+            routes: std::sync::RwLock::new(Vec::new()),
             changes: Mutex::new(()),
         };
+        registry.reload_routes()?;
         for url in registry.store.urls(None)? {
             registry.cache_url(url);
         }
@@ -568,6 +572,33 @@ impl Registry {
         }
     }
 
+    /// Serializes control-plane changes.
+    pub(crate) fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changes.lock().expect("registry lock")
+    }
+
+    /// Reads the routes from the store into memory.
+    pub(crate) fn reload_routes(&self) -> Result<(), ApiError> {
+        let parsed = self
+            .store
+            .routes()?
+            .into_iter()
+            .filter_map(|r| Some((crate::routes::RouteKey::parse(&r.route_key).ok()?, r)))
+            .collect();
+        *self.routes.write().expect("routes lock") = parsed;
+        Ok(())
+    }
+
+    /// The route serving `method path`, and its path parameters.
+    pub fn route_for(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> Option<(ember_store::RouteRecord, BTreeMap<String, String>)> {
+        let routes = self.routes.read().expect("routes lock");
+        crate::routes::find(&routes, method, path).map(|(r, p)| (r.clone(), p))
+    }
+
     fn cache_url(&self, url: UrlConfig) {
         let id = crate::urls::url_id(&url.function, &url.qualifier);
         self.urls.write().expect("urls lock").insert(id, url);
@@ -883,6 +914,10 @@ impl Registry {
                     .write()
                     .expect("urls lock")
                     .retain(|_, u| u.function != name);
+                self.routes
+                    .write()
+                    .expect("routes lock")
+                    .retain(|(_, r)| r.function != name);
                 self.dispatcher.remove(name);
                 self.dispatcher.logs().remove(name);
                 self.collect_garbage(&old.code_sha256);

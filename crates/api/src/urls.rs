@@ -242,6 +242,9 @@ fn clf_time(t: SystemTime) -> String {
 
 /// What the function receives: the HTTP API payload, format 2.0.
 pub(crate) struct HttpRequest<'a> {
+    /// `$default` for a URL, the route's key for a route.
+    pub route_key: &'a str,
+    pub path_parameters: Option<&'a BTreeMap<String, String>>,
     pub method: &'a str,
     pub raw_path: &'a str,
     pub raw_query: &'a str,
@@ -293,7 +296,7 @@ pub(crate) fn http_event(r: &HttpRequest<'_>) -> Value {
         .as_millis() as u64;
     let mut event = json!({
         "version": "2.0",
-        "routeKey": "$default",
+        "routeKey": r.route_key,
         "rawPath": r.raw_path,
         "rawQueryString": r.raw_query,
         "headers": headers,
@@ -310,7 +313,7 @@ pub(crate) fn http_event(r: &HttpRequest<'_>) -> Value {
                 "userAgent": headers.get("user-agent").cloned().unwrap_or_default(),
             },
             "requestId": r.request_id,
-            "routeKey": "$default",
+            "routeKey": r.route_key,
             "stage": "$default",
             "time": clf_time(r.now),
             "timeEpoch": epoch_ms,
@@ -319,6 +322,9 @@ pub(crate) fn http_event(r: &HttpRequest<'_>) -> Value {
     });
     if !cookies.is_empty() {
         event["cookies"] = json!(cookies);
+    }
+    if let Some(params) = r.path_parameters.filter(|p| !p.is_empty()) {
+        event["pathParameters"] = json!(params);
     }
     if !query.is_empty() {
         event["queryStringParameters"] = json!(query);
@@ -394,13 +400,25 @@ pub(crate) fn http_response(answer: &[u8]) -> Response {
     response
 }
 
-fn message(status: StatusCode, text: &str) -> Response {
+pub(crate) fn message(status: StatusCode, text: &str) -> Response {
     (status, Json(json!({ "Message": text }))).into_response()
 }
 
 fn bad_gateway(why: &str) -> Response {
     tracing::warn!(%why, "a function URL's answer could not be mapped");
     message(StatusCode::BAD_GATEWAY, "Internal Server Error")
+}
+
+/// What an HTTP request reaches: a function URL's or a route's function.
+pub(crate) struct Target {
+    pub function: String,
+    /// A version or alias; `$LATEST` when absent.
+    pub qualifier: Option<String>,
+    pub auth_type: String,
+    pub route_key: String,
+    pub api_id: String,
+    pub raw_path: String,
+    pub path_parameters: BTreeMap<String, String>,
 }
 
 /// `ANY /url/{id}[/{*path}]`: calls the function behind a URL.
@@ -410,10 +428,23 @@ pub async fn serve(
     request: Request,
 ) -> Response {
     let id = params.get("id").cloned().unwrap_or_default();
-    let raw_path = format!("/{}", params.get("path").map(String::as_str).unwrap_or(""));
     let Some(config) = state.registry.url_by_id(&id) else {
         return message(StatusCode::NOT_FOUND, "Not Found");
     };
+    let target = Target {
+        function: config.function,
+        qualifier: (config.qualifier != "$LATEST").then_some(config.qualifier),
+        auth_type: config.auth_type,
+        route_key: "$default".into(),
+        api_id: id,
+        raw_path: format!("/{}", params.get("path").map(String::as_str).unwrap_or("")),
+        path_parameters: BTreeMap::new(),
+    };
+    call(&state, target, request).await
+}
+
+/// Checks the caller, runs the function on the request and maps its answer.
+pub(crate) async fn call(state: &AppState, target: Target, request: Request) -> Response {
     let source_ip = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -423,42 +454,50 @@ pub async fn serve(
     let Ok(body) = crate::read_body(body, SYNC_PAYLOAD_BYTES).await else {
         return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
     };
-    if config.auth_type == "AWS_IAM" {
+    if target.auth_type == "AWS_IAM" {
         if state.keys.is_empty() {
             return message(
                 StatusCode::FORBIDDEN,
-                "this URL requires a SigV4 signature (AWS_IAM) and the server has no access keys; create one with `ember keys create`",
+                "this endpoint requires a SigV4 signature (AWS_IAM) and the server has no access keys; create one with `ember keys create`",
             );
         }
-        if let Err(e) = crate::auth::verify(&state, &parts, &body, "lambda") {
+        if let Err(e) = crate::auth::verify(state, &parts, &body, "lambda") {
             return message(StatusCode::FORBIDDEN, &e.to_string());
         }
     }
     let dispatch = state.registry.dispatcher().config();
     let request_id = uuid::Uuid::new_v4().to_string();
     let event = http_event(&HttpRequest {
+        route_key: &target.route_key,
+        path_parameters: Some(&target.path_parameters),
         method: parts.method.as_str(),
-        raw_path: &raw_path,
+        raw_path: &target.raw_path,
         raw_query: parts.uri.query().unwrap_or(""),
         headers: &parts.headers,
         body: &body,
         source_ip: &source_ip,
-        url_id: &id,
+        url_id: &target.api_id,
         account: &dispatch.account,
         request_id: &request_id,
         now: SystemTime::now(),
     });
-    let qualifier =
-        (config.qualifier != "$LATEST").then(|| Qualifier::Alias(config.qualifier.clone()));
-    let invoked_arn = state.registry.arn(
-        &config.function,
-        qualifier.as_ref().map(|_| config.qualifier.as_str()),
-    );
+    let qualifier = match target
+        .qualifier
+        .as_deref()
+        .map(Qualifier::parse)
+        .transpose()
+    {
+        Ok(q) => q,
+        Err(_) => return message(StatusCode::BAD_GATEWAY, "Internal Server Error"),
+    };
+    let invoked_arn = state
+        .registry
+        .arn(&target.function, target.qualifier.as_deref());
     let result = state
         .registry
         .dispatcher()
         .invoke(
-            &config.function,
+            &target.function,
             qualifier.as_ref(),
             InvokeRequest {
                 payload: bytes::Bytes::from(event.to_string()),
@@ -478,7 +517,7 @@ pub async fn serve(
         }
         Err(DispatchError::FunctionNotFound(_)) => message(StatusCode::NOT_FOUND, "Not Found"),
         Err(e) => {
-            tracing::error!(error = %ember_core::error_chain(&e), "a function URL call failed");
+            tracing::error!(error = %ember_core::error_chain(&e), "an HTTP call of a function failed");
             message(StatusCode::BAD_GATEWAY, "Internal Server Error")
         }
     };
@@ -505,6 +544,8 @@ mod tests {
 
     fn event(h: &HeaderMap, query: &str, body: &[u8]) -> Value {
         http_event(&HttpRequest {
+            route_key: "$default",
+            path_parameters: None,
             method: "POST",
             raw_path: "/orders/7",
             raw_query: query,

@@ -181,6 +181,14 @@ const MIGRATIONS: &[&str] = &[
         modified    TEXT NOT NULL,
         PRIMARY KEY (function, qualifier)
      );",
+    "CREATE TABLE http_routes (
+        id         TEXT PRIMARY KEY,
+        route_key  TEXT NOT NULL UNIQUE,
+        function   TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier  TEXT,
+        auth_type  TEXT NOT NULL,
+        created    TEXT NOT NULL
+     );",
 ];
 
 impl Store {

@@ -24,4 +24,4 @@ pub use db::{
 pub use events::{AsyncEvent, EventCounts, EventInvokeConfig, Failure};
 pub use rules::{Rule, Target};
 pub use secrets::{SecretBox, SecretError};
-pub use urls::UrlConfig;
+pub use urls::{RouteRecord, UrlConfig};

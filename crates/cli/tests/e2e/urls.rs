@@ -152,3 +152,75 @@ async fn a_function_url_survives_a_restart_and_goes_with_its_function() {
         .await;
     assert_eq!(r.status, 404);
 }
+
+async fn add_route(api: &Api, key: &str, function: &str) -> crate::support::Response {
+    api.request(
+        Method::POST,
+        "/ember/v1/routes",
+        &[],
+        Bytes::from(json!({ "RouteKey": key, "Function": function }).to_string()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_send_each_method_and_path_to_its_function_with_path_parameters() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    setup(&api).await;
+    let r = add_route(&api, "GET /orders/{id}", "web").await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let order_route = r.json()["RouteId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        add_route(&api, "ANY /files/{proxy+}", "web").await.status,
+        201
+    );
+    assert_eq!(add_route(&api, "GET /orders/{id}", "web").await.status, 409);
+    assert_eq!(add_route(&api, "GET orders", "web").await.status, 400);
+    assert_eq!(add_route(&api, "GET /x", "missing").await.status, 404);
+
+    let r = api
+        .request(Method::GET, "/http/orders/7?full=1", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["route"], "GET /orders/{id}");
+    assert_eq!(body["params"], json!({ "id": "7" }));
+    assert_eq!(body["path"], "/orders/7");
+    assert_eq!(body["query"], json!({ "full": "1" }));
+    // The method is part of the route: no POST route, and no $default to fall back on.
+    let r = api
+        .request(Method::POST, "/http/orders/7", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 404);
+
+    let binary: Vec<u8> = (0..=255u8).rev().cycle().take(3000).collect();
+    let r = api
+        .request(
+            Method::PUT,
+            "/http/files/a/b/echo",
+            &[("content-type", "image/png")],
+            Bytes::from(binary.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("image/png"));
+    assert_eq!(r.body, binary);
+
+    let listed = api.get("/ember/v1/routes").await.json();
+    assert_eq!(listed["Routes"].as_array().unwrap().len(), 2, "{listed}");
+    let gone = api
+        .request(
+            Method::DELETE,
+            &format!("/ember/v1/routes/{order_route}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(gone.status, 204);
+    let r = api
+        .request(Method::GET, "/http/orders/7", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 404);
+}
