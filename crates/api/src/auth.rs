@@ -171,6 +171,7 @@ pub async fn require_signature(
         .and_then(|t| t.to_str().ok())
     {
         Some(t) if t.starts_with("AWSEvents.") => "events",
+        Some(t) if t.starts_with("AmazonSQS.") => "sqs",
         _ => "lambda",
     };
     match verify(&state, &parts, &body, service) {

@@ -50,6 +50,14 @@ pub enum ApiError {
     Service(String),
     #[error("{0}")]
     Auth(crate::sigv4::AuthError),
+    /// An error of the queue service, with its JSON type (`QueueDoesNotExist`) and the
+    /// query-protocol code the SDKs raise it under (`AWS.SimpleQueueService.NonExistentQueue`).
+    #[error("{message}")]
+    Queue {
+        kind: &'static str,
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -90,6 +98,7 @@ impl ApiError {
                 (StatusCode::NOT_FOUND, "UnknownOperationException")
             }
             ApiError::Service(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException"),
+            ApiError::Queue { kind, .. } => (StatusCode::BAD_REQUEST, kind),
             ApiError::Auth(AuthError::Missing | AuthError::UnknownKey(_)) => {
                 (StatusCode::FORBIDDEN, "UnrecognizedClientException")
             }
@@ -113,6 +122,9 @@ impl IntoResponse for ApiError {
             "__type": kind,
             "message": self.to_string(),
         });
+        if let ApiError::Queue { kind, .. } = &self {
+            body["__type"] = format!("com.amazonaws.sqs#{kind}").into();
+        }
         let mut retry_after = None;
         if let ApiError::Throttled { throttle, .. } = &self {
             body["Reason"] = throttle.reason().into();
@@ -125,6 +137,11 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert("x-amzn-ErrorType", HeaderValue::from_static(kind));
+        if let ApiError::Queue { code, .. } = &self
+            && let Ok(v) = HeaderValue::from_str(&format!("{code};Sender"))
+        {
+            response.headers_mut().insert("x-amzn-query-error", v);
+        }
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()

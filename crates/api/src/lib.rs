@@ -23,6 +23,7 @@ pub mod registry;
 mod routes;
 mod rules;
 pub mod sigv4;
+mod sqs;
 mod urls;
 mod versions;
 

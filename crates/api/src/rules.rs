@@ -347,6 +347,25 @@ pub async fn json_protocol(
         .and_then(|t| t.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    if let Some(op) = target.strip_prefix("AmazonSQS.").map(str::to_owned) {
+        let body = control_body(body).await?;
+        let outcome = blocking(&state.registry, move |r| {
+            crate::sqs::operation(r, &headers, &op, &body)
+        })
+        .await?;
+        let out = match outcome {
+            Ok(out) => out,
+            Err(receive) => {
+                crate::sqs::receive(std::sync::Arc::clone(&state.registry), receive).await?
+            }
+        };
+        let mut response = Json(out).into_response();
+        response.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/x-amz-json-1.0"),
+        );
+        return Ok(response);
+    }
     let Some(op) = target.strip_prefix("AWSEvents.").map(str::to_owned) else {
         return Err(ApiError::UnknownOperation {
             method: "POST".into(),

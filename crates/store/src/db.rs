@@ -189,6 +189,27 @@ const MIGRATIONS: &[&str] = &[
         auth_type  TEXT NOT NULL,
         created    TEXT NOT NULL
      );",
+    "CREATE TABLE queues (
+        name               TEXT PRIMARY KEY,
+        created_ms         INTEGER NOT NULL,
+        visibility_s       INTEGER NOT NULL,
+        retention_s        INTEGER NOT NULL,
+        delay_s            INTEGER NOT NULL,
+        wait_s             INTEGER NOT NULL,
+        dead_letter_queue  TEXT,
+        max_receive_count  INTEGER
+     );
+     CREATE TABLE queue_messages (
+        id               TEXT PRIMARY KEY,
+        queue            TEXT NOT NULL REFERENCES queues(name) ON DELETE CASCADE,
+        body             TEXT NOT NULL,
+        sent_ms          INTEGER NOT NULL,
+        visible_at_ms    INTEGER NOT NULL,
+        receive_count    INTEGER NOT NULL DEFAULT 0,
+        first_receive_ms INTEGER,
+        receipt          TEXT
+     );
+     CREATE INDEX queue_messages_visible ON queue_messages (queue, visible_at_ms);",
 ];
 
 impl Store {

@@ -59,7 +59,17 @@ fn aws(server: &Server, args: &[&str]) -> (i32, String, String) {
 }
 
 /// Runs `aws lambda …` with the given (key id, secret).
-fn aws_as(server: &Server, (id, secret): (&str, &str), args: &[&str]) -> (i32, String, String) {
+fn aws_as(server: &Server, creds: (&str, &str), args: &[&str]) -> (i32, String, String) {
+    aws_service(server, creds, "lambda", args)
+}
+
+/// Runs `aws SERVICE …` against the server.
+fn aws_service(
+    server: &Server,
+    (id, secret): (&str, &str),
+    service: &str,
+    args: &[&str],
+) -> (i32, String, String) {
     let out = Command::new("python3")
         .args([
             "-m",
@@ -68,7 +78,7 @@ fn aws_as(server: &Server, (id, secret): (&str, &str), args: &[&str]) -> (i32, S
             &server.url,
             "--output",
             "json",
-            "lambda",
+            service,
         ])
         .args(args)
         .env("AWS_ACCESS_KEY_ID", id)
@@ -536,4 +546,201 @@ fn a_server_will_not_listen_beyond_loopback_without_keys() {
         nix::sys::signal::Signal::SIGTERM,
     );
     public.wait().unwrap();
+}
+
+fn sqs(server: &Server, args: &[&str]) -> (i32, String, String) {
+    aws_service(server, ("test", "test"), "sqs", args)
+}
+
+/// A successful `aws sqs …`'s JSON; the CLI prints nothing for an empty answer.
+fn sqs_ok(server: &Server, args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = sqs(server, args);
+    assert_eq!(code, 0, "{out}{err}");
+    if out.trim().is_empty() {
+        return serde_json::json!({});
+    }
+    serde_json::from_str(&out).unwrap_or_else(|_| panic!("not JSON: {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_cli_drives_queues_with_visibility_long_polling_and_a_dead_letter_queue() {
+    require_aws_tools!();
+    let server = Server::start(&[]);
+    sqs_ok(&server, &["create-queue", "--queue-name", "dead"]);
+    let policy = r#"{"VisibilityTimeout":"30","RedrivePolicy":"{\"deadLetterTargetArn\":\"arn:aws:sqs:us-east-1:000000000000:dead\",\"maxReceiveCount\":\"2\"}"}"#;
+    let url = sqs_ok(
+        &server,
+        &[
+            "create-queue",
+            "--queue-name",
+            "jobs",
+            "--attributes",
+            policy,
+        ],
+    )["QueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(url.ends_with("/000000000000/jobs"), "{url}");
+    let dead = sqs_ok(&server, &["get-queue-url", "--queue-name", "dead"])["QueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, _, err) = sqs(&server, &["get-queue-url", "--queue-name", "nope"]);
+    assert!(code != 0 && err.contains("NonExistentQueue"), "{err}");
+
+    sqs_ok(
+        &server,
+        &[
+            "send-message",
+            "--queue-url",
+            &url,
+            "--message-body",
+            "poison",
+        ],
+    );
+    let receive = |wait: &str| {
+        sqs_ok(
+            &server,
+            &[
+                "receive-message",
+                "--queue-url",
+                &url,
+                "--wait-time-seconds",
+                wait,
+            ],
+        )
+    };
+    // Received: invisible to the next receiver until it is made visible again.
+    let first = receive("0");
+    let receipt = first["Messages"][0]["ReceiptHandle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(first["Messages"][0]["Body"], "poison");
+    assert_eq!(
+        first["Messages"][0]["Attributes"]["ApproximateReceiveCount"],
+        "1"
+    );
+    assert_eq!(receive("0"), serde_json::json!({}));
+    sqs_ok(
+        &server,
+        &[
+            "change-message-visibility",
+            "--queue-url",
+            &url,
+            "--receipt-handle",
+            &receipt,
+            "--visibility-timeout",
+            "0",
+        ],
+    );
+    let second = receive("0");
+    assert_eq!(
+        second["Messages"][0]["Attributes"]["ApproximateReceiveCount"],
+        "2"
+    );
+    // The first receipt is stale now.
+    let (code, _, err) = sqs(
+        &server,
+        &[
+            "delete-message",
+            "--queue-url",
+            &url,
+            "--receipt-handle",
+            &receipt,
+        ],
+    );
+    assert!(code != 0 && err.contains("ReceiptHandleIsInvalid"), "{err}");
+    let receipt = second["Messages"][0]["ReceiptHandle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sqs_ok(
+        &server,
+        &[
+            "change-message-visibility",
+            "--queue-url",
+            &url,
+            "--receipt-handle",
+            &receipt,
+            "--visibility-timeout",
+            "0",
+        ],
+    );
+    // Received twice already: it goes to the dead-letter queue instead of a third time.
+    assert_eq!(receive("0"), serde_json::json!({}));
+    let moved = sqs_ok(&server, &["receive-message", "--queue-url", &dead]);
+    assert_eq!(moved["Messages"][0]["Body"], "poison");
+
+    // Long polling: a receive that waits gets a message sent while it waits.
+    let sender = {
+        let url = url.clone();
+        let server_url = server.url.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            Command::new("python3")
+                .args([
+                    "-m",
+                    "awscli",
+                    "--endpoint-url",
+                    &server_url,
+                    "sqs",
+                    "send-message",
+                ])
+                .args(["--queue-url", &url, "--message-body", "late"])
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_DEFAULT_REGION", "us-east-1")
+                .output()
+                .unwrap()
+        })
+    };
+    let waited = receive("10");
+    assert_eq!(waited["Messages"][0]["Body"], "late", "{waited}");
+    assert!(sender.join().unwrap().status.success());
+
+    let batch = sqs_ok(
+        &server,
+        &[
+            "send-message-batch",
+            "--queue-url",
+            &url,
+            "--entries",
+            "Id=a,MessageBody=one",
+            "Id=b,MessageBody=two",
+        ],
+    );
+    assert_eq!(batch["Successful"].as_array().unwrap().len(), 2);
+    let attrs = sqs_ok(
+        &server,
+        &[
+            "get-queue-attributes",
+            "--queue-url",
+            &url,
+            "--attribute-names",
+            "All",
+        ],
+    );
+    assert_eq!(attrs["Attributes"]["ApproximateNumberOfMessages"], "2");
+    assert_eq!(
+        attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"],
+        "1"
+    );
+    sqs_ok(&server, &["purge-queue", "--queue-url", &url]);
+    let attrs = sqs_ok(
+        &server,
+        &[
+            "get-queue-attributes",
+            "--queue-url",
+            &url,
+            "--attribute-names",
+            "All",
+        ],
+    );
+    assert_eq!(attrs["Attributes"]["ApproximateNumberOfMessages"], "0");
+    let (code, _, _) = sqs(&server, &["delete-queue", "--queue-url", &url]);
+    assert_eq!(code, 0);
+    let listed = sqs_ok(&server, &["list-queues"]);
+    assert_eq!(listed["QueueUrls"], serde_json::json!([dead]));
 }
