@@ -18,6 +18,7 @@ mod events;
 mod functions;
 mod invoke;
 mod layers;
+mod mappings;
 pub mod model;
 pub mod registry;
 mod routes;
@@ -62,6 +63,20 @@ pub fn router(state: AppState) -> Router {
             get(functions::get_configuration).put(functions::update_configuration),
         )
         .route("/functions/{name}/code", put(functions::update_code))
+        .route(
+            "/event-source-mappings",
+            get(mappings::list).post(mappings::create),
+        )
+        .route(
+            "/event-source-mappings/",
+            get(mappings::list).post(mappings::create),
+        )
+        .route(
+            "/event-source-mappings/{uuid}",
+            get(mappings::get)
+                .put(mappings::update)
+                .delete(mappings::delete),
+        )
         .route("/functions/{name}/invocations", post(invoke::invoke))
         .route(
             "/functions/{name}/versions",

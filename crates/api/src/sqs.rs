@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use md5::{Digest, Md5};
+use ember_events::md5_hex;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -32,10 +32,6 @@ fn invalid(message: impl Into<String>) -> ApiError {
         code: "InvalidParameterValue",
         message: message.into(),
     }
-}
-
-fn md5_hex(text: &str) -> String {
-    hex::encode(Md5::digest(text.as_bytes()))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

@@ -11,6 +11,7 @@
 //!   own asynchronous event, enqueued in the same transaction that ends the source event.
 
 pub mod destination;
+pub mod mapping;
 pub mod pattern;
 pub mod retry;
 pub mod schedule;
@@ -31,7 +32,7 @@ pub const EVENT_PAYLOAD_BYTES: usize = 256 * 1024;
 
 /// How long an event waits for a concurrency slot of its function before it counts as
 /// throttled and is retried later.
-const CAPACITY_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const CAPACITY_WAIT: Duration = Duration::from_secs(5);
 
 /// Destination hops after which a chain of events is stopped, as Lambda's recursive-loop
 /// detection does: a function that is its own destination (directly or through others)
@@ -79,6 +80,7 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// Set at shutdown: no more events are claimed.
     stopping: std::sync::atomic::AtomicBool,
+    pollers: mapping::Pollers,
 }
 
 /// The event queue and its worker. Cheap to clone.
@@ -108,9 +110,11 @@ impl Events {
             settings,
             wake: Notify::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            pollers: mapping::Pollers::default(),
         });
         tokio::spawn(worker(Arc::clone(&inner)));
         tokio::spawn(scheduler(Arc::clone(&inner)));
+        tokio::spawn(mapping::poller(Arc::clone(&inner)));
         Ok(Events { inner })
     }
 
@@ -639,6 +643,13 @@ pub fn scheduled_event(rule: &str, at_ms: i64, region: &str, account: &str) -> s
         "resources": [format!("arn:aws:events:{region}:{account}:rule/{rule}")],
         "detail": {},
     })
+}
+
+/// Hex MD5 of a message body, as SQS reports it.
+pub fn md5_hex(text: &str) -> String {
+    use md5::Digest;
+    let digest = md5::Md5::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The last error of an attempt, for a person and for the record.

@@ -210,6 +210,18 @@ const MIGRATIONS: &[&str] = &[
         receipt          TEXT
      );
      CREATE INDEX queue_messages_visible ON queue_messages (queue, visible_at_ms);",
+    "CREATE TABLE event_source_mappings (
+        uuid             TEXT PRIMARY KEY,
+        queue            TEXT NOT NULL,
+        function         TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier        TEXT,
+        batch_size       INTEGER NOT NULL,
+        window_s         INTEGER NOT NULL,
+        enabled          INTEGER NOT NULL,
+        report_failures  INTEGER NOT NULL,
+        max_concurrency  INTEGER NOT NULL,
+        last_modified_ms INTEGER NOT NULL
+     );",
 ];
 
 impl Store {

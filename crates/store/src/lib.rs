@@ -24,7 +24,7 @@ pub use db::{
     AliasRecord, FunctionRecord, LayerRecord, ProvisionedRecord, Store, StoreError, StoredKey,
 };
 pub use events::{AsyncEvent, EventCounts, EventInvokeConfig, Failure};
-pub use queues::{Queue, QueueCounts, Received};
+pub use queues::{Queue, QueueCounts, Received, SourceMapping};
 pub use rules::{Rule, Target};
 pub use secrets::{SecretBox, SecretError};
 pub use urls::{RouteRecord, UrlConfig};

@@ -39,6 +39,24 @@ pub struct QueueCounts {
     pub delayed: u64,
 }
 
+/// A queue feeding a function in batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceMapping {
+    pub uuid: String,
+    pub queue: String,
+    pub function: String,
+    pub qualifier: Option<String>,
+    pub batch_size: u32,
+    /// Seconds to gather a fuller batch before invoking.
+    pub window_s: u32,
+    pub enabled: bool,
+    /// `FunctionResponseTypes: ["ReportBatchItemFailures"]`.
+    pub report_failures: bool,
+    /// Batches of this mapping running at once.
+    pub max_concurrency: u32,
+    pub last_modified_ms: i64,
+}
+
 fn queue(row: &rusqlite::Row<'_>) -> rusqlite::Result<Queue> {
     let dlq: Option<String> = row.get(6)?;
     let max: Option<u32> = row.get(7)?;
@@ -205,6 +223,54 @@ impl Store {
             "UPDATE queue_messages SET visible_at_ms = ?3 WHERE queue = ?1 AND receipt = ?2",
             params![queue, receipt, visible_at_ms],
         )? > 0)
+    }
+
+    pub fn put_mapping(&self, m: &SourceMapping) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO event_source_mappings
+                (uuid, queue, function, qualifier, batch_size, window_s, enabled, report_failures, max_concurrency, last_modified_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT(uuid) DO UPDATE SET
+                function = excluded.function, qualifier = excluded.qualifier,
+                batch_size = excluded.batch_size, window_s = excluded.window_s,
+                enabled = excluded.enabled, report_failures = excluded.report_failures,
+                max_concurrency = excluded.max_concurrency, last_modified_ms = excluded.last_modified_ms",
+            params![
+                m.uuid, m.queue, m.function, m.qualifier, m.batch_size, m.window_s, m.enabled,
+                m.report_failures, m.max_concurrency, m.last_modified_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_mapping(&self, uuid: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM event_source_mappings WHERE uuid = ?1", [uuid])?
+            > 0)
+    }
+
+    pub fn mappings(&self) -> Result<Vec<SourceMapping>, StoreError> {
+        let conn = self.conn();
+        let mut select = conn.prepare(
+            "SELECT uuid, queue, function, qualifier, batch_size, window_s, enabled, report_failures, max_concurrency, last_modified_ms
+             FROM event_source_mappings ORDER BY uuid",
+        )?;
+        let rows = select.query_map([], |row| {
+            Ok(SourceMapping {
+                uuid: row.get(0)?,
+                queue: row.get(1)?,
+                function: row.get(2)?,
+                qualifier: row.get(3)?,
+                batch_size: row.get(4)?,
+                window_s: row.get(5)?,
+                enabled: row.get(6)?,
+                report_failures: row.get(7)?,
+                max_concurrency: row.get(8)?,
+                last_modified_ms: row.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn queue_counts(&self, queue: &str, now_ms: i64) -> Result<QueueCounts, StoreError> {

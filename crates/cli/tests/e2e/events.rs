@@ -515,3 +515,153 @@ async fn published_events_reach_only_the_rules_whose_pattern_they_match() {
     assert_eq!(totals(log(&api, "big-orders").await), [250.0]);
     assert_eq!(totals(log(&api, "all-shop").await), [20.0, 250.0, 500.0]);
 }
+
+/// Reports the records whose body starts with "fail" as failed on their first receive.
+const BATCHER: &str = r#"
+def handler(event, context):
+    failures = []
+    for r in event["Records"]:
+        count = int(r["attributes"]["ApproximateReceiveCount"])
+        print("GOT %s %d %s" % (r["body"], count, r["eventSource"]))
+        if r["body"].startswith("fail") and count == 1:
+            failures.append({"itemIdentifier": r["messageId"]})
+    return {"batchItemFailures": failures}
+"#;
+
+async fn sqs_call(api: &Api, operation: &str, body: Value) -> Value {
+    let target = format!("AmazonSQS.{operation}");
+    let r = api
+        .request(
+            Method::POST,
+            "/",
+            &[
+                ("x-amz-target", target.as_str()),
+                ("content-type", "application/x-amz-json-1.0"),
+            ],
+            Bytes::from(body.to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{operation}: {}", r.text());
+    r.json()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_mapping_retries_only_the_records_reported_as_failed() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    create_python(&api, "batcher", BATCHER).await;
+    let url = sqs_call(
+        &api,
+        "CreateQueue",
+        json!({ "QueueName": "work", "Attributes": { "VisibilityTimeout": "1" } }),
+    )
+    .await["QueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let entries: Vec<Value> = ["ok1", "ok2", "fail1", "fail2"]
+        .iter()
+        .map(|b| json!({ "Id": b, "MessageBody": b }))
+        .collect();
+    let sent = sqs_call(
+        &api,
+        "SendMessageBatch",
+        json!({ "QueueUrl": url, "Entries": entries }),
+    )
+    .await;
+    assert_eq!(sent["Successful"].as_array().unwrap().len(), 4);
+
+    let bad = api
+        .request(
+            Method::POST,
+            "/2015-03-31/event-source-mappings",
+            &[],
+            Bytes::from(json!({ "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:nope", "FunctionName": "batcher" }).to_string()),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let r = api
+        .request(
+            Method::POST,
+            "/2015-03-31/event-source-mappings",
+            &[],
+            Bytes::from(
+                json!({
+                    "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:work",
+                    "FunctionName": "batcher",
+                    "BatchSize": 10,
+                    "FunctionResponseTypes": ["ReportBatchItemFailures"]
+                })
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let uuid = r.json()["UUID"].as_str().unwrap().to_owned();
+    assert_eq!(r.json()["State"], "Enabled");
+
+    wait_log(&api, "batcher", Duration::from_secs(30), |l| {
+        l.contains("GOT fail1 2") && l.contains("GOT fail2 2")
+    })
+    .await;
+    // Wait until the retried records are deleted too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = sqs_call(
+            &api,
+            "GetQueueAttributes",
+            json!({ "QueueUrl": url, "AttributeNames": ["All"] }),
+        )
+        .await;
+        let left = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+        ]
+        .iter()
+        .map(|k| {
+            a["Attributes"][*k]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum::<u64>();
+        if left == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{a}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = log(&api, "batcher").await;
+    for ok in ["ok1", "ok2"] {
+        assert_eq!(
+            seen.matches(&format!("GOT {ok} ")).count(),
+            1,
+            "{ok} ran again:\n{seen}"
+        );
+    }
+    for failed in ["fail1", "fail2"] {
+        assert_eq!(
+            seen.matches(&format!("GOT {failed} ")).count(),
+            2,
+            "{failed}:\n{seen}"
+        );
+    }
+    assert!(seen.contains("GOT ok1 1 aws:sqs"));
+
+    let listed = api
+        .get("/2015-03-31/event-source-mappings?FunctionName=batcher")
+        .await
+        .json();
+    assert_eq!(listed["EventSourceMappings"][0]["UUID"], uuid.as_str());
+    let gone = api
+        .request(
+            Method::DELETE,
+            &format!("/2015-03-31/event-source-mappings/{uuid}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(gone.status, 202);
+}
