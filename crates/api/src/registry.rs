@@ -701,25 +701,38 @@ impl Registry {
             .into_iter()
             .flatten()
         {
-            let dispatch = self.dispatcher.config();
-            let reference = ember_core::arn::FunctionRef::parse(
-                target,
-                &dispatch.region,
-                &dispatch.account,
-            )
-            .map_err(|e| {
-                ApiError::InvalidParameter(format!(
-                    "destination {target:?} must be the ARN of a function on this server ({e}); \
-                         queue and topic destinations are not available yet"
-                ))
-            })?;
-            self.get(&reference.name, reference.qualifier.as_ref())
-                .map_err(|_| {
-                    ApiError::InvalidParameter(format!("destination {target:?} does not exist"))
-                })?;
+            self.check_sink(target, true)?;
         }
         self.store.put_event_invoke_config(&config)?;
         Ok(config)
+    }
+
+    /// Checks that `target` is a function or a queue of this server (or, with `bus`, the
+    /// default event bus).
+    pub(crate) fn check_sink(&self, target: &str, bus: bool) -> Result<(), ApiError> {
+        let dispatch = self.dispatcher.config();
+        let missing =
+            || ApiError::InvalidParameter(format!("destination {target:?} does not exist"));
+        match ember_events::Sink::parse(target, &dispatch.region, &dispatch.account) {
+            Some(ember_events::Sink::Function { name, qualifier }) => {
+                let qualifier = qualifier.as_deref().map(Qualifier::parse).transpose()?;
+                self.get(&name, qualifier.as_ref())
+                    .map(|_| ())
+                    .map_err(|_| missing())
+            }
+            Some(ember_events::Sink::Queue(name)) => {
+                self.store.queue(&name)?.map(|_| ()).ok_or_else(missing)
+            }
+            Some(ember_events::Sink::Bus) if bus => Ok(()),
+            _ => Err(ApiError::InvalidParameter(format!(
+                "{target:?} must be the ARN of a function or a queue of this server{}",
+                if bus {
+                    ", or of its default event bus"
+                } else {
+                    ""
+                }
+            ))),
+        }
     }
 
     /// A function's asynchronous invocation settings for a qualifier.

@@ -266,27 +266,25 @@ fn operation(
             store
                 .rule(&input.rule)?
                 .ok_or_else(|| not_found(&input.rule))?;
-            let config = registry.dispatcher().config();
             let mut targets = Vec::new();
             let mut failed = Vec::new();
             for t in input.targets {
-                let function =
-                    ember_core::arn::FunctionRef::parse(&t.arn, &config.region, &config.account)
-                        .ok()
-                        .filter(|f| registry.get(&f.name, f.qualifier.as_ref()).is_ok());
                 let input_ok = t
                     .input
                     .as_deref()
                     .is_none_or(|i| serde_json::from_str::<Value>(i).is_ok());
-                if function.is_none() || !input_ok {
+                let checked = if input_ok {
+                    registry
+                        .check_sink(&t.arn, false)
+                        .map_err(|e| e.to_string())
+                } else {
+                    Err("Input must be a JSON document".to_owned())
+                };
+                if let Err(message) = checked {
                     failed.push(json!({
                         "TargetId": t.id,
                         "ErrorCode": "ValidationException",
-                        "ErrorMessage": if input_ok {
-                            format!("{} is not a function on this server (targets are functions)", t.arn)
-                        } else {
-                            "Input must be a JSON document".into()
-                        },
+                        "ErrorMessage": message,
                     }));
                     continue;
                 }

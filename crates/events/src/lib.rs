@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use ember_core::arn::Qualifier;
 use ember_dispatch::{DispatchError, Dispatcher, FunctionError, InvokeRequest};
-use ember_store::{AsyncEvent, EventInvokeConfig, Failure, Store, StoreError};
+use ember_store::{AsyncEvent, EventInvokeConfig, Failure, Outbox, Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
 
 use retry::{Attempt, Decision, Limits, RetryTiming};
@@ -135,63 +135,31 @@ impl Events {
         }
     }
 
-    /// Publishes events to the bus: each goes, as an asynchronous invocation, to every
-    /// target of every enabled rule whose pattern it matches (all accepted in one
-    /// transaction). Returns each event's id, or why it was refused. Blocking.
+    /// Publishes events to the bus: each goes to every target (a function, as an
+    /// asynchronous invocation, or a queue, as a message) of every enabled rule whose
+    /// pattern it matches, all in one transaction. Returns each event's id, or why it was
+    /// refused. Blocking.
     pub fn put_events(
         &self,
         entries: &[BusEntry],
     ) -> Result<Vec<Result<String, String>>, EventError> {
         let config = self.inner.dispatcher.config();
-        let rules: Vec<(ember_store::Rule, pattern::Pattern)> = self
-            .inner
-            .store
-            .rules()?
-            .into_iter()
-            .filter(|r| r.enabled)
-            .filter_map(|r| {
-                let p = pattern::Pattern::parse(r.pattern.as_deref()?).ok()?;
-                Some((r, p))
-            })
-            .collect();
         let now = now_ms();
-        let mut accepted = Vec::new();
+        let rules = self.inner.pattern_rules()?;
+        let mut outbox = Outbox::default();
         let mut out = Vec::new();
         for entry in entries {
-            let event = match bus_event(entry, &config.region, &config.account, now) {
-                Ok(event) => event,
-                Err(why) => {
-                    out.push(Err(why));
-                    continue;
+            match bus_event(entry, &config.region, &config.account, now) {
+                Ok(event) => {
+                    self.inner
+                        .route_bus_event(&event, &rules, 0, now, &mut outbox)?;
+                    out.push(Ok(event["id"].as_str().unwrap_or_default().to_owned()));
                 }
-            };
-            for (rule, pattern) in &rules {
-                if !pattern.matches(&event) {
-                    continue;
-                }
-                for target in self.inner.store.targets(&rule.name)? {
-                    let Ok(reference) = ember_core::arn::FunctionRef::parse(
-                        &target.arn,
-                        &config.region,
-                        &config.account,
-                    ) else {
-                        continue;
-                    };
-                    let body = target.input.unwrap_or_else(|| event.to_string());
-                    let qualifier = reference.qualifier.map(|q| q.to_string());
-                    accepted.push(new_event(
-                        &reference.name,
-                        qualifier.as_deref(),
-                        body.as_bytes(),
-                        now,
-                        0,
-                    ));
-                }
+                Err(why) => out.push(Err(why)),
             }
-            out.push(Ok(event["id"].as_str().unwrap_or_default().to_owned()));
         }
-        if !accepted.is_empty() {
-            self.inner.store.enqueue(&accepted)?;
+        if !outbox.is_empty() {
+            self.inner.store.deliver(&outbox, now)?;
             self.inner.wake.notify_one();
         }
         Ok(out)
@@ -341,25 +309,12 @@ impl Inner {
             };
             let config = self.dispatcher.config();
             let payload = scheduled_event(&rule.name, at, &config.region, &config.account);
-            let events: Vec<AsyncEvent> = self
-                .store
-                .targets(&rule.name)?
-                .into_iter()
-                .filter_map(|target| {
-                    let Ok(reference) = ember_core::arn::FunctionRef::parse(
-                        &target.arn,
-                        &config.region,
-                        &config.account,
-                    ) else {
-                        tracing::warn!(rule = %rule.name, target = %target.arn, "a rule's target is not a function here");
-                        return None;
-                    };
-                    let body = target.input.unwrap_or_else(|| payload.to_string());
-                    let qualifier = reference.qualifier.map(|q| q.to_string());
-                    Some(new_event(&reference.name, qualifier.as_deref(), body.as_bytes(), now, 0))
-                })
-                .collect();
-            if self.store.fire_rule(&rule.name, at, &events)? {
+            let mut outbox = Outbox::default();
+            for target in self.store.targets(&rule.name)? {
+                let body = target.input.unwrap_or_else(|| payload.to_string());
+                self.send(&target.arn, body, 0, now, &mut outbox);
+            }
+            if self.store.fire_rule(&rule.name, at, &outbox, now)? {
                 fired += 1;
             }
         }
@@ -458,20 +413,19 @@ impl Inner {
         ) {
             Decision::Done => {
                 let result = outcome.expect("a success has a result");
-                let then = config
-                    .as_ref()
-                    .and_then(|c| c.on_success.as_deref())
-                    .and_then(|target| {
-                        self.destination_event(
-                            target,
-                            &event,
-                            "Success",
-                            event.attempts + 1,
-                            Some(&result),
-                        )
-                    });
+                let mut then = Outbox::default();
+                if let Some(target) = config.as_ref().and_then(|c| c.on_success.as_deref()) {
+                    self.destination(
+                        target,
+                        &event,
+                        "Success",
+                        event.attempts + 1,
+                        Some(&result),
+                        &mut then,
+                    );
+                }
                 let id = event.request_id.clone();
-                let stored = blocking(self, move |s| s.succeed(&id, then.as_slice())).await;
+                let stored = blocking(self, move |s| s.succeed(&id, &then, now_ms())).await;
                 if let Err(e) = stored {
                     tracing::error!(error = %ember_core::error_chain(&e), request_id = %event.request_id, "could not record a finished event");
                 }
@@ -513,44 +467,35 @@ impl Inner {
     ) {
         tracing::warn!(function = %event.function, request_id = %event.request_id, condition = %failure.condition, error = %failure.error, "an asynchronous event failed");
         let count = event.attempts + u32::from(result.is_some());
-        let then = config
-            .and_then(|c| c.on_failure.as_deref())
-            .and_then(|target| {
-                self.destination_event(target, event, &failure.condition, count, result)
-            });
+        let mut then = Outbox::default();
+        if let Some(target) = config.and_then(|c| c.on_failure.as_deref()) {
+            self.destination(target, event, &failure.condition, count, result, &mut then);
+        }
         let id = event.request_id.clone();
-        let stored = blocking(self, move |s| {
-            s.fail(&id, &failure, then.as_slice(), now_ms())
-        })
-        .await;
+        let stored = blocking(self, move |s| s.fail(&id, &failure, &then, now_ms())).await;
         if let Err(e) = stored {
             tracing::error!(error = %ember_core::error_chain(&e), request_id = %event.request_id, "could not record a failed event");
         }
         self.wake.notify_one();
     }
 
-    /// The destination's own event for `target` (a function ARN), or `None` (logged) if
-    /// the target cannot receive one.
-    fn destination_event(
+    /// Sends Lambda's destination record for `event` to `target` (a function, a queue or
+    /// the event bus), into `outbox`.
+    fn destination(
         &self,
         target: &str,
         event: &AsyncEvent,
         condition: &str,
         invoke_count: u32,
         result: Option<&ember_dispatch::InvokeResult>,
-    ) -> Option<AsyncEvent> {
+        outbox: &mut Outbox,
+    ) {
         if event.depth + 1 > MAX_DEPTH {
             tracing::warn!(function = %event.function, request_id = %event.request_id, %target,
                 "a chain of {MAX_DEPTH} destination hops was stopped: it looks like a loop");
-            return None;
+            return;
         }
         let config = self.dispatcher.config();
-        let Ok(reference) =
-            ember_core::arn::FunctionRef::parse(target, &config.region, &config.account)
-        else {
-            tracing::error!(%target, "a destination is not a function of this server");
-            return None;
-        };
         let source_arn = ember_core::arn::function_arn(
             &config.region,
             &config.account,
@@ -566,14 +511,116 @@ impl Inner {
             result,
             timestamp: SystemTime::now(),
         });
-        let qualifier = reference.qualifier.map(|q| q.to_string());
-        Some(new_event(
-            &reference.name,
-            qualifier.as_deref(),
-            record.to_string().as_bytes(),
-            now_ms(),
-            event.depth + 1,
-        ))
+        let now = now_ms();
+        if Sink::parse(target, &config.region, &config.account) == Some(Sink::Bus) {
+            // On the bus the record is the detail of a Lambda result event.
+            let outcome = if condition == "Success" {
+                "Success"
+            } else {
+                "Failure"
+            };
+            let entry = BusEntry {
+                source: Some("lambda".into()),
+                detail_type: Some(format!("Lambda Function Invocation Result - {outcome}")),
+                detail: Some(record.to_string()),
+                resources: vec![source_arn],
+            };
+            let routed = bus_event(&entry, &config.region, &config.account, now)
+                .map_err(|e| e.to_string())
+                .and_then(|bus| {
+                    let rules = self.pattern_rules().map_err(|e| e.to_string())?;
+                    self.route_bus_event(&bus, &rules, event.depth + 1, now, outbox)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = routed {
+                tracing::error!(error = %e, "a destination record could not go on the bus");
+            }
+            return;
+        }
+        self.send(target, record.to_string(), event.depth + 1, now, outbox);
+    }
+
+    /// Sends `body` to a function (as an asynchronous invocation) or a queue (as a message).
+    fn send(&self, target: &str, body: String, depth: u32, now: i64, outbox: &mut Outbox) {
+        let config = self.dispatcher.config();
+        match Sink::parse(target, &config.region, &config.account) {
+            Some(Sink::Function { name, qualifier }) => outbox.events.push(new_event(
+                &name,
+                qualifier.as_deref(),
+                body.as_bytes(),
+                now,
+                depth,
+            )),
+            Some(Sink::Queue(queue)) => outbox.messages.push((queue, body)),
+            Some(Sink::Bus) | None => {
+                tracing::warn!(%target, "a target is neither a function nor a queue of this server");
+            }
+        }
+    }
+
+    /// The enabled rules with an event pattern.
+    fn pattern_rules(&self) -> Result<Vec<(ember_store::Rule, pattern::Pattern)>, StoreError> {
+        Ok(self
+            .store
+            .rules()?
+            .into_iter()
+            .filter(|r| r.enabled)
+            .filter_map(|r| {
+                let p = pattern::Pattern::parse(r.pattern.as_deref()?).ok()?;
+                Some((r, p))
+            })
+            .collect())
+    }
+
+    /// Sends a bus event to the targets of every rule it matches.
+    fn route_bus_event(
+        &self,
+        event: &serde_json::Value,
+        rules: &[(ember_store::Rule, pattern::Pattern)],
+        depth: u32,
+        now: i64,
+        outbox: &mut Outbox,
+    ) -> Result<(), StoreError> {
+        for (rule, pattern) in rules {
+            if !pattern.matches(event) {
+                continue;
+            }
+            for target in self.store.targets(&rule.name)? {
+                let body = target.input.unwrap_or_else(|| event.to_string());
+                self.send(&target.arn, body, depth, now, outbox);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where an ARN delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    Function {
+        name: String,
+        qualifier: Option<String>,
+    },
+    /// A queue, by name.
+    Queue(String),
+    /// The default event bus.
+    Bus,
+}
+
+impl Sink {
+    /// What `arn` names on this server (region and account), if anything.
+    pub fn parse(arn: &str, region: &str, account: &str) -> Option<Sink> {
+        if let Some(name) = arn.strip_prefix(&format!("arn:aws:sqs:{region}:{account}:")) {
+            return (!name.is_empty() && !name.contains(':')).then(|| Sink::Queue(name.to_owned()));
+        }
+        if arn == format!("arn:aws:events:{region}:{account}:event-bus/default") {
+            return Some(Sink::Bus);
+        }
+        let reference = ember_core::arn::FunctionRef::parse(arn, region, account).ok()?;
+        Some(Sink::Function {
+            name: reference.name,
+            qualifier: reference.qualifier.map(|q| q.to_string()),
+        })
     }
 }
 

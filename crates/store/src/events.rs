@@ -63,6 +63,42 @@ pub struct EventInvokeConfig {
     pub last_modified_ms: i64,
 }
 
+/// What ending an event, firing a rule or publishing to the bus sends on, written in the
+/// same transaction: asynchronous invocations and queue messages.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outbox {
+    pub events: Vec<AsyncEvent>,
+    /// (queue, body).
+    pub messages: Vec<(String, String)>,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.messages.is_empty()
+    }
+}
+
+/// Writes an outbox within the caller's transaction; messages to a queue that no longer
+/// exists are dropped (and logged).
+pub(crate) fn write_outbox(
+    tx: &rusqlite::Transaction<'_>,
+    outbox: &Outbox,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    insert_events(tx, &outbox.events)?;
+    let mut insert = tx.prepare(
+        "INSERT INTO queue_messages (id, queue, body, sent_ms, visible_at_ms)
+         SELECT ?1, ?2, ?3, ?4, ?4 WHERE EXISTS (SELECT 1 FROM queues WHERE name = ?2)",
+    )?;
+    for (queue, body) in &outbox.messages {
+        let id = uuid::Uuid::new_v4().to_string();
+        if insert.execute(params![id, queue, body, now_ms])? == 0 {
+            tracing::warn!(%queue, "a message for a queue that no longer exists was dropped");
+        }
+    }
+    Ok(())
+}
+
 /// Inserts events as queued, within the caller's transaction.
 pub(crate) fn insert_events(
     tx: &rusqlite::Transaction<'_>,
@@ -167,19 +203,28 @@ impl Store {
         Ok(())
     }
 
-    /// Ends an event that succeeded, enqueueing what it leads to (a destination's event)
-    /// in the same transaction.
-    pub fn succeed(&self, request_id: &str, then: &[AsyncEvent]) -> Result<(), StoreError> {
-        self.end(request_id, None, then, 0)
+    /// Writes an outbox in its own transaction.
+    pub fn deliver(&self, outbox: &Outbox, now_ms: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        write_outbox(&tx, outbox, now_ms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ends an event that succeeded; what it leads to (a destination) is written in the
+    /// same transaction.
+    pub fn succeed(&self, request_id: &str, then: &Outbox, now_ms: i64) -> Result<(), StoreError> {
+        self.end(request_id, None, then, now_ms)
     }
 
     /// Ends an event that failed for good: it stays, `failed`, with why; `then` (a
-    /// destination's event) is enqueued in the same transaction.
+    /// destination, a dead-letter queue) is written in the same transaction.
     pub fn fail(
         &self,
         request_id: &str,
         failure: &Failure,
-        then: &[AsyncEvent],
+        then: &Outbox,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         self.end(request_id, Some(failure), then, now_ms)
@@ -189,12 +234,13 @@ impl Store {
         &self,
         request_id: &str,
         failure: Option<&Failure>,
-        then: &[AsyncEvent],
+        then: &Outbox,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
+            write_outbox(&tx, then, now_ms)?;
             match failure {
                 None => {
                     tx.execute(
@@ -213,9 +259,6 @@ impl Store {
                 }
             }
             tx.commit()?;
-        }
-        if !then.is_empty() {
-            self.enqueue(then)?;
         }
         Ok(())
     }
@@ -379,13 +422,17 @@ mod tests {
         let counts = store.event_counts().unwrap();
         assert_eq!((counts[0].queued, counts[0].retrying), (1, 1));
         store.claim_due(300, 10).unwrap();
-        store.succeed("b", &[event("c", 400)]).unwrap();
+        let then = Outbox {
+            events: vec![event("c", 400)],
+            messages: Vec::new(),
+        };
+        store.succeed("b", &then, 400).unwrap();
         let failure = Failure {
             condition: "RetriesExhausted".into(),
             response: None,
             error: "boom".into(),
         };
-        store.fail("a", &failure, &[], 500).unwrap();
+        store.fail("a", &failure, &Outbox::default(), 500).unwrap();
         assert_eq!(store.event_state("b").unwrap(), None);
         assert_eq!(store.event_state("a").unwrap().as_deref(), Some("failed"));
         assert_eq!(store.event_state("c").unwrap().as_deref(), Some("queued"));

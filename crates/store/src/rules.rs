@@ -3,7 +3,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::{AsyncEvent, Store, StoreError};
+use crate::{Outbox, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
@@ -148,7 +148,8 @@ impl Store {
         &self,
         rule: &str,
         scheduled_ms: i64,
-        events: &[AsyncEvent],
+        outbox: &Outbox,
+        now_ms: i64,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -160,7 +161,7 @@ impl Store {
         if updated == 0 {
             return Ok(false);
         }
-        crate::events::insert_events(&tx, events)?;
+        crate::events::write_outbox(&tx, outbox, now_ms)?;
         tx.commit()?;
         Ok(true)
     }

@@ -665,3 +665,93 @@ async fn a_queue_mapping_retries_only_the_records_reported_as_failed() {
         .await;
     assert_eq!(gone.status, 202);
 }
+
+fn queue_arn(name: &str) -> String {
+    format!("arn:aws:sqs:us-east-1:000000000000:{name}")
+}
+
+/// The body of the next message of a queue, waiting up to 20 s for one.
+async fn next_message(api: &Api, url: &str) -> Value {
+    let got = sqs_call(
+        api,
+        "ReceiveMessage",
+        json!({ "QueueUrl": url, "WaitTimeSeconds": 20 }),
+    )
+    .await;
+    let body = got["Messages"][0]["Body"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no message in {url}: {got}"));
+    serde_json::from_str(body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destinations_can_be_queues_and_the_bus_and_rules_can_target_queues() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    create_python(&api, "boom", FLAKY).await;
+    create_python(&api, "fine", RECORDER).await;
+    let mut urls = Vec::new();
+    for q in ["failed", "results"] {
+        let created = sqs_call(&api, "CreateQueue", json!({ "QueueName": q })).await;
+        urls.push(created["QueueUrl"].as_str().unwrap().to_owned());
+    }
+    let bus = "arn:aws:events:us-east-1:000000000000:event-bus/default";
+    let r = put_config(
+        &api,
+        "boom",
+        json!({ "MaximumRetryAttempts": 0, "DestinationConfig": { "OnFailure": { "Destination": queue_arn("failed") } } }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = put_config(
+        &api,
+        "fine",
+        json!({ "DestinationConfig": { "OnSuccess": { "Destination": bus } } }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = put_config(
+        &api,
+        "fine",
+        json!({ "DestinationConfig": { "OnSuccess": { "Destination": queue_arn("absent") } } }),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let pattern = json!({ "source": ["lambda"], "detail-type": [{ "prefix": "Lambda Function Invocation Result" }] });
+    let r = events_call(
+        &api,
+        "PutRule",
+        json!({ "Name": "results", "EventPattern": pattern.to_string() }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = events_call(
+        &api,
+        "PutTargets",
+        json!({ "Rule": "results", "Targets": [{ "Id": "q", "Arn": queue_arn("results") }] }),
+    )
+    .await;
+    assert_eq!(r.json()["FailedEntryCount"], 0, "{}", r.text());
+
+    let failing = invoke_event(&api, "boom", json!({ "always_fail": true })).await;
+    let record = next_message(&api, &urls[0]).await;
+    assert_eq!(record["requestContext"]["requestId"], failing.as_str());
+    assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 1);
+    assert_eq!(record["responseContext"]["functionError"], "Handled");
+
+    let fine = invoke_event(&api, "fine", json!({ "n": 1 })).await;
+    let event = next_message(&api, &urls[1]).await;
+    assert_eq!(event["source"], "lambda");
+    assert_eq!(
+        event["detail-type"],
+        "Lambda Function Invocation Result - Success"
+    );
+    assert_eq!(
+        event["detail"]["requestContext"]["requestId"],
+        fine.as_str()
+    );
+    assert_eq!(event["detail"]["requestContext"]["condition"], "Success");
+    assert_eq!(event["detail"]["requestPayload"], json!({ "n": 1 }));
+}
