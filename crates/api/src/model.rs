@@ -62,6 +62,7 @@ pub struct CreateFunctionIn {
     pub layers: Option<Vec<String>>,
     // Accepted for compatibility; no effect in Ember.
     pub vpc_config: Option<Value>,
+    /// `{"TargetArn": QUEUE_ARN}`: the dead-letter queue of asynchronous events.
     pub dead_letter_config: Option<Value>,
     pub tracing_config: Option<Value>,
     #[serde(rename = "KMSKeyArn")]
@@ -195,6 +196,7 @@ impl CreateFunctionIn {
             network: Default::default(),
             keep_alive: None,
             max_concurrency: 1,
+            dead_letter_target: dead_letter(self.dead_letter_config.as_ref()).flatten(),
         }
     }
 }
@@ -219,8 +221,20 @@ impl UpdateConfigIn {
             network: None,
             keep_alive: None,
             max_concurrency: None,
+            dead_letter_target: dead_letter(self.dead_letter_config.as_ref()),
         }
     }
+}
+
+/// `DeadLetterConfig`: `None` when absent, `Some(None)` to remove (an empty `TargetArn`).
+fn dead_letter(config: Option<&Value>) -> Option<Option<String>> {
+    let config = config?;
+    let target = config
+        .get("TargetArn")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    Some((!target.is_empty()).then_some(target))
 }
 
 /// FunctionConfiguration, as every control-plane call returns it.
@@ -249,6 +263,8 @@ pub struct FunctionConfiguration {
     pub ephemeral_storage: Value,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_config: Option<Value>,
 }
 
 impl FunctionConfiguration {
@@ -282,6 +298,10 @@ impl FunctionConfiguration {
             architectures: ["x86_64"],
             ephemeral_storage: serde_json::json!({ "Size": spec.ephemeral_mb }),
             layers: Vec::new(),
+            dead_letter_config: spec
+                .dead_letter_target
+                .as_ref()
+                .map(|t| serde_json::json!({ "TargetArn": t })),
         }
     }
 }

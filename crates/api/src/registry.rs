@@ -305,6 +305,17 @@ impl Registry {
 
     fn validate(&self, spec: &FunctionSpec) -> Result<(), ApiError> {
         spec.validate(&self.dispatcher.config().available_runtimes())?;
+        if let Some(target) = &spec.dead_letter_target {
+            let config = self.dispatcher.config();
+            match ember_events::Sink::parse(target, &config.region, &config.account) {
+                Some(ember_events::Sink::Queue(name)) if self.store.queue(&name)?.is_some() => {}
+                _ => {
+                    return Err(ApiError::InvalidParameter(format!(
+                        "DeadLetterConfig.TargetArn {target:?} must be the ARN of an existing queue of this server"
+                    )));
+                }
+            }
+        }
         self.dispatcher.backends().check(spec.isolation)?;
         self.dispatcher.backends().check_network(spec.network)?;
         Ok(())

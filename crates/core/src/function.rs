@@ -47,6 +47,10 @@ pub struct FunctionSpec {
     /// runtimes that can. An Ember setting; 1 by default.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub max_concurrency: u32,
+    /// `DeadLetterConfig.TargetArn`: where an asynchronous event that failed for good is
+    /// sent (a queue's ARN), as Lambda's dead-letter queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_target: Option<String>,
 }
 
 fn one() -> u32 {
@@ -75,6 +79,8 @@ pub struct FunctionUpdate {
     /// `Some(None)` returns to the server's keep-alive.
     pub keep_alive: Option<Option<KeepAliveSetting>>,
     pub max_concurrency: Option<u32>,
+    /// `Some(None)` removes the dead-letter queue.
+    pub dead_letter_target: Option<Option<String>>,
 }
 
 /// Why a function configuration was refused. Each message says what to change.
@@ -240,6 +246,9 @@ impl FunctionSpec {
             network: update.network.unwrap_or(self.network),
             keep_alive: update.keep_alive.unwrap_or(self.keep_alive),
             max_concurrency: update.max_concurrency.unwrap_or(self.max_concurrency),
+            dead_letter_target: update
+                .dead_letter_target
+                .unwrap_or_else(|| self.dead_letter_target.clone()),
         }
     }
 }
@@ -328,6 +337,7 @@ mod tests {
             network: Network::None,
             keep_alive: None,
             max_concurrency: 1,
+            dead_letter_target: None,
         }
     }
 

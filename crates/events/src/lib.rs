@@ -471,6 +471,19 @@ impl Inner {
         if let Some(target) = config.and_then(|c| c.on_failure.as_deref()) {
             self.destination(target, event, &failure.condition, count, result, &mut then);
         }
+        // The function's dead-letter queue gets the event itself, as on Lambda.
+        let dead_letter = {
+            let this = Arc::clone(self);
+            let e = event.clone();
+            tokio::task::spawn_blocking(move || this.dead_letter_target(&e))
+                .await
+                .ok()
+                .flatten()
+        };
+        if let Some(target) = dead_letter {
+            let body = String::from_utf8_lossy(&event.payload).into_owned();
+            self.send(&target, body, event.depth + 1, now_ms(), &mut then);
+        }
         let id = event.request_id.clone();
         let stored = blocking(self, move |s| s.fail(&id, &failure, &then, now_ms())).await;
         if let Err(e) = stored {
@@ -538,6 +551,23 @@ impl Inner {
             return;
         }
         self.send(target, record.to_string(), event.depth + 1, now, outbox);
+    }
+
+    /// The `DeadLetterConfig` target of the function version an event ran on.
+    fn dead_letter_target(&self, event: &AsyncEvent) -> Option<String> {
+        let version = match event.qualifier.as_deref().map(Qualifier::parse) {
+            Some(Ok(Qualifier::Version(v))) => Some(v),
+            Some(Ok(Qualifier::Alias(alias))) => {
+                let alias = self.store.get_alias(&event.function, &alias).ok()?;
+                alias.version.parse().ok()
+            }
+            _ => None,
+        };
+        let record = match version {
+            Some(v) => self.store.get_version(&event.function, v).ok()?,
+            None => self.store.get(&event.function).ok()?,
+        };
+        record.spec.dead_letter_target
     }
 
     /// Sends `body` to a function (as an asynchronous invocation) or a queue (as a message).

@@ -692,11 +692,27 @@ async fn destinations_can_be_queues_and_the_bus_and_rules_can_target_queues() {
     create_python(&api, "boom", FLAKY).await;
     create_python(&api, "fine", RECORDER).await;
     let mut urls = Vec::new();
-    for q in ["failed", "results"] {
+    for q in ["failed", "results", "dead"] {
         let created = sqs_call(&api, "CreateQueue", json!({ "QueueName": q })).await;
         urls.push(created["QueueUrl"].as_str().unwrap().to_owned());
     }
     let bus = "arn:aws:events:us-east-1:000000000000:event-bus/default";
+    // A dead-letter queue on the function itself; an unknown one is refused.
+    let bad = api
+        .update_configuration(
+            "boom",
+            json!({ "DeadLetterConfig": { "TargetArn": queue_arn("nowhere") } }),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let r = api
+        .update_configuration(
+            "boom",
+            json!({ "DeadLetterConfig": { "TargetArn": queue_arn("dead") } }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["DeadLetterConfig"]["TargetArn"], queue_arn("dead"));
     let r = put_config(
         &api,
         "boom",
@@ -740,6 +756,11 @@ async fn destinations_can_be_queues_and_the_bus_and_rules_can_target_queues() {
     assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
     assert_eq!(record["requestContext"]["approximateInvokeCount"], 1);
     assert_eq!(record["responseContext"]["functionError"], "Handled");
+    // The dead-letter queue gets the event itself.
+    assert_eq!(
+        next_message(&api, &urls[2]).await,
+        json!({ "always_fail": true })
+    );
 
     let fine = invoke_event(&api, "fine", json!({ "n": 1 })).await;
     let event = next_message(&api, &urls[1]).await;
