@@ -206,11 +206,23 @@ pub async fn delete_provisioned(
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.registry.dispatcher().metrics_text();
     // The event queue's gauges come from the store; they go before the closing `# EOF`.
-    let counts = blocking(&state.registry, |r| Ok(r.store().event_counts()?)).await;
+    let counts = blocking(&state.registry, |r| {
+        let now = ember_events::now_ms();
+        let queues = r
+            .store()
+            .queues()?
+            .into_iter()
+            .map(|q| Ok((q.name.clone(), r.store().queue_counts(&q.name, now)?)))
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        Ok((r.store().event_counts()?, queues))
+    })
+    .await;
     match counts {
-        Ok(counts) => {
+        Ok((events, queues)) => {
             let at = text.rfind("# EOF").unwrap_or(text.len());
-            text.insert_str(at, &event_metrics(&counts, ember_events::now_ms()));
+            let mut extra = event_metrics(&events, ember_events::now_ms());
+            extra.push_str(&queue_metrics(&queues));
+            text.insert_str(at, &extra);
         }
         Err(e) => tracing::error!(error = %e, "could not count the queued events"),
     }
@@ -254,6 +266,28 @@ fn event_metrics(counts: &[ember_store::EventCounts], now_ms: i64) -> String {
                 out,
                 "ember_event_age_seconds{{function=\"{}\"}} {age}",
                 c.function
+            );
+        }
+    }
+    out
+}
+
+/// Messages of each queue by state: visible, in flight (received, not deleted), delayed.
+fn queue_metrics(queues: &[(String, ember_store::QueueCounts)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "# HELP ember_queue_messages Messages in each queue now, by state.\n\
+         # TYPE ember_queue_messages gauge\n",
+    );
+    for (queue, c) in queues {
+        for (state, n) in [
+            ("visible", c.visible),
+            ("in_flight", c.in_flight),
+            ("delayed", c.delayed),
+        ] {
+            let _ = writeln!(
+                out,
+                "ember_queue_messages{{queue=\"{queue}\",state=\"{state}\"}} {n}"
             );
         }
     }

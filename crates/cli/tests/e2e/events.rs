@@ -650,6 +650,24 @@ async fn a_queue_mapping_retries_only_the_records_reported_as_failed() {
     }
     assert!(seen.contains("GOT ok1 1 aws:sqs"));
 
+    // The queue's depth is in /metrics: empty now.
+    match crate::scaling::parser_unavailable() {
+        Some(why) => eprintln!("the /metrics part is skipped: {why}"),
+        None => {
+            let samples = crate::scaling::scrape(&api).await;
+            let visible = [("queue", "work"), ("state", "visible")];
+            assert!(
+                samples.iter().any(|s| s["name"] == "ember_queue_messages"
+                    && s["labels"]["queue"] == "work"
+                    && s["labels"]["state"] == "visible"),
+                "no depth for the queue in /metrics"
+            );
+            assert_eq!(
+                crate::scaling::sample(&samples, "ember_queue_messages", &visible),
+                0.0
+            );
+        }
+    }
     let listed = api
         .get("/2015-03-31/event-source-mappings?FunctionName=batcher")
         .await
