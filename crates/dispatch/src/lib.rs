@@ -762,22 +762,27 @@ impl Inner {
         function: &Arc<str>,
         wait: Option<std::time::Duration>,
     ) -> Result<admission::Permit<'_>, Throttle> {
-        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        // A synchronous call (no wait) is answered on the spot, without registering for
+        // wake-ups.
+        let first = self.concurrency.admit(&self.config.admission, function);
+        let (Err(_), Some(wait)) = (&first, wait) else {
+            return first;
+        };
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let freed = self.concurrency.freed();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            match self.concurrency.admit(&self.config.admission, function) {
+            let throttle = match self.concurrency.admit(&self.config.admission, function) {
                 Ok(permit) => return Ok(permit),
-                Err(throttle) => match deadline {
-                    Some(deadline) if tokio::time::Instant::now() < deadline => {
-                        tokio::select! {
-                            () = &mut freed => {}
-                            () = tokio::time::sleep_until(deadline) => {}
-                        }
-                    }
-                    _ => return Err(throttle),
-                },
+                Err(throttle) => throttle,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(throttle);
+            }
+            tokio::select! {
+                () = &mut freed => {}
+                () = tokio::time::sleep_until(deadline) => {}
             }
         }
     }

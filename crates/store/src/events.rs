@@ -272,14 +272,6 @@ impl Store {
         )?)
     }
 
-    /// Drops a function's unfinished events (it was deleted); failed ones stay on record.
-    pub fn drop_queued(&self, function: &str) -> Result<usize, StoreError> {
-        Ok(self.conn().execute(
-            "DELETE FROM async_events WHERE function = ?1 AND state = 'queued'",
-            [function],
-        )?)
-    }
-
     /// Event counts per function.
     pub fn event_counts(&self) -> Result<Vec<EventCounts>, StoreError> {
         let conn = self.conn();
