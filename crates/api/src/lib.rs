@@ -12,6 +12,7 @@
 mod account;
 pub mod auth;
 mod concurrency;
+mod cors;
 mod ember;
 pub mod error;
 mod events;

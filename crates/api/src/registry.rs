@@ -627,6 +627,7 @@ impl Registry {
         function: &str,
         qualifier: &str,
         auth_type: String,
+        cors: Option<String>,
         create: bool,
     ) -> Result<UrlConfig, ApiError> {
         let _guard = self.changes.lock().expect("registry lock");
@@ -652,6 +653,7 @@ impl Registry {
             (None, false) => return Err(self.url_not_found(function, qualifier)),
             (Some(old), false) => UrlConfig {
                 auth_type,
+                cors,
                 modified: now,
                 ..old
             },
@@ -659,7 +661,7 @@ impl Registry {
                 function: function.to_owned(),
                 qualifier: qualifier.to_owned(),
                 auth_type,
-                cors: None,
+                cors,
                 created: now.clone(),
                 modified: now,
             },

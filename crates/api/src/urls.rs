@@ -25,6 +25,7 @@ use ember_store::UrlConfig;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::cors::Cors;
 use crate::functions::{blocking, control_body, list_response, page, unqualified};
 use crate::{ApiError, AppState, Registry};
 
@@ -55,14 +56,18 @@ fn base_url(headers: &HeaderMap, id: &str) -> String {
 
 fn config_out(registry: &Registry, headers: &HeaderMap, c: &UrlConfig) -> Value {
     let qualifier = (c.qualifier != "$LATEST").then_some(c.qualifier.as_str());
-    json!({
+    let mut out = json!({
         "FunctionUrl": base_url(headers, &url_id(&c.function, &c.qualifier)),
         "FunctionArn": registry.arn(&c.function, qualifier),
         "AuthType": c.auth_type,
         "CreationTime": c.created,
         "LastModifiedTime": c.modified,
         "InvokeMode": "BUFFERED",
-    })
+    });
+    if let Some(cors) = c.cors.as_deref().and_then(Cors::load) {
+        out["Cors"] = json!(cors);
+    }
+    out
 }
 
 fn qualifier(query: &HashMap<String, String>) -> Result<String, ApiError> {
@@ -77,26 +82,33 @@ fn qualifier(query: &HashMap<String, String>) -> Result<String, ApiError> {
     }
 }
 
-fn checked(input: &ConfigIn, base: Option<&UrlConfig>) -> Result<String, ApiError> {
-    if input.cors.is_some() {
-        return Err(ApiError::InvalidParameter(
-            "Cors is not supported on Ember's function URLs yet; set CORS headers in the function's response".into(),
-        ));
-    }
+/// A configuration's `AuthType` and stored `Cors`: what the request gives, else what
+/// the configuration being updated has.
+fn checked(
+    input: ConfigIn,
+    base: Option<&UrlConfig>,
+) -> Result<(String, Option<String>), ApiError> {
+    let cors = match input.cors {
+        Some(doc) => Cors::parse(doc)?.stored(),
+        None => base.and_then(|b| b.cors.clone()),
+    };
     if let Some(mode) = input.invoke_mode.as_deref().filter(|m| *m != "BUFFERED") {
         return Err(ApiError::InvalidParameter(format!(
             "InvokeMode must be BUFFERED (got {mode:?}); responses are not streamed"
         )));
     }
-    match input.auth_type.as_deref() {
-        Some(a @ ("NONE" | "AWS_IAM")) => Ok(a.to_owned()),
-        Some(other) => Err(ApiError::InvalidParameter(format!(
-            "AuthType must be NONE or AWS_IAM (got {other:?})"
-        ))),
+    let auth_type = match input.auth_type.as_deref() {
+        Some(a @ ("NONE" | "AWS_IAM")) => a.to_owned(),
+        Some(other) => {
+            return Err(ApiError::InvalidParameter(format!(
+                "AuthType must be NONE or AWS_IAM (got {other:?})"
+            )));
+        }
         None => base.map(|b| b.auth_type.clone()).ok_or_else(|| {
             ApiError::InvalidParameter("AuthType is required (NONE or AWS_IAM)".into())
-        }),
-    }
+        })?,
+    };
+    Ok((auth_type, cors))
 }
 
 async fn store(
@@ -116,8 +128,8 @@ async fn store(
         } else {
             Some(r.url(&name, &qualifier)?)
         };
-        let auth_type = checked(&input, old.as_ref())?;
-        let config = r.put_url(&name, &qualifier, auth_type, create)?;
+        let (auth_type, cors) = checked(input, old.as_ref())?;
+        let config = r.put_url(&name, &qualifier, auth_type, cors, create)?;
         Ok(config_out(r, &headers, &config))
     })
     .await?;
@@ -431,6 +443,14 @@ pub async fn serve(
     let Some(config) = state.registry.url_by_id(&id) else {
         return message(StatusCode::NOT_FOUND, "Not Found");
     };
+    let cors = config.cors.as_deref().and_then(Cors::load);
+    if let Some(answer) = cors
+        .as_ref()
+        .and_then(|c| c.preflight(request.method(), request.headers()))
+    {
+        return answer;
+    }
+    let origin = request.headers().get("origin").cloned();
     let target = Target {
         function: config.function,
         qualifier: (config.qualifier != "$LATEST").then_some(config.qualifier),
@@ -440,7 +460,11 @@ pub async fn serve(
         raw_path: format!("/{}", params.get("path").map(String::as_str).unwrap_or("")),
         path_parameters: BTreeMap::new(),
     };
-    call(&state, target, request).await
+    let mut response = call(&state, target, request).await;
+    if let Some(cors) = cors {
+        cors.apply(origin.as_ref(), response.headers_mut());
+    }
+    response
 }
 
 /// Checks the caller, runs the function on the request and maps its answer.

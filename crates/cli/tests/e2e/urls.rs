@@ -153,6 +153,139 @@ async fn a_function_url_survives_a_restart_and_goes_with_its_function() {
     assert_eq!(r.status, 404);
 }
 
+async fn put_url(api: &Api, method: Method, config: Value) -> crate::support::Response {
+    api.request(
+        method,
+        "/2021-10-31/functions/web/url",
+        &[],
+        Bytes::from(config.to_string()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_url_with_cors_answers_preflights_itself_and_sets_the_headers() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    let zip = zip_files(&[("app.py", WEB.as_bytes(), 0o644)]);
+    let r = api
+        .create(
+            "web",
+            &zip,
+            json!({ "Runtime": "python3.11", "Handler": "app.handler" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let bad = put_url(
+        &api,
+        Method::POST,
+        json!({ "AuthType": "NONE", "Cors": { "AllowMethods": ["TRACE"] } }),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("AllowMethods"), "{}", bad.text());
+    let cors = json!({
+        "AllowOrigins": ["https://app.example"],
+        "AllowMethods": ["GET", "POST"],
+        "AllowHeaders": ["x-token"],
+        "ExposeHeaders": ["x-total"],
+        "MaxAge": 300,
+    });
+    // AWS_IAM and no access keys: a call is refused, a browser's preflight is not.
+    let r = put_url(
+        &api,
+        Method::POST,
+        json!({ "AuthType": "AWS_IAM", "Cors": cors }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["Cors"], cors);
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "x-token"),
+    ];
+    let r = api
+        .request(Method::OPTIONS, "/url/web/cors", &preflight, Bytes::new())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST"));
+    assert_eq!(r.header("access-control-allow-headers"), Some("x-token"));
+    assert_eq!(r.header("access-control-max-age"), Some("300"));
+    assert_eq!(r.header("x-amzn-requestid"), None, "the function ran");
+    let r = api
+        .request(
+            Method::OPTIONS,
+            "/url/web/cors",
+            &[
+                ("origin", "https://elsewhere.example"),
+                ("access-control-request-method", "POST"),
+            ],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = api
+        .request(
+            Method::GET,
+            "/url/web/cors",
+            &[("origin", "https://app.example")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+
+    // An update without Cors keeps it; the function's own CORS headers are replaced.
+    let r = put_url(&api, Method::PUT, json!({ "AuthType": "NONE" })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["Cors"], cors);
+    let r = api
+        .request(
+            Method::GET,
+            "/url/web/cors",
+            &[("origin", "https://app.example")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "ok");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(r.header("access-control-expose-headers"), Some("x-total"));
+    assert_eq!(r.header("vary"), Some("Origin"));
+    let r = api
+        .request(
+            Method::GET,
+            "/url/web/cors",
+            &[("origin", "https://elsewhere.example")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+
+    // An empty Cors turns it off: the function's headers go through as it sent them.
+    let r = put_url(&api, Method::PUT, json!({ "Cors": {} })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().get("Cors").is_none(), "{}", r.text());
+    let r = api
+        .request(
+            Method::GET,
+            "/url/web/cors",
+            &[("origin", "https://app.example")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+}
+
 async fn add_route(api: &Api, key: &str, function: &str) -> crate::support::Response {
     api.request(
         Method::POST,
