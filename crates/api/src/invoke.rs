@@ -64,15 +64,17 @@ pub async fn invoke(
     if event {
         // Accepted once it is in the store: the 202 promises it will run.
         let FunctionRef { name, qualifier } = reference;
-        let events = state.events.clone();
-        let request_id = crate::functions::blocking(&state.registry, move |r| {
-            r.get(&name, qualifier.as_ref())?;
-            let qualifier = qualifier.map(|q| q.to_string());
-            events
-                .enqueue(&name, qualifier.as_deref(), &payload)
-                .map_err(|e| ApiError::Service(ember_core::error_chain(&e)))
+        let function = name.clone();
+        let qualifier = crate::functions::blocking(&state.registry, move |r| {
+            r.get(&function, qualifier.as_ref())?;
+            Ok(qualifier.map(|q| q.to_string()))
         })
         .await?;
+        let request_id = state
+            .events
+            .enqueue(&name, qualifier.as_deref(), &payload)
+            .await
+            .map_err(|e| ApiError::Service(ember_core::error_chain(&e)))?;
         let mut response = StatusCode::ACCEPTED.into_response();
         if let Ok(id) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-amzn-requestid", id);

@@ -18,6 +18,7 @@ pub mod error;
 mod events;
 mod functions;
 mod invoke;
+mod json_protocol;
 mod layers;
 mod mappings;
 pub mod model;
@@ -179,7 +180,7 @@ pub fn router(state: AppState) -> Router {
         .route("/http/{*path}", any(routes::serve))
         .nest("/ember/v1", ember)
         .route("/metrics", get(concurrency::metrics))
-        .route("/", post(rules::json_protocol))
+        .route("/", post(json_protocol::serve))
         .fallback(unknown)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

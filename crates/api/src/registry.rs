@@ -756,9 +756,7 @@ impl Registry {
     ) -> Result<EventInvokeConfig, ApiError> {
         self.get(function, None)?;
         self.store
-            .event_invoke_configs(Some(function))?
-            .into_iter()
-            .find(|c| c.qualifier == qualifier)
+            .event_invoke_config(function, qualifier)?
             .ok_or_else(|| {
                 ApiError::NotFound(format!(
                     "The function {} doesn't have an EventInvokeConfig",

@@ -1,14 +1,10 @@
 //! Rules and the event bus over EventBridge's JSON protocol (`POST /` with
-//! `X-Amz-Target: AWSEvents.<Operation>`): `PutRule`, `DescribeRule`, `ListRules`,
+//! `X-Amz-Target: AWSEvents.<Operation>`, routed by [`crate::json_protocol`]): `PutRule`, `DescribeRule`, `ListRules`,
 //! `DeleteRule`, `EnableRule`, `DisableRule`, `PutTargets`, `RemoveTargets`,
 //! `ListTargetsByRule`, `PutEvents`. A rule has a `ScheduleExpression` or an
 //! `EventPattern`; its targets are functions of this server, each sent the scheduled or
 //! matching event (or the target's constant `Input`) as an asynchronous invocation.
 
-use axum::Json;
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
 use ember_events::BusEntry;
 use ember_events::pattern::Pattern;
 use ember_events::schedule::Schedule;
@@ -16,8 +12,7 @@ use ember_store::{Rule, Target};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::functions::{blocking, control_body};
-use crate::{ApiError, AppState, Registry};
+use crate::{ApiError, Registry};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -130,7 +125,7 @@ fn validate_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// One JSON-protocol operation, run against the store.
-fn operation(
+pub(crate) fn operation(
     registry: &Registry,
     events: &ember_events::Events,
     op: &str,
@@ -332,51 +327,4 @@ fn operation(
             path: format!("/ (X-Amz-Target: AWSEvents.{other})"),
         }),
     }
-}
-
-/// `POST /` with `X-Amz-Target`: the JSON-protocol services.
-pub async fn json_protocol(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let target = headers
-        .get("x-amz-target")
-        .and_then(|t| t.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    if let Some(op) = target.strip_prefix("AmazonSQS.").map(str::to_owned) {
-        let body = control_body(body).await?;
-        let outcome = blocking(&state.registry, move |r| {
-            crate::sqs::operation(r, &headers, &op, &body)
-        })
-        .await?;
-        let out = match outcome {
-            Ok(out) => out,
-            Err(receive) => {
-                crate::sqs::receive(std::sync::Arc::clone(&state.registry), receive).await?
-            }
-        };
-        let mut response = Json(out).into_response();
-        response.headers_mut().insert(
-            "content-type",
-            HeaderValue::from_static("application/x-amz-json-1.0"),
-        );
-        return Ok(response);
-    }
-    let Some(op) = target.strip_prefix("AWSEvents.").map(str::to_owned) else {
-        return Err(ApiError::UnknownOperation {
-            method: "POST".into(),
-            path: format!("/ (X-Amz-Target: {target:?})"),
-        });
-    };
-    let body = control_body(body).await?;
-    let events = state.events.clone();
-    let out = blocking(&state.registry, move |r| operation(r, &events, &op, &body)).await?;
-    let mut response = Json(out).into_response();
-    response.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("application/x-amz-json-1.1"),
-    );
-    Ok(response)
 }

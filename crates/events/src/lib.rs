@@ -10,6 +10,7 @@
 //! - [`destination`] builds Lambda's destination record and turns it into the target's
 //!   own asynchronous event, enqueued in the same transaction that ends the source event.
 
+mod commit;
 pub mod destination;
 pub mod mapping;
 pub mod pattern;
@@ -22,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use ember_core::arn::Qualifier;
 use ember_dispatch::{DispatchError, Dispatcher, FunctionError, InvokeRequest};
-use ember_store::{AsyncEvent, EventInvokeConfig, Failure, Outbox, Store, StoreError};
+use ember_store::{AsyncEvent, EventInvokeConfig, EventWrite, Failure, Outbox, Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
 
 use retry::{Attempt, Decision, Limits, RetryTiming};
@@ -62,6 +63,8 @@ pub enum EventError {
     Store(#[from] StoreError),
     #[error("an event-queue task failed: {0}")]
     Task(String),
+    #[error("the event queue could not commit: {0}")]
+    Commit(String),
 }
 
 /// Epoch milliseconds now.
@@ -74,6 +77,7 @@ pub fn now_ms() -> i64 {
 
 struct Inner {
     store: Arc<Store>,
+    committer: commit::Committer,
     dispatcher: Dispatcher,
     settings: EventSettings,
     wake: Notify,
@@ -103,8 +107,11 @@ impl Events {
                 "asynchronous events left running by the last stop are queued again"
             );
         }
+        let committer = commit::Committer::start(Arc::clone(&store))
+            .map_err(|e| EventError::Task(format!("could not start the commit thread: {e}")))?;
         let inner = Arc::new(Inner {
             store,
+            committer,
             dispatcher,
             slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             settings,
@@ -165,9 +172,9 @@ impl Events {
         Ok(out)
     }
 
-    /// Accepts an event for `function` (qualified or not) and returns its request id.
-    /// Blocking: call it off the async workers.
-    pub fn enqueue(
+    /// Accepts an event for `function` (qualified or not) and returns its request id
+    /// once the event is committed.
+    pub async fn enqueue(
         &self,
         function: &str,
         qualifier: Option<&str>,
@@ -175,7 +182,10 @@ impl Events {
     ) -> Result<String, EventError> {
         let event = new_event(function, qualifier, payload, now_ms(), 0);
         let id = event.request_id.clone();
-        self.inner.store.enqueue(&[event])?;
+        self.inner
+            .committer
+            .write(EventWrite::Enqueue(vec![event]))
+            .await?;
         self.inner.wake.notify_one();
         Ok(id)
     }
@@ -227,8 +237,20 @@ async fn worker(this: Arc<Inner>) {
             return;
         }
         let free = this.slots.available_permits() + 1;
-        let due = match blocking(&this, move |s| s.claim_due(now_ms(), free)).await {
-            Ok(due) => due,
+        // Each event's settings are read with the claim: one trip to the store for all.
+        let claim = move |s: &Store| {
+            let (due, next) = s.claim_due(now_ms(), free)?;
+            let due: Vec<_> = due
+                .into_iter()
+                .map(|event| {
+                    let config = config(s, &event);
+                    (event, config)
+                })
+                .collect();
+            Ok((due, next))
+        };
+        let (due, next) = match blocking(&this, claim).await {
+            Ok(claimed) => claimed,
             Err(e) => {
                 tracing::error!(error = %ember_core::error_chain(&e), "could not read the event queue");
                 drop(first);
@@ -238,7 +260,7 @@ async fn worker(this: Arc<Inner>) {
         };
         let full = due.len() == free;
         let mut first = Some(first);
-        for event in due {
+        for (event, config) in due {
             let slot = match first.take() {
                 Some(slot) => slot,
                 None => match Arc::clone(&this.slots).acquire_owned().await {
@@ -248,7 +270,7 @@ async fn worker(this: Arc<Inner>) {
             };
             let this = Arc::clone(&this);
             tokio::spawn(async move {
-                this.run(event).await;
+                this.run(event, config).await;
                 drop(slot);
             });
         }
@@ -256,7 +278,6 @@ async fn worker(this: Arc<Inner>) {
         if full {
             continue;
         }
-        let next = blocking(&this, |s| s.next_due()).await.ok().flatten();
         let wait = match next {
             Some(at) => Duration::from_millis((at - now_ms()).clamp(0, 1000) as u64),
             None => Duration::from_secs(1),
@@ -264,6 +285,19 @@ async fn worker(this: Arc<Inner>) {
         tokio::select! {
             () = &mut woken => {}
             () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The event invoke configuration that applies to an event: its qualifier's, else
+/// `$LATEST`'s for an unqualified one.
+fn config(store: &Store, event: &AsyncEvent) -> Option<EventInvokeConfig> {
+    let qualifier = event.qualifier.as_deref().unwrap_or("$LATEST");
+    match store.event_invoke_config(&event.function, qualifier) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %ember_core::error_chain(&e), function = %event.function, "could not read an event invoke configuration; using the defaults");
+            None
         }
     }
 }
@@ -321,26 +355,7 @@ impl Inner {
         Ok(fired)
     }
 
-    /// The event invoke configuration that applies to an event: its qualifier's, else
-    /// `$LATEST`'s for an unqualified one.
-    fn config(&self, event: &AsyncEvent) -> Option<EventInvokeConfig> {
-        let qualifier = event.qualifier.as_deref().unwrap_or("$LATEST");
-        self.store
-            .event_invoke_configs(Some(&event.function))
-            .ok()?
-            .into_iter()
-            .find(|c| c.qualifier == qualifier)
-    }
-
-    async fn run(self: &Arc<Self>, event: AsyncEvent) {
-        let config = {
-            let this = Arc::clone(self);
-            let e = event.clone();
-            tokio::task::spawn_blocking(move || this.config(&e))
-                .await
-                .ok()
-                .flatten()
-        };
+    async fn run(self: &Arc<Self>, event: AsyncEvent, config: Option<EventInvokeConfig>) {
         let limits = config.as_ref().map_or_else(Limits::default, |c| Limits {
             max_retry_attempts: c.max_retry_attempts,
             max_event_age: Duration::from_secs(u64::from(c.max_event_age_s)),
@@ -424,8 +439,13 @@ impl Inner {
                         &mut then,
                     );
                 }
-                let id = event.request_id.clone();
-                let stored = blocking(self, move |s| s.succeed(&id, &then, now_ms())).await;
+                let stored = self
+                    .committer
+                    .write(EventWrite::Succeed {
+                        request_id: event.request_id.clone(),
+                        then,
+                    })
+                    .await;
                 if let Err(e) = stored {
                     tracing::error!(error = %ember_core::error_chain(&e), request_id = %event.request_id, "could not record a finished event");
                 }
@@ -433,11 +453,16 @@ impl Inner {
             }
             Decision::RetryAt { at_ms, attempts } => {
                 let (error, response) = describe(&outcome);
-                let id = event.request_id.clone();
-                let stored = blocking(self, move |s| {
-                    s.retry_later(&id, attempts, at_ms, &error, response.as_deref())
-                })
-                .await;
+                let stored = self
+                    .committer
+                    .write(EventWrite::RetryLater {
+                        request_id: event.request_id.clone(),
+                        attempts,
+                        not_before_ms: at_ms,
+                        error,
+                        response,
+                    })
+                    .await;
                 if let Err(e) = stored {
                     tracing::error!(error = %ember_core::error_chain(&e), request_id = %event.request_id, "could not requeue an event");
                 }
@@ -484,8 +509,14 @@ impl Inner {
             let body = String::from_utf8_lossy(&event.payload).into_owned();
             self.send(&target, body, event.depth + 1, now_ms(), &mut then);
         }
-        let id = event.request_id.clone();
-        let stored = blocking(self, move |s| s.fail(&id, &failure, &then, now_ms())).await;
+        let stored = self
+            .committer
+            .write(EventWrite::Fail {
+                request_id: event.request_id.clone(),
+                failure,
+                then,
+            })
+            .await;
         if let Err(e) = stored {
             tracing::error!(error = %ember_core::error_chain(&e), request_id = %event.request_id, "could not record a failed event");
         }

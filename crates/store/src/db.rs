@@ -233,6 +233,10 @@ impl Store {
         // commits but never corrupts the database.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // One server owns its store: no other process reads or writes it, so the file
+        // locks SQLite would take and drop around every transaction are taken once.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "foreign_keys", true)?;
         let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
@@ -302,7 +306,7 @@ impl Store {
     /// Every function, by name.
     pub fn list(&self) -> Result<Vec<FunctionRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT spec, code_sha256, code_size, revision_id, last_modified FROM functions ORDER BY name",
         )?;
         let rows = stmt
@@ -384,7 +388,7 @@ impl Store {
     /// Every published version of a function, oldest first.
     pub fn list_versions(&self, name: &str) -> Result<Vec<FunctionRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT spec, code_sha256, code_size, revision_id, last_modified, version FROM versions
              WHERE function = ?1 ORDER BY version",
         )?;
@@ -458,7 +462,7 @@ impl Store {
     /// Every alias of a function, by name; every alias of every function with `"*"`.
     pub fn list_aliases(&self, function: &str) -> Result<Vec<AliasRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT function, name, version, description, extra_version, extra_weight, revision_id FROM aliases
              WHERE function = ?1 OR ?1 = '*' ORDER BY function, name",
         )?;
@@ -566,7 +570,7 @@ impl Store {
     /// Versions of layer `name` (all layers with `"*"`), deleted ones included.
     pub fn list_layers(&self, name: &str) -> Result<Vec<LayerRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT name, version, description, runtimes, license, code_sha256, code_size, unpacked_size, created, deleted
              FROM layer_versions WHERE name = ?1 OR ?1 = '*' ORDER BY name, version",
         )?;
@@ -684,7 +688,7 @@ impl Store {
         function: Option<&str>,
     ) -> Result<Vec<ProvisionedRecord>, StoreError> {
         let conn = self.conn();
-        let mut statement = conn.prepare(
+        let mut statement = conn.prepare_cached(
             "SELECT function, qualifier, requested, last_modified FROM provisioned_concurrency
              WHERE ?1 IS NULL OR function = ?1 ORDER BY function, qualifier",
         )?;
@@ -704,7 +708,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
-            let mut statement = tx.prepare(
+            let mut statement = tx.prepare_cached(
                 "INSERT INTO usage (function, version, day, requests, billed_ms, gb_seconds,
                                     provisioned_duration_gb_seconds, provisioned_gb_seconds)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -738,7 +742,7 @@ impl Store {
     /// function, day and version.
     pub fn usage(&self, function: Option<&str>, since: &str) -> Result<Vec<DayUsage>, StoreError> {
         let conn = self.conn();
-        let mut statement = conn.prepare(
+        let mut statement = conn.prepare_cached(
             "SELECT function, version, day, requests, billed_ms, gb_seconds,
                     provisioned_duration_gb_seconds, provisioned_gb_seconds
              FROM usage WHERE (?1 IS NULL OR function = ?1) AND day >= ?2
@@ -764,8 +768,9 @@ impl Store {
     /// Every function's reserved concurrency.
     pub fn reserved_concurrency(&self) -> Result<Vec<(String, u32)>, StoreError> {
         let conn = self.conn();
-        let mut statement =
-            conn.prepare("SELECT function, reserved FROM reserved_concurrency ORDER BY function")?;
+        let mut statement = conn.prepare_cached(
+            "SELECT function, reserved FROM reserved_concurrency ORDER BY function",
+        )?;
         let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -780,7 +785,7 @@ impl Store {
 
     pub fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT key_id, nonce, secret, created FROM access_keys ORDER BY created, key_id",
         )?;
         let rows = stmt.query_map([], |row| {

@@ -81,12 +81,15 @@ impl Outbox {
 /// Writes an outbox within the caller's transaction; messages to a queue that no longer
 /// exists are dropped (and logged).
 pub(crate) fn write_outbox(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     outbox: &Outbox,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     insert_events(tx, &outbox.events)?;
-    let mut insert = tx.prepare(
+    if outbox.messages.is_empty() {
+        return Ok(());
+    }
+    let mut insert = tx.prepare_cached(
         "INSERT INTO queue_messages (id, queue, body, sent_ms, visible_at_ms)
          SELECT ?1, ?2, ?3, ?4, ?4 WHERE EXISTS (SELECT 1 FROM queues WHERE name = ?2)",
     )?;
@@ -101,10 +104,13 @@ pub(crate) fn write_outbox(
 
 /// Inserts events as queued, within the caller's transaction.
 pub(crate) fn insert_events(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     events: &[AsyncEvent],
 ) -> Result<(), StoreError> {
-    let mut insert = tx.prepare(
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut insert = tx.prepare_cached(
         "INSERT INTO async_events
             (request_id, function, qualifier, payload, enqueued_ms, not_before_ms, attempts, depth, state)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued')",
@@ -137,6 +143,86 @@ fn event(row: &rusqlite::Row<'_>) -> rusqlite::Result<AsyncEvent> {
     })
 }
 
+/// A change to the event queue; see [`Store::write_events`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventWrite {
+    /// Accepts events (all or none).
+    Enqueue(Vec<AsyncEvent>),
+    /// Ends an event that succeeded; `then` (a destination) is written with it.
+    Succeed { request_id: String, then: Outbox },
+    /// Ends an event that failed for good: it stays, `failed`, with why; `then` (a
+    /// destination, a dead-letter queue) is written with it.
+    Fail {
+        request_id: String,
+        failure: Failure,
+        then: Outbox,
+    },
+    /// Puts a running event back in the queue until `not_before_ms`, with its function
+    /// errors so far and the last response.
+    RetryLater {
+        request_id: String,
+        attempts: u32,
+        not_before_ms: i64,
+        error: String,
+        response: Option<Vec<u8>>,
+    },
+}
+
+fn apply(tx: &rusqlite::Connection, write: &EventWrite, now_ms: i64) -> Result<(), StoreError> {
+    match write {
+        EventWrite::Enqueue(events) => insert_events(tx, events),
+        EventWrite::Succeed { request_id, then } => {
+            write_outbox(tx, then, now_ms)?;
+            tx.prepare_cached("DELETE FROM async_events WHERE request_id = ?1")?
+                .execute([request_id])?;
+            Ok(())
+        }
+        EventWrite::Fail {
+            request_id,
+            failure: f,
+            then,
+        } => {
+            write_outbox(tx, then, now_ms)?;
+            tx.prepare_cached(
+                "UPDATE async_events
+                 SET state = 'failed', condition = ?2, last_error = ?3,
+                     last_response = COALESCE(?4, last_response), finished_ms = ?5
+                 WHERE request_id = ?1",
+            )?
+            .execute(params![
+                request_id,
+                f.condition,
+                f.error,
+                f.response,
+                now_ms
+            ])?;
+            Ok(())
+        }
+        EventWrite::RetryLater {
+            request_id,
+            attempts,
+            not_before_ms,
+            error,
+            response,
+        } => {
+            tx.prepare_cached(
+                "UPDATE async_events
+                 SET state = 'queued', attempts = ?2, not_before_ms = ?3, last_error = ?4,
+                     last_response = COALESCE(?5, last_response)
+                 WHERE request_id = ?1",
+            )?
+            .execute(params![
+                request_id,
+                attempts,
+                not_before_ms,
+                error,
+                response
+            ])?;
+            Ok(())
+        }
+    }
+}
+
 const EVENT_COLUMNS: &str =
     "request_id, function, qualifier, payload, enqueued_ms, not_before_ms, attempts, depth";
 
@@ -150,12 +236,17 @@ impl Store {
         Ok(())
     }
 
-    /// Takes up to `limit` events due at `now_ms`, oldest first, and marks them running.
-    pub fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<AsyncEvent>, StoreError> {
+    /// Takes up to `limit` events due at `now_ms`, oldest first, and marks them running;
+    /// with when the next queued event is due (epoch ms), if any is left.
+    pub fn claim_due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<(Vec<AsyncEvent>, Option<i64>), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let due: Vec<AsyncEvent> = {
-            let mut select = tx.prepare(&format!(
+            let mut select = tx.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM async_events
                  WHERE state = 'queued' AND not_before_ms <= ?1
                  ORDER BY not_before_ms LIMIT ?2"
@@ -164,43 +255,18 @@ impl Store {
             rows.collect::<Result<_, _>>()?
         };
         {
-            let mut mark =
-                tx.prepare("UPDATE async_events SET state = 'running' WHERE request_id = ?1")?;
+            let mut mark = tx.prepare_cached(
+                "UPDATE async_events SET state = 'running' WHERE request_id = ?1",
+            )?;
             for e in &due {
                 mark.execute([&e.request_id])?;
             }
         }
+        let next: Option<i64> = tx
+            .prepare_cached("SELECT MIN(not_before_ms) FROM async_events WHERE state = 'queued'")?
+            .query_row([], |row| row.get(0))?;
         tx.commit()?;
-        Ok(due)
-    }
-
-    /// When the next queued event is due (epoch ms), if any is queued.
-    pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.conn().query_row(
-            "SELECT MIN(not_before_ms) FROM async_events WHERE state = 'queued'",
-            [],
-            |row| row.get(0),
-        )?)
-    }
-
-    /// Puts a running event back in the queue until `not_before_ms`, with its function
-    /// errors so far and the last response.
-    pub fn retry_later(
-        &self,
-        request_id: &str,
-        attempts: u32,
-        not_before_ms: i64,
-        error: &str,
-        response: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE async_events
-             SET state = 'queued', attempts = ?2, not_before_ms = ?3, last_error = ?4,
-                 last_response = COALESCE(?5, last_response)
-             WHERE request_id = ?1",
-            params![request_id, attempts, not_before_ms, error, response],
-        )?;
-        Ok(())
+        Ok((due, next))
     }
 
     /// Writes an outbox in its own transaction.
@@ -212,55 +278,38 @@ impl Store {
         Ok(())
     }
 
-    /// Ends an event that succeeded; what it leads to (a destination) is written in the
-    /// same transaction.
-    pub fn succeed(&self, request_id: &str, then: &Outbox, now_ms: i64) -> Result<(), StoreError> {
-        self.end(request_id, None, then, now_ms)
-    }
-
-    /// Ends an event that failed for good: it stays, `failed`, with why; `then` (a
-    /// destination, a dead-letter queue) is written in the same transaction.
-    pub fn fail(
+    /// Applies writes of the event queue in one transaction — one commit for all, the
+    /// cost that dominates a small write — each in its own savepoint, so that one that
+    /// fails leaves the others in. Returns each write's own result; `Err` only if the
+    /// transaction itself could not be committed (then none of them is).
+    pub fn write_events(
         &self,
-        request_id: &str,
-        failure: &Failure,
-        then: &Outbox,
+        writes: &[EventWrite],
         now_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.end(request_id, Some(failure), then, now_ms)
-    }
-
-    fn end(
-        &self,
-        request_id: &str,
-        failure: Option<&Failure>,
-        then: &Outbox,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        {
-            let mut conn = self.conn();
-            let tx = conn.transaction()?;
-            write_outbox(&tx, then, now_ms)?;
-            match failure {
-                None => {
-                    tx.execute(
-                        "DELETE FROM async_events WHERE request_id = ?1",
-                        [request_id],
-                    )?;
-                }
-                Some(f) => {
-                    tx.execute(
-                        "UPDATE async_events
-                         SET state = 'failed', condition = ?2, last_error = ?3,
-                             last_response = COALESCE(?4, last_response), finished_ms = ?5
-                         WHERE request_id = ?1",
-                        params![request_id, f.condition, f.error, f.response, now_ms],
-                    )?;
-                }
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut conn = self.conn();
+        let mut tx = conn.transaction()?;
+        if let [write] = writes {
+            // Alone in its transaction: no savepoint needed.
+            let result = apply(&tx, write, now_ms);
+            if result.is_ok() {
+                tx.commit()?;
             }
-            tx.commit()?;
+            return Ok(vec![result]);
         }
-        Ok(())
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            let mut sp = tx.savepoint()?;
+            let result = apply(&sp, write, now_ms);
+            if result.is_ok() {
+                sp.commit()?;
+            } else {
+                sp.rollback()?;
+            }
+            results.push(result);
+        }
+        tx.commit()?;
+        Ok(results)
     }
 
     /// Puts every running event back in the queue: at startup, after a stop that left
@@ -275,7 +324,7 @@ impl Store {
     /// Event counts per function.
     pub fn event_counts(&self) -> Result<Vec<EventCounts>, StoreError> {
         let conn = self.conn();
-        let mut select = conn.prepare(
+        let mut select = conn.prepare_cached(
             "SELECT function,
                     SUM(state = 'queued' AND attempts = 0),
                     SUM(state = 'queued' AND attempts > 0),
@@ -298,6 +347,7 @@ impl Store {
     }
 
     /// One event's state (`queued`, `running`, `failed`), if it is still on record.
+    #[cfg(test)]
     pub fn event_state(&self, request_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
@@ -351,23 +401,42 @@ impl Store {
         function: Option<&str>,
     ) -> Result<Vec<EventInvokeConfig>, StoreError> {
         let conn = self.conn();
-        let mut select = conn.prepare(
-            "SELECT function, qualifier, max_retry_attempts, max_event_age_s, on_success, on_failure, last_modified_ms
-             FROM event_invoke_configs WHERE ?1 IS NULL OR function = ?1 ORDER BY function, qualifier",
-        )?;
-        let rows = select.query_map([function], |row| {
-            Ok(EventInvokeConfig {
-                function: row.get(0)?,
-                qualifier: row.get(1)?,
-                max_retry_attempts: row.get(2)?,
-                max_event_age_s: row.get(3)?,
-                on_success: row.get(4)?,
-                on_failure: row.get(5)?,
-                last_modified_ms: row.get(6)?,
-            })
-        })?;
+        let mut select = conn.prepare_cached(&format!(
+            "{CONFIG_COLUMNS} WHERE ?1 IS NULL OR function = ?1 ORDER BY function, qualifier"
+        ))?;
+        let rows = select.query_map([function], config_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// One function's configuration for one qualifier.
+    pub fn event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<Option<EventInvokeConfig>, StoreError> {
+        let conn = self.conn();
+        let mut select = conn.prepare_cached(&format!(
+            "{CONFIG_COLUMNS} WHERE function = ?1 AND qualifier = ?2"
+        ))?;
+        Ok(select
+            .query_row([function, qualifier], config_row)
+            .optional()?)
+    }
+}
+
+const CONFIG_COLUMNS: &str = "SELECT function, qualifier, max_retry_attempts, max_event_age_s, \
+     on_success, on_failure, last_modified_ms FROM event_invoke_configs";
+
+fn config_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventInvokeConfig> {
+    Ok(EventInvokeConfig {
+        function: row.get(0)?,
+        qualifier: row.get(1)?,
+        max_retry_attempts: row.get(2)?,
+        max_event_age_s: row.get(3)?,
+        on_success: row.get(4)?,
+        on_failure: row.get(5)?,
+        last_modified_ms: row.get(6)?,
+    })
 }
 
 #[cfg(test)]
@@ -392,16 +461,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         store.enqueue(&[event("a", 100), event("b", 200)]).unwrap();
-        assert_eq!(store.next_due().unwrap(), Some(100));
-        let due = store.claim_due(150, 10).unwrap();
+        let (due, next) = store.claim_due(150, 10).unwrap();
+        assert_eq!(next, Some(200));
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].request_id, "a");
         // Claimed once: not handed out again while running.
-        assert!(store.claim_due(150, 10).unwrap().is_empty());
-        store
-            .retry_later("a", 1, 300, "boom", Some(b"{\"e\":1}"))
-            .unwrap();
-        let due = store.claim_due(300, 10).unwrap();
+        assert!(store.claim_due(150, 10).unwrap().0.is_empty());
+        let retry = EventWrite::RetryLater {
+            request_id: "a".into(),
+            attempts: 1,
+            not_before_ms: 300,
+            error: "boom".into(),
+            response: Some(b"{\"e\":1}".to_vec()),
+        };
+        let results = store.write_events(&[retry], 200).unwrap();
+        assert!(results[0].is_ok());
+        let (due, next) = store.claim_due(300, 10).unwrap();
+        assert_eq!(next, None);
         assert_eq!(
             due.iter()
                 .map(|e| e.request_id.as_str())
@@ -418,13 +494,32 @@ mod tests {
             events: vec![event("c", 400)],
             messages: Vec::new(),
         };
-        store.succeed("b", &then, 400).unwrap();
         let failure = Failure {
             condition: "RetriesExhausted".into(),
             response: None,
             error: "boom".into(),
         };
-        store.fail("a", &failure, &Outbox::default(), 500).unwrap();
+        // One commit; the duplicate event fails alone and takes nothing else with it.
+        let results = store
+            .write_events(
+                &[
+                    EventWrite::Succeed {
+                        request_id: "b".into(),
+                        then,
+                    },
+                    EventWrite::Enqueue(vec![event("d", 400), event("a", 400)]),
+                    EventWrite::Fail {
+                        request_id: "a".into(),
+                        failure,
+                        then: Outbox::default(),
+                    },
+                ],
+                500,
+            )
+            .unwrap();
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert!(results[1].is_err(), "a duplicate request id was accepted");
+        assert_eq!(store.event_state("d").unwrap(), None);
         assert_eq!(store.event_state("b").unwrap(), None);
         assert_eq!(store.event_state("a").unwrap().as_deref(), Some("failed"));
         assert_eq!(store.event_state("c").unwrap().as_deref(), Some("queued"));

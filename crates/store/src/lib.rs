@@ -23,7 +23,7 @@ pub use artifacts::{Artifact, Artifacts};
 pub use db::{
     AliasRecord, FunctionRecord, LayerRecord, ProvisionedRecord, Store, StoreError, StoredKey,
 };
-pub use events::{AsyncEvent, EventCounts, EventInvokeConfig, Failure, Outbox};
+pub use events::{AsyncEvent, EventCounts, EventInvokeConfig, EventWrite, Failure, Outbox};
 pub use queues::{Queue, QueueCounts, Received, SourceMapping};
 pub use rules::{Rule, Target};
 pub use secrets::{SecretBox, SecretError};

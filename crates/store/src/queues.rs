@@ -98,7 +98,7 @@ impl Store {
     pub fn queues(&self) -> Result<Vec<Queue>, StoreError> {
         let conn = self.conn();
         let mut select =
-            conn.prepare(&format!("SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name"))?;
+            conn.prepare_cached(&format!("SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name"))?;
         let rows = select.query_map([], queue)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -126,7 +126,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
-            let mut insert = tx.prepare(
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO queue_messages (id, queue, body, sent_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for (id, body, visible_at) in messages {
@@ -165,7 +165,7 @@ impl Store {
             )?;
         }
         let due: Vec<(String, String, i64, u32, Option<i64>)> = {
-            let mut select = tx.prepare(
+            let mut select = tx.prepare_cached(
                 "SELECT id, body, sent_ms, receive_count, first_receive_ms FROM queue_messages
                  WHERE queue = ?1 AND visible_at_ms <= ?2 ORDER BY sent_ms, id LIMIT ?3",
             )?;
@@ -182,7 +182,7 @@ impl Store {
         };
         let mut out = Vec::with_capacity(due.len());
         {
-            let mut mark = tx.prepare(
+            let mut mark = tx.prepare_cached(
                 "UPDATE queue_messages SET visible_at_ms = ?2, receive_count = receive_count + 1,
                         first_receive_ms = COALESCE(first_receive_ms, ?3), receipt = ?4
                  WHERE id = ?1",
@@ -252,7 +252,7 @@ impl Store {
 
     pub fn mappings(&self) -> Result<Vec<SourceMapping>, StoreError> {
         let conn = self.conn();
-        let mut select = conn.prepare(
+        let mut select = conn.prepare_cached(
             "SELECT uuid, queue, function, qualifier, batch_size, window_s, enabled, report_failures, max_concurrency, last_modified_ms
              FROM event_source_mappings ORDER BY uuid",
         )?;

@@ -74,7 +74,7 @@ impl Store {
     pub fn rules(&self) -> Result<Vec<Rule>, StoreError> {
         let conn = self.conn();
         let mut select =
-            conn.prepare(&format!("SELECT {RULE_COLUMNS} FROM rules ORDER BY name"))?;
+            conn.prepare_cached(&format!("SELECT {RULE_COLUMNS} FROM rules ORDER BY name"))?;
         let rows = select.query_map([], rule)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -99,7 +99,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
-            let mut put = tx.prepare(
+            let mut put = tx.prepare_cached(
                 "INSERT INTO rule_targets (rule, id, arn, input) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(rule, id) DO UPDATE SET arn = excluded.arn, input = excluded.input",
             )?;
@@ -129,8 +129,9 @@ impl Store {
 
     pub fn targets(&self, rule: &str) -> Result<Vec<Target>, StoreError> {
         let conn = self.conn();
-        let mut select =
-            conn.prepare("SELECT id, arn, input FROM rule_targets WHERE rule = ?1 ORDER BY id")?;
+        let mut select = conn.prepare_cached(
+            "SELECT id, arn, input FROM rule_targets WHERE rule = ?1 ORDER BY id",
+        )?;
         let rows = select.query_map([rule], |row| {
             Ok(Target {
                 id: row.get(0)?,

@@ -57,7 +57,7 @@ impl Store {
 
     pub fn routes(&self) -> Result<Vec<RouteRecord>, StoreError> {
         let conn = self.conn();
-        let mut select = conn.prepare(
+        let mut select = conn.prepare_cached(
             "SELECT id, route_key, function, qualifier, auth_type, created FROM http_routes ORDER BY route_key",
         )?;
         let rows = select.query_map([], |row| {
@@ -101,7 +101,7 @@ impl Store {
     /// The URL configurations of one function, or of all for `None`.
     pub fn urls(&self, function: Option<&str>) -> Result<Vec<UrlConfig>, StoreError> {
         let conn = self.conn();
-        let mut select = conn.prepare(
+        let mut select = conn.prepare_cached(
             "SELECT function, qualifier, auth_type, cors, created, modified FROM function_urls
              WHERE ?1 IS NULL OR function = ?1 ORDER BY function, qualifier",
         )?;
