@@ -107,7 +107,15 @@ async fn poll(inner: Arc<Inner>, mapping: SourceMapping) {
         }
         *n += 1;
     }
-    run_batch(&inner, &mapping).await;
+    // A full batch suggests more are waiting: take them now rather than a tick later,
+    // up to a bound so that a changed or deleted mapping is seen again soon.
+    for _ in 0..FULL_BATCHES_IN_A_ROW {
+        if !run_batch(&inner, &mapping).await
+            || inner.stopping.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            break;
+        }
+    }
     let mut running = inner.pollers.running.lock().expect("pollers lock");
     if let Some(n) = running.get_mut(&mapping.uuid) {
         *n -= 1;
@@ -139,7 +147,11 @@ fn receive_batch(
     (!got.is_empty()).then_some((queue, got))
 }
 
-async fn run_batch(inner: &Arc<Inner>, mapping: &SourceMapping) {
+/// Batches one poll may run back to back while each comes back full.
+const FULL_BATCHES_IN_A_ROW: usize = 16;
+
+/// Runs one batch, if one is ready; whether it was a full batch that was processed.
+async fn run_batch(inner: &Arc<Inner>, mapping: &SourceMapping) -> bool {
     let last = inner
         .pollers
         .last
@@ -157,8 +169,9 @@ async fn run_batch(inner: &Arc<Inner>, mapping: &SourceMapping) {
             .flatten()
     };
     let Some((queue, messages)) = batch else {
-        return;
+        return false;
     };
+    let full = messages.len() >= mapping.batch_size as usize;
     inner
         .pollers
         .last
@@ -214,7 +227,7 @@ async fn run_batch(inner: &Arc<Inner>, mapping: &SourceMapping) {
         }
     };
     if done.is_empty() {
-        return;
+        return false;
     }
     let store = Arc::clone(&inner.store);
     let name = queue.name.clone();
@@ -227,7 +240,9 @@ async fn run_batch(inner: &Arc<Inner>, mapping: &SourceMapping) {
     .await;
     if !matches!(deleted, Ok(Ok(()))) {
         tracing::error!(queue = %queue.name, "could not delete a processed batch; it will run again");
+        return false;
     }
+    full
 }
 
 #[cfg(test)]
