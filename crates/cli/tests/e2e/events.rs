@@ -371,32 +371,37 @@ async fn a_schedule_fires_every_period_and_once_for_what_it_missed_while_down() 
     }
 
     // Down for 5 s (two or three slots): the missed firings collapse into one at the
-    // restart, whose time may fall just before or just after the restart.
+    // restart, whose time may fall just before or just after the restart. A tick names
+    // its slot to the second, so only ticks whose whole second lies inside the outage
+    // are counted as fired for it.
     server.stop();
-    let wall = || {
+    let wall_ms = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
-            .as_secs() as i64
+            .as_millis() as i64
     };
-    let stopped = wall();
+    let stopped = wall_ms();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let restarted = wall();
+    let restarted = wall_ms();
     let server = Server::start_in(&data, &[]);
     let api = server.api();
     let log = wait_log(&api, "ticker", Duration::from_secs(20), |l| {
-        ticks(l).iter().filter(|t| **t > restarted).count() >= 2
+        ticks(l).iter().filter(|t| **t * 1000 > restarted).count() >= 2
     })
     .await;
     let during: Vec<i64> = ticks(&log)
         .into_iter()
-        .filter(|t| *t > stopped && *t <= restarted)
+        .filter(|t| *t * 1000 > stopped && (*t + 1) * 1000 <= restarted)
         .collect();
     assert!(
         during.len() <= 1,
         "missed slots fired one by one: {during:?}"
     );
-    let later: Vec<i64> = ticks(&log).into_iter().filter(|t| *t > restarted).collect();
+    let later: Vec<i64> = ticks(&log)
+        .into_iter()
+        .filter(|t| *t * 1000 > restarted)
+        .collect();
     assert!(later.len() >= 2, "{later:?}");
     let all = ticks(&log);
     let mut sorted = all.clone();
