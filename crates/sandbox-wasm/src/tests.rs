@@ -1,0 +1,124 @@
+use std::time::Duration;
+
+use super::*;
+
+const ECHO: &str = include_str!("../fixtures/echo.wat");
+const SPIN: &str = include_str!("../fixtures/spin.wat");
+const GROW: &str = include_str!("../fixtures/grow.wat");
+const EXIT: &str = include_str!("../fixtures/exit.wat");
+const DIVIDE: &str = include_str!("../fixtures/divide.wat");
+
+const LIMITS: Limits = Limits {
+    memory_bytes: 16 << 20,
+    timeout: Duration::from_secs(5),
+};
+
+fn engine() -> (tempfile::TempDir, WasmEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = WasmEngine::new(&dir.path().join("compiled")).unwrap();
+    (dir, engine)
+}
+
+#[test]
+fn a_command_reads_its_event_on_stdin_and_answers_on_stdout_in_a_fresh_instance() {
+    let (_dir, engine) = engine();
+    let echo = engine.load(ECHO.as_bytes()).unwrap();
+    let event = br#"{"hello": "wasm"}"#.repeat(200);
+    for _ in 0..3 {
+        let out = engine.run_command(&echo, &event, &[], LIMITS).unwrap();
+        assert_eq!(out.end, End::Exit(0));
+        assert_eq!(out.stdout, event);
+        // A global incremented on every run reads 1 each time: nothing leaks between runs.
+        assert_eq!(out.stderr, b"run 1\n");
+        assert!(!out.memory_limit_hit);
+    }
+}
+
+#[test]
+fn compiled_modules_are_cached_on_disk_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("compiled");
+    let first = WasmEngine::new(&cache).unwrap();
+    let echo = first.load(ECHO.as_bytes()).unwrap();
+    first.load(ECHO.as_bytes()).unwrap();
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(files.len(), 1, "one compiled file per module");
+    let name = files[0].as_ref().unwrap().file_name();
+    assert!(
+        name.to_string_lossy().starts_with(echo.sha256()),
+        "{name:?}"
+    );
+    drop(first);
+    // Another engine (a restart) loads the compiled form and runs it.
+    let second = WasmEngine::new(&cache).unwrap();
+    let echo = second.load(ECHO.as_bytes()).unwrap();
+    let out = second.run_command(&echo, b"again", &[], LIMITS).unwrap();
+    assert_eq!(out.stdout, b"again");
+    // A damaged cache file is compiled again, not trusted.
+    let path = files[0].as_ref().unwrap().path();
+    std::fs::write(&path, b"not a compiled module").unwrap();
+    let echo = second.load(ECHO.as_bytes()).unwrap();
+    let out = second.run_command(&echo, b"fixed", &[], LIMITS).unwrap();
+    assert_eq!(out.stdout, b"fixed");
+}
+
+#[test]
+fn a_busy_loop_is_stopped_at_the_timeout() {
+    let (_dir, engine) = engine();
+    let spin = engine.load(SPIN.as_bytes()).unwrap();
+    let limits = Limits {
+        timeout: Duration::from_millis(200),
+        ..LIMITS
+    };
+    let out = engine.run_command(&spin, b"", &[], limits).unwrap();
+    assert_eq!(out.end, End::Timeout);
+}
+
+#[test]
+fn memory_beyond_the_limit_is_refused_and_the_module_only_hurts_itself() {
+    let (_dir, engine) = engine();
+    let grow = engine.load(GROW.as_bytes()).unwrap();
+    let out = engine.run_command(&grow, b"", &[], LIMITS).unwrap();
+    assert!(out.memory_limit_hit);
+    assert!(
+        matches!(&out.end, End::Trap(m) if m.contains("unreachable")),
+        "{:?}",
+        out.end
+    );
+    assert!(out.peak_memory_bytes <= LIMITS.memory_bytes);
+    assert!(out.peak_memory_bytes > LIMITS.memory_bytes / 2);
+    // The engine is fine: the next run works.
+    let echo = engine.load(ECHO.as_bytes()).unwrap();
+    let out = engine.run_command(&echo, b"ok", &[], LIMITS).unwrap();
+    assert_eq!(out.stdout, b"ok");
+}
+
+#[test]
+fn traps_and_exit_codes_are_reported() {
+    let (_dir, engine) = engine();
+    let divide = engine.load(DIVIDE.as_bytes()).unwrap();
+    let out = engine.run_command(&divide, b"", &[], LIMITS).unwrap();
+    assert!(
+        matches!(&out.end, End::Trap(m) if m.contains("divide by zero")),
+        "{:?}",
+        out.end
+    );
+    let exit = engine.load(EXIT.as_bytes()).unwrap();
+    let out = engine.run_command(&exit, b"", &[], LIMITS).unwrap();
+    assert_eq!(out.end, End::Exit(3));
+}
+
+#[test]
+fn bad_modules_are_refused_with_the_reason() {
+    let (_dir, engine) = engine();
+    let Err(WasmError::Invalid(why)) = engine.load(b"\0asm\x01\0\0\0\x01") else {
+        panic!("a truncated module was accepted");
+    };
+    assert!(!why.is_empty());
+    let needs_sockets =
+        r#"(module (import "env" "connect" (func (param i32))) (func (export "_start")))"#;
+    assert!(matches!(
+        engine.load(needs_sockets.as_bytes()),
+        Err(WasmError::Link(_))
+    ));
+}
