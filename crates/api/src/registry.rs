@@ -10,7 +10,7 @@
 //! calls to a second one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use ember_core::arn::{
@@ -26,7 +26,14 @@ use ember_store::{
     Store, StoreError, UrlConfig,
 };
 
+use crate::cors::Cors;
 use crate::error::ApiError;
+
+/// A function URL as served: its configuration and its `Cors`, read once.
+pub(crate) struct ServedUrl {
+    pub config: UrlConfig,
+    pub cors: Option<Cors>,
+}
 
 pub struct Registry {
     store: std::sync::Arc<Store>,
@@ -34,7 +41,7 @@ pub struct Registry {
     dispatcher: Dispatcher,
     prices: Prices,
     /// Function URLs by their path id (`NAME` or `NAME:ALIAS`): read on every URL call.
-    urls: std::sync::RwLock<HashMap<String, UrlConfig>>,
+    urls: std::sync::RwLock<HashMap<String, Arc<ServedUrl>>>,
     /// HTTP routes, parsed: read on every routed call.
     routes: std::sync::RwLock<Vec<(crate::routes::RouteKey, ember_store::RouteRecord)>>,
     changes: Mutex<()>,
@@ -610,13 +617,15 @@ impl Registry {
         crate::routes::find(&routes, method, path).map(|(r, p)| (r.clone(), p))
     }
 
-    fn cache_url(&self, url: UrlConfig) {
-        let id = crate::urls::url_id(&url.function, &url.qualifier);
-        self.urls.write().expect("urls lock").insert(id, url);
+    fn cache_url(&self, config: UrlConfig) {
+        let id = crate::urls::url_id(&config.function, &config.qualifier);
+        let cors = config.cors.as_deref().and_then(Cors::load);
+        let served = Arc::new(ServedUrl { config, cors });
+        self.urls.write().expect("urls lock").insert(id, served);
     }
 
     /// The URL configuration served under a path id, from memory.
-    pub fn url_by_id(&self, id: &str) -> Option<UrlConfig> {
+    pub(crate) fn url_by_id(&self, id: &str) -> Option<Arc<ServedUrl>> {
         self.urls.read().expect("urls lock").get(id).cloned()
     }
 
@@ -681,7 +690,8 @@ impl Registry {
     pub fn url(&self, function: &str, qualifier: &str) -> Result<UrlConfig, ApiError> {
         self.get(function, None)?;
         self.url_by_id(&crate::urls::url_id(function, qualifier))
-            .filter(|u| u.function == function)
+            .filter(|u| u.config.function == function)
+            .map(|u| u.config.clone())
             .ok_or_else(|| self.url_not_found(function, qualifier))
     }
 
@@ -937,7 +947,7 @@ impl Registry {
                 self.urls
                     .write()
                     .expect("urls lock")
-                    .retain(|_, u| u.function != name);
+                    .retain(|_, u| u.config.function != name);
                 self.routes
                     .write()
                     .expect("routes lock")

@@ -440,28 +440,29 @@ pub async fn serve(
     request: Request,
 ) -> Response {
     let id = params.get("id").cloned().unwrap_or_default();
-    let Some(config) = state.registry.url_by_id(&id) else {
+    let Some(served) = state.registry.url_by_id(&id) else {
         return message(StatusCode::NOT_FOUND, "Not Found");
     };
-    let cors = config.cors.as_deref().and_then(Cors::load);
-    if let Some(answer) = cors
+    if let Some(answer) = served
+        .cors
         .as_ref()
         .and_then(|c| c.preflight(request.method(), request.headers()))
     {
         return answer;
     }
     let origin = request.headers().get("origin").cloned();
+    let config = &served.config;
     let target = Target {
-        function: config.function,
-        qualifier: (config.qualifier != "$LATEST").then_some(config.qualifier),
-        auth_type: config.auth_type,
+        function: config.function.clone(),
+        qualifier: (config.qualifier != "$LATEST").then(|| config.qualifier.clone()),
+        auth_type: config.auth_type.clone(),
         route_key: "$default".into(),
         api_id: id,
         raw_path: format!("/{}", params.get("path").map(String::as_str).unwrap_or("")),
         path_parameters: BTreeMap::new(),
     };
     let mut response = call(&state, target, request).await;
-    if let Some(cors) = cors {
+    if let Some(cors) = &served.cors {
         cors.apply(origin.as_ref(), response.headers_mut());
     }
     response

@@ -144,7 +144,7 @@ fn event(row: &rusqlite::Row<'_>) -> rusqlite::Result<AsyncEvent> {
 }
 
 /// A change to the event queue; see [`Store::write_events`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum EventWrite {
     /// Accepts events (all or none).
     Enqueue(Vec<AsyncEvent>),
@@ -227,15 +227,6 @@ const EVENT_COLUMNS: &str =
     "request_id, function, qualifier, payload, enqueued_ms, not_before_ms, attempts, depth";
 
 impl Store {
-    /// Accepts events (all or none).
-    pub fn enqueue(&self, events: &[AsyncEvent]) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        insert_events(&tx, events)?;
-        tx.commit()?;
-        Ok(())
-    }
-
     /// Takes up to `limit` events due at `now_ms`, oldest first, and marks them running;
     /// with when the next queued event is due (epoch ms), if any is left.
     pub fn claim_due(
@@ -460,7 +451,13 @@ mod tests {
     fn events_are_claimed_when_due_retried_and_requeued_after_a_stop() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        store.enqueue(&[event("a", 100), event("b", 200)]).unwrap();
+        let accepted = store
+            .write_events(
+                &[EventWrite::Enqueue(vec![event("a", 100), event("b", 200)])],
+                0,
+            )
+            .unwrap();
+        assert!(accepted[0].is_ok());
         let (due, next) = store.claim_due(150, 10).unwrap();
         assert_eq!(next, Some(200));
         assert_eq!(due.len(), 1);
