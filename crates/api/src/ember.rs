@@ -248,7 +248,7 @@ struct SettingsIn {
 fn settings_body(spec: &ember_core::FunctionSpec) -> Response {
     Json(serde_json::json!({
         "FreezeIdle": spec.freeze_idle,
-        "Isolation": spec.isolation,
+        "Isolation": spec.backend(),
         "Network": spec.network,
         "KeepAlive": spec.keep_alive.map_or_else(|| "server".to_owned(), |k| k.to_string()),
         "MaxConcurrency": spec.max_concurrency,

@@ -311,7 +311,7 @@ impl Registry {
     }
 
     fn validate(&self, spec: &FunctionSpec) -> Result<(), ApiError> {
-        spec.validate(&self.dispatcher.config().available_runtimes())?;
+        spec.validate(&self.dispatcher.available_runtimes())?;
         if let Some(target) = &spec.dead_letter_target {
             let config = self.dispatcher.config();
             match ember_events::Sink::parse(target, &config.region, &config.account) {
@@ -323,13 +323,23 @@ impl Registry {
                 }
             }
         }
-        self.dispatcher.backends().check(spec.isolation)?;
+        self.dispatcher.backends().check(spec.backend())?;
         self.dispatcher.backends().check_network(spec.network)?;
         Ok(())
     }
 
     /// Checks a package against the function that will run it.
     fn check_package(&self, spec: &FunctionSpec, sha256: &str) -> Result<(), ApiError> {
+        if spec.family() == RuntimeFamily::Wasm {
+            let backend = self
+                .dispatcher
+                .backends()
+                .get(spec.backend())
+                .map_err(|e| ApiError::InvalidParameter(format!("{e}")))?;
+            return backend
+                .prepare(&self.artifacts.code_dir(sha256), &spec.handler)
+                .map_err(ApiError::InvalidParameter);
+        }
         if spec.family() == RuntimeFamily::Provided
             && !has_executable_bootstrap(&self.artifacts.code_dir(sha256))
         {

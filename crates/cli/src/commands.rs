@@ -28,11 +28,14 @@ pub struct DeployArgs {
 /// Settings `deploy` may set; unset ones keep their current (or default) value.
 #[derive(clap::Args, Default, Clone)]
 pub struct FunctionSettings {
-    /// Runtime: python3, python3.11, provided, provided.al2023, … Inferred when absent: a
-    /// package with a `bootstrap` is `provided`, anything else `python3`.
+    /// Runtime: python3, python3.11, nodejs, provided, provided.al2023, wasm, … Inferred
+    /// when absent: a package with a `bootstrap` is `provided`, one whose only file at the
+    /// root ending in .wasm is that is `wasm` (with that module as handler), anything else
+    /// `python3`.
     #[arg(long)]
     pub runtime: Option<String>,
-    /// Handler, e.g. app.handler. Defaults to app.handler for Python.
+    /// Handler, e.g. app.handler, or for wasm the module's path, e.g. app.wasm. Defaults
+    /// to app.handler for Python.
     #[arg(long)]
     pub handler: Option<String>,
     /// Memory in MB (128–10240).
@@ -228,6 +231,12 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     if settings.runtime.is_none() && has_bootstrap(&zip) {
         settings.runtime = Some("provided".into());
     }
+    if settings.runtime.is_none()
+        && let Some(module) = lone_wasm_module(&zip)
+    {
+        settings.runtime = Some("wasm".into());
+        settings.handler.get_or_insert(module);
+    }
     let config = create_or_update(&client, &name, &zip, &settings).await?;
     println!(
         "deployed {name} ({} {}, {} MB, {} s, code {} bytes)",
@@ -238,6 +247,16 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         config["CodeSize"]
     );
     Ok(())
+}
+
+/// The package's one `.wasm` file at its root, if it has exactly one.
+fn lone_wasm_module(zip: &[u8]) -> Option<String> {
+    let zip = zip::ZipArchive::new(std::io::Cursor::new(zip)).ok()?;
+    let mut modules = zip
+        .file_names()
+        .filter(|n| n.ends_with(".wasm") && !n.contains('/'));
+    let module = modules.next()?.to_owned();
+    modules.next().is_none().then_some(module)
 }
 
 fn has_bootstrap(zip: &[u8]) -> bool {

@@ -16,6 +16,7 @@ use ember_policy::{Adaptive, Admission, KeepAlive, ScalePacing};
 use ember_sandbox_oci::{OciBackend, OciConfig, OciRuntime};
 use ember_sandbox_process::egress::EgressNetwork;
 use ember_sandbox_process::{ProcessBackend, ProcessConfig};
+use ember_sandbox_wasm::WasmBackend;
 use ember_store::{Artifacts, SecretBox, Store};
 use sha2::{Digest, Sha256};
 
@@ -181,6 +182,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 tracing::info!("isolation {isolation} is unavailable: {e}");
                 backends.unavailable(isolation, e.to_string());
             }
+        }
+    }
+    match WasmBackend::new(&data.join("wasm")) {
+        Ok(backend) => backends.add(Isolation::Wasm, Arc::new(backend)),
+        Err(e) => {
+            tracing::warn!("the wasm runtime is unavailable: {e}");
+            backends.unavailable(Isolation::Wasm, e.to_string());
         }
     }
     let logs = LogSink::start(

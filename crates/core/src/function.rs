@@ -130,6 +130,8 @@ pub enum ValidationError {
         reason: String,
         available: String,
     },
+    #[error("{0}")]
+    Isolation(&'static str),
     #[error("network egress is not available on this server ({0})")]
     UnavailableEgress(String),
 }
@@ -191,6 +193,20 @@ impl FunctionSpec {
             });
         }
         validate_handler(&self.handler, &runtime)?;
+        match (runtime.family(), self.isolation) {
+            (RuntimeFamily::Wasm, Isolation::Process | Isolation::Wasm) => {}
+            (RuntimeFamily::Wasm, _) => {
+                return Err(ValidationError::Isolation(
+                    "runtime wasm runs in the wasm engine: leave Isolation unset or set it to wasm",
+                ));
+            }
+            (_, Isolation::Wasm) => {
+                return Err(ValidationError::Isolation(
+                    "isolation wasm runs only functions of runtime wasm",
+                ));
+            }
+            _ => {}
+        }
         if !(limits::MEMORY_MB.0..=limits::MEMORY_MB.1).contains(&self.memory_mb) {
             return Err(ValidationError::Memory(self.memory_mb));
         }
@@ -217,6 +233,16 @@ impl FunctionSpec {
                 .ok_or_else(|| ValidationError::LayerArn(layer.clone()))?;
         }
         Ok(())
+    }
+
+    /// The backend that runs the function: the wasm engine for runtime `wasm`, else the
+    /// chosen isolation.
+    pub fn backend(&self) -> Isolation {
+        if self.family() == RuntimeFamily::Wasm {
+            Isolation::Wasm
+        } else {
+            self.isolation
+        }
     }
 
     /// The runtime family; only meaningful on a validated spec.
@@ -291,6 +317,21 @@ fn validate_handler(handler: &str, runtime: &Runtime) -> Result<(), ValidationEr
         }
         // The package's own bootstrap reads `_HANDLER` however it likes.
         RuntimeFamily::Provided => Ok(()),
+        // The module's path inside the package, e.g. `app.wasm` or `bin/app.wasm`.
+        RuntimeFamily::Wasm => {
+            let path_ok = !handler.is_empty()
+                && !handler.starts_with('/')
+                && !handler
+                    .split('/')
+                    .any(|part| part.is_empty() || part == "." || part == "..");
+            if path_ok {
+                Ok(())
+            } else {
+                Err(err(
+                    "use the module's path inside the package, e.g. app.wasm",
+                ))
+            }
+        }
     }
 }
 
@@ -508,5 +549,47 @@ mod tests {
             ..spec()
         };
         assert_eq!(s.validate(ALL), Ok(()));
+    }
+
+    #[test]
+    fn wasm_functions_name_their_module_and_run_only_in_the_wasm_engine() {
+        let families = &[RuntimeFamily::Provided, RuntimeFamily::Wasm];
+        let wasm = FunctionSpec {
+            runtime: "wasm".into(),
+            handler: "bin/app.wasm".into(),
+            ..spec()
+        };
+        assert_eq!(wasm.validate(families), Ok(()));
+        assert_eq!(wasm.backend(), Isolation::Wasm);
+        for handler in ["../app.wasm", "/app.wasm", "a//b.wasm", ""] {
+            let s = FunctionSpec {
+                handler: handler.into(),
+                ..wasm.clone()
+            };
+            assert!(
+                matches!(s.validate(families), Err(ValidationError::Handler { .. })),
+                "{handler:?}"
+            );
+        }
+        let on_gvisor = FunctionSpec {
+            isolation: Isolation::Gvisor,
+            ..wasm.clone()
+        };
+        assert!(matches!(
+            on_gvisor.validate(families),
+            Err(ValidationError::Isolation(_))
+        ));
+        let python_in_wasm = FunctionSpec {
+            isolation: Isolation::Wasm,
+            ..spec()
+        };
+        assert!(matches!(
+            python_in_wasm.validate(ALL),
+            Err(ValidationError::Isolation(_))
+        ));
+        assert!(matches!(
+            wasm.validate(ALL),
+            Err(ValidationError::UnavailableRuntime { .. })
+        ));
     }
 }

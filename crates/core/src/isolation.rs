@@ -22,16 +22,25 @@ pub enum Isolation {
     Runc,
     /// gVisor (`runsc`): the function talks to a user-space kernel, not the host's.
     Gvisor,
+    /// WebAssembly in Ember's own process: the function reaches nothing but what WASI
+    /// hands it. The only isolation of the `wasm` runtime, and only for it.
+    Wasm,
 }
 
 impl Isolation {
-    pub const ALL: [Isolation; 3] = [Isolation::Process, Isolation::Runc, Isolation::Gvisor];
+    pub const ALL: [Isolation; 4] = [
+        Isolation::Process,
+        Isolation::Runc,
+        Isolation::Gvisor,
+        Isolation::Wasm,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Isolation::Process => "process",
             Isolation::Runc => "runc",
             Isolation::Gvisor => "gvisor",
+            Isolation::Wasm => "wasm",
         }
     }
 }
@@ -44,7 +53,7 @@ impl fmt::Display for Isolation {
 
 /// An isolation name that is not one of [`Isolation::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown isolation {0:?}; use process, runc or gvisor")]
+#[error("unknown isolation {0:?}; use process, runc, gvisor or wasm")]
 pub struct UnknownIsolation(pub String);
 
 impl FromStr for Isolation {
@@ -116,6 +125,9 @@ mod tests {
         assert_eq!("egress".parse::<Network>(), Ok(Network::Egress));
         assert!("host".parse::<Network>().is_err());
         let err = "firecracker".parse::<Isolation>().unwrap_err();
-        assert!(err.to_string().contains("process, runc or gvisor"), "{err}");
+        assert!(
+            err.to_string().contains("process, runc, gvisor or wasm"),
+            "{err}"
+        );
     }
 }

@@ -20,6 +20,8 @@ pub enum RuntimeFamily {
     Node,
     /// The package's own `bootstrap` executable.
     Provided,
+    /// A WebAssembly module or component, run by Ember's wasm engine.
+    Wasm,
 }
 
 /// Every identifier Ember understands, whether or not this host can run it.
@@ -37,6 +39,7 @@ pub const KNOWN: &[&str] = &[
     "provided",
     "provided.al2",
     "provided.al2023",
+    "wasm",
 ];
 
 impl Runtime {
@@ -54,6 +57,8 @@ impl Runtime {
             RuntimeFamily::Python
         } else if self.0.starts_with("nodejs") {
             RuntimeFamily::Node
+        } else if self.0 == "wasm" {
+            RuntimeFamily::Wasm
         } else {
             RuntimeFamily::Provided
         }
@@ -87,6 +92,10 @@ mod tests {
         assert_eq!(
             Runtime::parse("nodejs20.x").unwrap().family(),
             RuntimeFamily::Node
+        );
+        assert_eq!(
+            Runtime::parse("wasm").unwrap().family(),
+            RuntimeFamily::Wasm
         );
         assert!(Runtime::parse("cobol").is_none());
     }

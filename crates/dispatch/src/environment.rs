@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ember_core::limits::{INIT_TIMEOUT_MS, SYNC_PAYLOAD_BYTES};
 use ember_runtime_api::{Invocation, Phase, Reply, RuntimeApi};
-use ember_sandbox::{Backend, Environment, EnvironmentSpec, ExitStatus};
+use ember_sandbox::{Answer, Backend, Call, Environment, EnvironmentSpec, ExitStatus, Handler};
 use tokio::sync::{oneshot, watch};
 
 use crate::DispatchError;
@@ -32,18 +32,33 @@ pub(crate) struct Env {
     pub provisioned: Option<Slot>,
     /// Whether the environment's processes are frozen (idle, with freezing on).
     pub frozen: bool,
-    api: RuntimeApi,
+    /// Where the invocations go: the runtime's Runtime API, or the environment's own
+    /// in-process handler.
+    runner: Runner,
     sandbox: Box<dyn Environment>,
     exit: watch::Receiver<Option<ExitStatus>>,
     pub output: Output,
 }
 
+enum Runner {
+    RuntimeApi(RuntimeApi),
+    InProcess(Arc<dyn Handler>),
+}
+
 /// How an invocation ended, as the environment saw it.
 pub(crate) enum Outcome {
     Response(Bytes),
-    Error { body: Bytes },
+    Error {
+        body: Bytes,
+    },
     ResponseTooLarge,
     Exited(ExitStatus),
+    /// An in-process handler's code failed; the environment itself is fine.
+    Failed {
+        error_type: String,
+        message: String,
+        out_of_memory: bool,
+    },
     TimedOut,
 }
 
@@ -73,6 +88,20 @@ impl Env {
     ) -> Result<(Env, Result<Duration, InitFailure>), DispatchError> {
         let started = Instant::now();
         let mut sandbox = backend.create(spec).await?;
+        if let Some(handler) = sandbox.handler() {
+            let output = Output::in_process(function, logs);
+            let exit = sandbox.exit();
+            let env = Env {
+                generation,
+                provisioned: None,
+                frozen: false,
+                runner: Runner::InProcess(handler),
+                sandbox,
+                exit,
+                output,
+            };
+            return Ok((env, Ok(started.elapsed())));
+        }
         let listener = sandbox
             .take_runtime_api_listener()
             .ok_or(DispatchError::Internal(
@@ -96,7 +125,7 @@ impl Env {
             generation,
             provisioned: None,
             frozen: false,
-            api,
+            runner: Runner::RuntimeApi(api),
             sandbox,
             exit,
             output,
@@ -108,8 +137,15 @@ impl Env {
         Ok((env, init.map(|()| started.elapsed())))
     }
 
+    fn api(&self) -> &RuntimeApi {
+        match &self.runner {
+            Runner::RuntimeApi(api) => api,
+            Runner::InProcess(_) => unreachable!("an in-process environment has no Runtime API"),
+        }
+    }
+
     async fn await_init(&self, timeout: Duration) -> Result<(), InitFailure> {
-        let mut phase = self.api.phase();
+        let mut phase = self.api().phase();
         let mut exit = self.exit.clone();
         let waited = tokio::time::timeout(timeout, async {
             tokio::select! {
@@ -119,7 +155,7 @@ impl Env {
         })
         .await;
         // A runtime that reports its init error and exits may be seen exiting first.
-        let reported = match self.api.phase().borrow().clone() {
+        let reported = match self.api().phase().borrow().clone() {
             Phase::InitFailed { body, error_type } => {
                 Some(InitFailure::Reported { body, error_type })
             }
@@ -145,6 +181,40 @@ impl Env {
         client_context: Option<String>,
         timeout: Duration,
     ) -> Outcome {
+        let api = match &self.runner {
+            Runner::RuntimeApi(api) => api,
+            Runner::InProcess(handler) => {
+                let call = Call {
+                    request_id: request_id.to_owned(),
+                    payload,
+                    function_arn: function_arn.to_owned(),
+                    timeout,
+                };
+                // The handler stops the code at the timeout itself; this bounds the rest.
+                let grace = timeout + Duration::from_secs(1);
+                let answer = match tokio::time::timeout(grace, handler.invoke(call)).await {
+                    Ok(handled) => {
+                        self.output.push(handled.printed).await;
+                        Ok(handled.answer)
+                    }
+                    Err(elapsed) => Err(elapsed),
+                };
+                return match answer {
+                    Ok(Answer::Response(body)) => Outcome::Response(body),
+                    Ok(Answer::Failed {
+                        error_type,
+                        message,
+                        out_of_memory,
+                    }) => Outcome::Failed {
+                        error_type,
+                        message,
+                        out_of_memory,
+                    },
+                    Ok(Answer::ResponseTooLarge) => Outcome::ResponseTooLarge,
+                    Ok(Answer::TimedOut) | Err(_) => Outcome::TimedOut,
+                };
+            }
+        };
         let (tx, rx) = oneshot::channel();
         let deadline = tokio::time::Instant::now() + timeout;
         let deadline_ms = std::time::SystemTime::now()
@@ -167,7 +237,7 @@ impl Env {
         };
         let mut exit = self.exit.clone();
         let run = async {
-            self.api.invoke(invocation).await;
+            api.invoke(invocation).await;
             tokio::select! {
                 reply = rx => match reply {
                     Ok(Reply::Response(body)) => Outcome::Response(body),
@@ -223,6 +293,6 @@ impl Env {
     /// Stops the runtime and releases the sandbox.
     pub async fn destroy(mut self) {
         self.sandbox.destroy().await;
-        drop(self.api);
+        drop(self.runner);
     }
 }

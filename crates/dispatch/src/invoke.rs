@@ -132,7 +132,7 @@ impl Inner {
         current: &Current,
         provisioned: bool,
     ) -> Result<(Env, Result<Duration, InitFailure>), DispatchError> {
-        let backend = self.backends.get(current.deployment.spec.isolation)?;
+        let backend = self.backends.get(current.deployment.spec.backend())?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let spec = self.environment_spec(function, current, &id, provisioned);
         let init_timeout = if provisioned {
@@ -209,6 +209,7 @@ impl Inner {
                     ember_runtime_api::runtimes::NODE_BOOTSTRAP_PATH.into(),
                 ]
             }
+            (RuntimeFamily::Wasm, _, _) => vec![format!("/var/task/{}", spec.handler)],
             _ => vec!["/var/task/bootstrap".into()],
         };
         let date = ember_core::time::log_stream_date(std::time::SystemTime::now());
@@ -413,6 +414,11 @@ impl Inner {
             Outcome::ResponseTooLarge => Some(ErrorKind::response_too_large),
             Outcome::Exited(status) if status.oom_killed => Some(ErrorKind::out_of_memory),
             Outcome::Exited(_) => Some(ErrorKind::crashed),
+            Outcome::Failed {
+                out_of_memory: true,
+                ..
+            } => Some(ErrorKind::out_of_memory),
+            Outcome::Failed { .. } => Some(ErrorKind::crashed),
             Outcome::TimedOut => Some(ErrorKind::timeout),
         };
         let (body, function_error, keep) = match outcome {
@@ -439,6 +445,19 @@ impl Inner {
                     exit_error(request_id, status),
                     Some(FunctionError::Unhandled),
                     false,
+                )
+            }
+            Outcome::Failed {
+                error_type,
+                message,
+                ..
+            } => {
+                let message = format!("RequestId: {request_id} Error: {message}");
+                before_end = format!("{message}\n{error_type}\n");
+                (
+                    error_doc(&error_type, &message),
+                    Some(FunctionError::Unhandled),
+                    true,
                 )
             }
             Outcome::TimedOut => {

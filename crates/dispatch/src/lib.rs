@@ -326,6 +326,16 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// The runtime families this server can run: the host's interpreters, and `wasm`
+    /// where the wasm engine is set up.
+    pub fn available_runtimes(&self) -> Vec<RuntimeFamily> {
+        let mut families = self.inner.config.available_runtimes();
+        if self.inner.backends.available.contains_key(&Isolation::Wasm) {
+            families.push(RuntimeFamily::Wasm);
+        }
+        families
+    }
+
     /// Creates the dispatcher and starts reclaiming idle environments.
     pub fn new(backends: Backends, config: DispatchConfig, logs: LogSink) -> Dispatcher {
         let inner = Arc::new(Inner {

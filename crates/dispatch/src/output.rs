@@ -47,7 +47,9 @@ struct Drain {
 }
 
 struct Shared {
-    pipe: pipe::Receiver,
+    /// The runtime's stdout and stderr; `None` for an in-process environment, whose
+    /// output is handed over with [`Output::push`].
+    pipe: Option<pipe::Receiver>,
     drain: Mutex<Drain>,
     function: Arc<str>,
     logs: LogSink,
@@ -56,20 +58,35 @@ struct Shared {
 /// Handle on one environment's output.
 pub struct Output {
     shared: Arc<Shared>,
-    pump: tokio::task::AbortHandle,
+    pump: Option<tokio::task::AbortHandle>,
 }
 
 impl Drop for Output {
     fn drop(&mut self) {
-        self.pump.abort();
+        if let Some(pump) = &self.pump {
+            pump.abort();
+        }
     }
 }
 
 impl Output {
     /// Starts pumping `fd` into `function`'s log.
     pub fn start(fd: OwnedFd, function: Arc<str>, logs: LogSink) -> io::Result<Output> {
+        let pipe = pipe::Receiver::from_owned_fd(fd)?;
+        let mut output = Output::new(Some(pipe), function, logs);
+        output.pump = Some(tokio::spawn(pump(Arc::clone(&output.shared))).abort_handle());
+        Ok(output)
+    }
+
+    /// The output of an environment without a runtime process: what each invocation
+    /// printed is handed over with [`Output::push`].
+    pub fn in_process(function: Arc<str>, logs: LogSink) -> Output {
+        Output::new(None, function, logs)
+    }
+
+    fn new(pipe: Option<pipe::Receiver>, function: Arc<str>, logs: LogSink) -> Output {
         let shared = Arc::new(Shared {
-            pipe: pipe::Receiver::from_owned_fd(fd)?,
+            pipe,
             drain: Mutex::new(Drain {
                 captured: Vec::new(),
                 partial: Vec::new(),
@@ -82,8 +99,16 @@ impl Output {
             function,
             logs,
         });
-        let pump = tokio::spawn(pump(Arc::clone(&shared))).abort_handle();
-        Ok(Output { shared, pump })
+        Output { shared, pump: None }
+    }
+
+    /// Logs what an in-process invocation printed, as the pump would have.
+    pub async fn push(&self, printed: Bytes) {
+        if printed.is_empty() {
+            return;
+        }
+        let mut drain = self.shared.drain.lock().await;
+        self.shared.take_in(&mut drain, printed).await;
     }
 
     /// Everything printed since the last call (its last 4 KB), once the pipe is drained.
@@ -104,8 +129,11 @@ impl Output {
 }
 
 async fn pump(shared: Arc<Shared>) {
+    let Some(pipe) = &shared.pipe else {
+        return;
+    };
     loop {
-        if shared.pipe.readable().await.is_err() {
+        if pipe.readable().await.is_err() {
             return;
         }
         let mut drain = shared.drain.lock().await;
@@ -156,45 +184,50 @@ impl Shared {
 
     /// Reads and logs what the pipe holds now.
     async fn drain_now(&self, drain: &mut Drain) {
+        let Some(pipe) = &self.pipe else {
+            return;
+        };
         while drain.open {
-            match self.pipe.try_read(&mut drain.buf) {
+            match pipe.try_read(&mut drain.buf) {
                 Ok(0) => drain.open = false,
                 Ok(n) => {
-                    // Past a cap the pipe is still read (the function never blocks on its
-                    // output), but what is read is dropped, with one marker line.
-                    let allowed = (INVOCATION_OUTPUT_BYTES - drain.invocation_bytes)
-                        .min(ENVIRONMENT_OUTPUT_BYTES - drain.environment_bytes);
-                    let kept = (n as u64).min(allowed) as usize;
-                    if kept > 0 {
-                        let data = Bytes::copy_from_slice(&drain.buf[..kept]);
-                        drain.invocation_bytes += kept as u64;
-                        drain.environment_bytes += kept as u64;
-                        self.keep(drain, data).await;
-                    }
-                    if kept < n {
-                        if drain.dropped == 0 {
-                            let which = if drain.environment_bytes >= ENVIRONMENT_OUTPUT_BYTES {
-                                format!(
-                                    "this environment's output passed {ENVIRONMENT_OUTPUT_BYTES} bytes"
-                                )
-                            } else {
-                                format!(
-                                    "this invocation's output passed {INVOCATION_OUTPUT_BYTES} bytes"
-                                )
-                            };
-                            self.keep(
-                                drain,
-                                Bytes::from(format!("\n[ember: {which}; the rest is dropped]\n")),
-                            )
-                            .await;
-                        }
-                        drain.dropped += (n - kept) as u64;
-                    }
+                    let data = Bytes::copy_from_slice(&drain.buf[..n]);
+                    self.take_in(drain, data).await;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => drain.open = false,
             }
+        }
+    }
+
+    /// Keeps what the function printed, within the invocation's and the environment's caps.
+    async fn take_in(&self, drain: &mut Drain, mut data: Bytes) {
+        // Past a cap the output is still taken (the function never blocks on it), but
+        // what is taken is dropped, with one marker line.
+        let n = data.len();
+        let allowed = (INVOCATION_OUTPUT_BYTES - drain.invocation_bytes)
+            .min(ENVIRONMENT_OUTPUT_BYTES - drain.environment_bytes);
+        let kept = (n as u64).min(allowed) as usize;
+        if kept > 0 {
+            drain.invocation_bytes += kept as u64;
+            drain.environment_bytes += kept as u64;
+            self.keep(drain, data.split_to(kept)).await;
+        }
+        if kept < n {
+            if drain.dropped == 0 {
+                let which = if drain.environment_bytes >= ENVIRONMENT_OUTPUT_BYTES {
+                    format!("this environment's output passed {ENVIRONMENT_OUTPUT_BYTES} bytes")
+                } else {
+                    format!("this invocation's output passed {INVOCATION_OUTPUT_BYTES} bytes")
+                };
+                self.keep(
+                    drain,
+                    Bytes::from(format!("\n[ember: {which}; the rest is dropped]\n")),
+                )
+                .await;
+            }
+            drain.dropped += (n - kept) as u64;
         }
     }
 }

@@ -10,34 +10,45 @@
 //!   [`wasmtime::ResourceLimiter`] (a `memory.grow` past the limit fails, as `malloc`
 //!   returning `NULL`), time by epoch interruption (a busy loop is stopped on time), and a
 //!   trap ends the run with its message. Nothing survives from one run to the next.
+//! - Runs are async on the caller's executor: guest code yields back to it at every epoch
+//!   tick, so a busy module shares a worker thread instead of holding it.
+//! - [`WasmBackend`] makes the engine an Ember sandbox backend (`backend.rs`).
+
+mod backend;
+mod capture;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
 };
-use wasmtime_wasi::I32Exit;
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+pub use backend::WasmBackend;
+use capture::Capture;
 
 /// How often the engine's epoch advances: the resolution of timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Instances (and so memories) the pool holds at once.
-const POOL_INSTANCES: u32 = 256;
+/// Instances (and so memories and async stacks) the pool holds at once: the most
+/// invocations of wasm functions that can run at the same time.
+pub const POOL_INSTANCES: u32 = 1000;
 
 /// Largest linear memory an instance may have: all of wasm32's address space. A function's
 /// own limit is enforced below this by the limiter.
 const POOL_MEMORY_BYTES: usize = 4 << 30;
 
-/// Most bytes kept of a run's stdout or stderr.
+/// Most bytes kept of a run's stdout (the response) or stderr (its log); past them the
+/// guest's writes are counted and dropped.
 pub const OUTPUT_BYTES: usize = 6 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,12 +85,34 @@ pub enum End {
     Timeout,
 }
 
+/// Most bytes kept of a run's stderr: what one invocation may put in its log.
+pub const LOG_BYTES: usize = 1024 * 1024;
+
+/// What one run is given besides its module.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    /// Its stdin.
+    pub input: &'a Bytes,
+    /// Its `argv`, program name first.
+    pub args: &'a [String],
+    pub env: &'a [(String, String)],
+    /// A host directory the guest sees, read-write, as `/tmp`.
+    pub tmp: Option<&'a Path>,
+    /// A host directory the guest sees, read-only, as `/var/task` (the package).
+    pub task: Option<&'a Path>,
+    pub limits: Limits,
+}
+
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub end: End,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
+    pub stdout: Bytes,
+    /// Bytes written to stdout past [`OUTPUT_BYTES`], dropped.
+    pub stdout_dropped: u64,
+    pub stderr: Bytes,
+    /// Bytes written to stderr past [`LOG_BYTES`], dropped.
+    pub stderr_dropped: u64,
     /// Whether the module asked for more memory than its limit (and was refused).
     pub memory_limit_hit: bool,
     /// The most linear memory the instance had, in bytes.
@@ -153,6 +186,7 @@ impl WasmEngine {
         pool.total_core_instances(POOL_INSTANCES)
             .total_memories(POOL_INSTANCES)
             .total_tables(POOL_INSTANCES)
+            .total_stacks(POOL_INSTANCES)
             .max_memory_size(POOL_MEMORY_BYTES);
         let mut config = Config::new();
         config
@@ -160,7 +194,7 @@ impl WasmEngine {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut State| &mut s.wasi)
             .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         std::fs::create_dir_all(cache_dir).map_err(WasmError::Cache)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -240,43 +274,52 @@ impl WasmEngine {
         std::fs::rename(&tmp, path).map_err(WasmError::Cache)
     }
 
-    /// Runs a WASI command module's `_start` in a fresh instance with `input` on stdin.
-    pub fn run_command(
-        &self,
-        module: &Prepared,
-        input: &[u8],
-        env: &[(String, String)],
-        limits: Limits,
-    ) -> Result<Outcome, WasmError> {
-        let stdout = MemoryOutputPipe::new(OUTPUT_BYTES);
-        let stderr = MemoryOutputPipe::new(OUTPUT_BYTES);
-        let wasi = WasiCtxBuilder::new()
-            .stdin(MemoryInputPipe::new(input.to_vec()))
+    /// Runs a WASI command module's `_start` in a fresh instance.
+    pub async fn run_command(&self, module: &Prepared, run: Run<'_>) -> Result<Outcome, WasmError> {
+        let stdout = Capture::new(OUTPUT_BYTES);
+        let stderr = Capture::new(LOG_BYTES);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdin(MemoryInputPipe::new(run.input.clone()))
             .stdout(stdout.clone())
             .stderr(stderr.clone())
-            .envs(env)
-            .build_p1();
+            .args(run.args)
+            .envs(run.env);
+        if let Some(tmp) = run.tmp {
+            wasi.preopened_dir(tmp, "/tmp", FsPerms::ReadWrite)
+                .map_err(|e| WasmError::Instantiate(format!("could not open /tmp: {e:#}")))?;
+        }
+        if let Some(task) = run.task {
+            wasi.preopened_dir(task, "/var/task", FsPerms::ReadOnly)
+                .map_err(|e| WasmError::Instantiate(format!("could not open /var/task: {e:#}")))?;
+        }
         let mut store = Store::new(
             &self.engine,
             State {
-                wasi,
+                wasi: wasi.build_p1(),
                 limit: MemoryLimit {
-                    max: limits.memory_bytes,
+                    max: run.limits.memory_bytes,
                     hit: false,
                     peak: 0,
                 },
             },
         );
         store.limiter(|s| &mut s.limit);
-        let ticks = limits.timeout.as_millis() / EPOCH_TICK.as_millis() + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
-        let end = match module.pre.instantiate(&mut store) {
+        // Every tick the guest yields to the executor; at the deadline it is stopped.
+        let deadline = Instant::now() + run.limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        let end = match module.pre.instantiate_async(&mut store).await {
             Ok(instance) => {
                 let start = instance
                     .get_typed_func::<(), ()>(&mut store, "_start")
                     .map_err(|e| WasmError::Link(format!("{e:#}")))?;
-                match start.call(&mut store, ()) {
+                match start.call_async(&mut store, ()).await {
                     Ok(()) => End::Exit(0),
                     Err(e) => ended(&e),
                 }
@@ -288,10 +331,14 @@ impl WasmEngine {
         let limit = &store.data().limit;
         let (memory_limit_hit, peak_memory_bytes) = (limit.hit, limit.peak);
         drop(store);
+        let (stdout, stdout_dropped) = stdout.take();
+        let (stderr, stderr_dropped) = stderr.take();
         Ok(Outcome {
             end,
-            stdout: stdout.contents().to_vec(),
-            stderr: stderr.contents().to_vec(),
+            stdout,
+            stdout_dropped,
+            stderr,
+            stderr_dropped,
             memory_limit_hit,
             peak_memory_bytes,
         })

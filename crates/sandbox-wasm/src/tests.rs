@@ -19,23 +19,37 @@ fn engine() -> (tempfile::TempDir, WasmEngine) {
     (dir, engine)
 }
 
-#[test]
-fn a_command_reads_its_event_on_stdin_and_answers_on_stdout_in_a_fresh_instance() {
+async fn run(engine: &WasmEngine, module: &Prepared, input: &[u8], limits: Limits) -> Outcome {
+    let input = Bytes::copy_from_slice(input);
+    let args = ["module.wasm".to_owned()];
+    let run = Run {
+        input: &input,
+        args: &args,
+        env: &[],
+        tmp: None,
+        task: None,
+        limits,
+    };
+    engine.run_command(module, run).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_command_reads_its_event_on_stdin_and_answers_on_stdout_in_a_fresh_instance() {
     let (_dir, engine) = engine();
     let echo = engine.load(ECHO.as_bytes()).unwrap();
     let event = br#"{"hello": "wasm"}"#.repeat(200);
     for _ in 0..3 {
-        let out = engine.run_command(&echo, &event, &[], LIMITS).unwrap();
+        let out = run(&engine, &echo, &event, LIMITS).await;
         assert_eq!(out.end, End::Exit(0));
-        assert_eq!(out.stdout, event);
+        assert_eq!(out.stdout, &event[..]);
         // A global incremented on every run reads 1 each time: nothing leaks between runs.
-        assert_eq!(out.stderr, b"run 1\n");
+        assert_eq!(out.stderr, &b"run 1\n"[..]);
         assert!(!out.memory_limit_hit);
     }
 }
 
-#[test]
-fn compiled_modules_are_cached_on_disk_by_content() {
+#[tokio::test]
+async fn compiled_modules_are_cached_on_disk_by_content() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("compiled");
     let first = WasmEngine::new(&cache).unwrap();
@@ -52,33 +66,33 @@ fn compiled_modules_are_cached_on_disk_by_content() {
     // Another engine (a restart) loads the compiled form and runs it.
     let second = WasmEngine::new(&cache).unwrap();
     let echo = second.load(ECHO.as_bytes()).unwrap();
-    let out = second.run_command(&echo, b"again", &[], LIMITS).unwrap();
-    assert_eq!(out.stdout, b"again");
+    let out = run(&second, &echo, b"again", LIMITS).await;
+    assert_eq!(out.stdout, &b"again"[..]);
     // A damaged cache file is compiled again, not trusted.
     let path = files[0].as_ref().unwrap().path();
     std::fs::write(&path, b"not a compiled module").unwrap();
     let echo = second.load(ECHO.as_bytes()).unwrap();
-    let out = second.run_command(&echo, b"fixed", &[], LIMITS).unwrap();
-    assert_eq!(out.stdout, b"fixed");
+    let out = run(&second, &echo, b"fixed", LIMITS).await;
+    assert_eq!(out.stdout, &b"fixed"[..]);
 }
 
-#[test]
-fn a_busy_loop_is_stopped_at_the_timeout() {
+#[tokio::test]
+async fn a_busy_loop_is_stopped_at_the_timeout() {
     let (_dir, engine) = engine();
     let spin = engine.load(SPIN.as_bytes()).unwrap();
     let limits = Limits {
         timeout: Duration::from_millis(200),
         ..LIMITS
     };
-    let out = engine.run_command(&spin, b"", &[], limits).unwrap();
+    let out = run(&engine, &spin, b"", limits).await;
     assert_eq!(out.end, End::Timeout);
 }
 
-#[test]
-fn memory_beyond_the_limit_is_refused_and_the_module_only_hurts_itself() {
+#[tokio::test]
+async fn memory_beyond_the_limit_is_refused_and_the_module_only_hurts_itself() {
     let (_dir, engine) = engine();
     let grow = engine.load(GROW.as_bytes()).unwrap();
-    let out = engine.run_command(&grow, b"", &[], LIMITS).unwrap();
+    let out = run(&engine, &grow, b"", LIMITS).await;
     assert!(out.memory_limit_hit);
     assert!(
         matches!(&out.end, End::Trap(m) if m.contains("unreachable")),
@@ -89,22 +103,22 @@ fn memory_beyond_the_limit_is_refused_and_the_module_only_hurts_itself() {
     assert!(out.peak_memory_bytes > LIMITS.memory_bytes / 2);
     // The engine is fine: the next run works.
     let echo = engine.load(ECHO.as_bytes()).unwrap();
-    let out = engine.run_command(&echo, b"ok", &[], LIMITS).unwrap();
-    assert_eq!(out.stdout, b"ok");
+    let out = run(&engine, &echo, b"ok", LIMITS).await;
+    assert_eq!(out.stdout, &b"ok"[..]);
 }
 
-#[test]
-fn traps_and_exit_codes_are_reported() {
+#[tokio::test]
+async fn traps_and_exit_codes_are_reported() {
     let (_dir, engine) = engine();
     let divide = engine.load(DIVIDE.as_bytes()).unwrap();
-    let out = engine.run_command(&divide, b"", &[], LIMITS).unwrap();
+    let out = run(&engine, &divide, b"", LIMITS).await;
     assert!(
         matches!(&out.end, End::Trap(m) if m.contains("divide by zero")),
         "{:?}",
         out.end
     );
     let exit = engine.load(EXIT.as_bytes()).unwrap();
-    let out = engine.run_command(&exit, b"", &[], LIMITS).unwrap();
+    let out = run(&engine, &exit, b"", LIMITS).await;
     assert_eq!(out.end, End::Exit(3));
 }
 

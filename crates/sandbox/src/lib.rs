@@ -8,13 +8,20 @@
 //! An environment hands the dispatcher two things when it starts: a listener that the
 //! runtime inside reaches as `AWS_LAMBDA_RUNTIME_API` (the dispatcher serves the Runtime API
 //! on it), and the read end of the runtime's combined stdout/stderr.
+//!
+//! An environment whose code runs inside Ember's own process (the `wasm` backend) has no
+//! runtime process to poll the Runtime API: it offers a [`Handler`] instead, and the
+//! dispatcher hands it each invocation directly. Everything around the call (admission,
+//! pools, timeouts, log lines, metering) is the same.
 
 use std::fmt;
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tokio::sync::watch;
 
 /// Everything a backend needs to start one environment.
@@ -103,6 +110,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Releases what the backend holds beyond its environments, once all are destroyed.
     async fn shutdown(&self) {}
+
+    /// Checks a package at deploy time and readies what its environments will share (a
+    /// compiled module): `Err` says what is wrong with the package. `entry` is the
+    /// function's handler. Blocking; called off the async workers.
+    fn prepare(&self, code_dir: &std::path::Path, entry: &str) -> Result<(), String> {
+        let _ = (code_dir, entry);
+        Ok(())
+    }
 }
 
 /// One running environment.
@@ -135,4 +150,56 @@ pub trait Environment: Send + Sync {
 
     /// Stops every process and releases every resource. Idempotent.
     async fn destroy(&mut self);
+
+    /// The handler that runs invocations in Ember's process, for an environment without
+    /// a runtime process; then there is no Runtime API listener and no output pipe (each
+    /// call hands back what it printed), and init is over when [`Backend::create`] returns.
+    fn handler(&self) -> Option<Arc<dyn Handler>> {
+        None
+    }
+}
+
+/// One invocation, handed straight to a [`Handler`].
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub request_id: String,
+    pub payload: Bytes,
+    /// The ARN the function was invoked by (qualified if it was).
+    pub function_arn: String,
+    /// The function's timeout; the handler stops the code when it runs out.
+    pub timeout: std::time::Duration,
+}
+
+/// How a [`Handler`] call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The function's response.
+    Response(Bytes),
+    /// The code failed (Lambda's `Unhandled`); the environment stays usable.
+    Failed {
+        /// Lambda-style error type, e.g. `Runtime.ExitError`.
+        error_type: String,
+        /// What happened, for the error document and the log.
+        message: String,
+        /// Whether the code had asked for more memory than its limit.
+        out_of_memory: bool,
+    },
+    /// The response was larger than a response may be.
+    ResponseTooLarge,
+    /// Stopped at the function's timeout.
+    TimedOut,
+}
+
+/// What a [`Handler`] call gives back.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    pub answer: Answer,
+    /// What the code printed (its log), in order.
+    pub printed: Bytes,
+}
+
+/// Runs invocations of an environment inside Ember's process.
+#[async_trait]
+pub trait Handler: Send + Sync {
+    async fn invoke(&self, call: Call) -> Handled;
 }

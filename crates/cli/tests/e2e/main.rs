@@ -17,3 +17,4 @@ mod scaling;
 mod support;
 mod urls;
 mod validation;
+mod wasm;

@@ -1,0 +1,377 @@
+//! WebAssembly functions through the real server: deployed with the Lambda API and
+//! `ember deploy`, invoked through Invoke and a function URL, with the limits and failures
+//! every backend has (timeout, memory, traps, exit codes, logs, `/tmp`, isolation between
+//! invocations).
+//!
+//! The fixtures are built here from source: C with Debian's `clang-14` for `wasm32-wasi`
+//! (`fixtures/wasm/*.c`), and the WebAssembly text of the engine's edge cases
+//! (`crates/sandbox-wasm/fixtures/*.wat`). Without clang the tests skip, saying so; CI
+//! installs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Api, Server, cli, zip_files};
+
+/// Compiles the C kitchen to `wasm32-wasi`, once per test run.
+fn build_kitchen() -> Result<Vec<u8>, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures/wasm/kitchen.c");
+        let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-fixtures");
+        std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
+        let out = out_dir.join("kitchen.wasm");
+        let status = Command::new("clang-14")
+            .args(["--target=wasm32-wasi", "-O2", "-s", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .status()
+            .map_err(|e| {
+                format!(
+                    "the C fixtures need clang-14 ({e}): apt-get install clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32"
+                )
+            })?;
+        if !status.success() {
+            return Err(format!("clang-14 could not build {}", source.display()));
+        }
+        Ok(out)
+    });
+    let path = built.clone()?;
+    std::fs::read(path).map_err(|e| e.to_string())
+}
+
+/// The kitchen module, or why this host cannot run these tests.
+fn kitchen() -> Result<Vec<u8>, String> {
+    if let Some(why) = crate::support::sandbox_unavailable() {
+        return Err(why.to_owned());
+    }
+    build_kitchen()
+}
+
+macro_rules! require_wasm {
+    () => {
+        match kitchen() {
+            Ok(module) => module,
+            Err(why) => {
+                eprintln!("skipped: {why}");
+                return;
+            }
+        }
+    };
+}
+
+async fn create_wasm(api: &Api, name: &str, module: &[u8], config: Value) {
+    let zip = zip_files(&[("kitchen.wasm", module, 0o644)]);
+    let mut full = json!({ "Runtime": "wasm", "Handler": "kitchen.wasm" });
+    if let (Some(full), Some(config)) = (full.as_object_mut(), config.as_object()) {
+        full.extend(config.clone());
+    }
+    let r = api.create(name, &zip, full).await;
+    assert_eq!(r.status, 201, "create {name}: {}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_c_function_answers_in_a_fresh_instance_each_call_and_keeps_its_tmp() {
+    let module = require_wasm!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    create_wasm(
+        &api,
+        "kitchen",
+        &module,
+        json!({ "Environment": { "Variables": { "GREETING": "hello" } }, "MemorySize": 256 }),
+    )
+    .await;
+    let r = api.get("/ember/v1/functions/kitchen/settings").await;
+    assert_eq!(r.json()["Isolation"], "wasm", "{}", r.text());
+
+    let first = api.invoke_tail("kitchen", json!({ "n": 1 })).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let body = first.json();
+    assert_eq!(body["event"], json!({ "n": 1 }));
+    assert_eq!(body["greeting"], "hello");
+    assert_eq!(body["name"], "kitchen");
+    assert_eq!(body["memory"], "256");
+    assert_eq!(body["argv0"], "/var/task/kitchen.wasm");
+    assert!(
+        first.log_tail().contains("Init Duration"),
+        "{}",
+        first.log_tail()
+    );
+
+    let second = api
+        .invoke_tail("kitchen", json!({ "action": "print" }))
+        .await;
+    let log = second.log_tail();
+    assert!(log.contains("START RequestId"), "{log}");
+    assert!(log.contains("a line of output\nEND RequestId"), "{log}");
+    assert!(log.contains("Max Memory Used: "), "{log}");
+    assert!(
+        !log.contains("Init Duration"),
+        "the second call was not warm: {log}"
+    );
+
+    let third = api.invoke("kitchen", json!({})).await.json();
+    // Nothing of an instance survives it: the global counter starts over every call, and
+    // the random values differ; `/tmp` is the environment's, kept across its calls.
+    assert_eq!(body["runs"], 1);
+    assert_eq!(third["runs"], 1);
+    assert_eq!(body["tmp_count"], 1);
+    assert_eq!(third["tmp_count"], 3);
+    assert_ne!(body["random"], third["random"]);
+
+    // The function's own log has the same lines, in order.
+    let (code, out, err) = cli(&server.url, &["logs", "kitchen"]);
+    assert_eq!(code, 0, "{err}");
+    let print = out
+        .find("a line of output")
+        .expect("the printed line is logged");
+    let end = out[print..].find("END RequestId").expect("END after it");
+    assert!(end > 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_loop_times_out_on_time_and_the_next_call_is_fine() {
+    let module = require_wasm!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    create_wasm(&api, "spinner", &module, json!({ "Timeout": 1 })).await;
+    let started = Instant::now();
+    let r = api
+        .invoke_tail("spinner", json!({ "action": "spin" }))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(
+        r.header("x-amz-function-error"),
+        Some("Unhandled"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.json()["errorType"], "Sandbox.Timedout", "{}", r.text());
+    assert!(
+        r.log_tail().contains("Task timed out after 1.00 seconds"),
+        "{}",
+        r.log_tail()
+    );
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_secs(3), "stopped late: {took:?}");
+    let r = api.invoke("spinner", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["runs"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_past_the_limit_is_refused_and_reported_as_out_of_memory() {
+    let module = require_wasm!();
+    let mut server = Server::start(&[]);
+    let api = server.api();
+    create_wasm(&api, "hog", &module, json!({ "MemorySize": 128 })).await;
+    let r = api.invoke_tail("hog", json!({ "action": "oom" })).await;
+    assert_eq!(
+        r.header("x-amz-function-error"),
+        Some("Unhandled"),
+        "{}",
+        r.text()
+    );
+    let error = r.json();
+    assert_eq!(error["errorType"], "Runtime.OutOfMemory", "{error}");
+    assert!(
+        error["errorMessage"].as_str().unwrap().contains("128 MB"),
+        "{error}"
+    );
+    let log = r.log_tail();
+    assert!(log.contains("malloc failed after"), "{log}");
+    assert!(log.contains("Runtime.OutOfMemory\nEND RequestId"), "{log}");
+    let used: u64 = log
+        .split("Max Memory Used: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|mb| mb.parse().ok())
+        .expect("a Max Memory Used figure");
+    assert!(
+        (100..=128).contains(&used),
+        "Max Memory Used: {used} MB\n{log}"
+    );
+    assert!(server.is_running());
+    let r = api.invoke("hog", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traps_and_exit_codes_are_unhandled_errors_that_keep_the_environment() {
+    let module = require_wasm!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    create_wasm(&api, "kitchen", &module, json!({})).await;
+    let r = api
+        .invoke_tail("kitchen", json!({ "action": "exit" }))
+        .await;
+    assert_eq!(r.header("x-amz-function-error"), Some("Unhandled"));
+    assert_eq!(r.json()["errorType"], "Runtime.ExitError", "{}", r.text());
+    assert!(
+        r.json()["errorMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("Runtime exited with error: exit status 3"),
+        "{}",
+        r.text()
+    );
+    assert!(r.log_tail().contains("exiting with 3"), "{}", r.log_tail());
+
+    let divide = include_str!("../../../sandbox-wasm/fixtures/divide.wat");
+    let zip = zip_files(&[("divide.wat", divide.as_bytes(), 0o644)]);
+    let r = api
+        .create(
+            "divide",
+            &zip,
+            json!({ "Runtime": "wasm", "Handler": "divide.wat" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for _ in 0..2 {
+        let r = api.invoke_tail("divide", json!({})).await;
+        assert_eq!(r.header("x-amz-function-error"), Some("Unhandled"));
+        let error = r.json();
+        assert_eq!(error["errorType"], "Runtime.Trap", "{error}");
+        assert!(
+            error["errorMessage"]
+                .as_str()
+                .unwrap()
+                .contains("integer divide by zero"),
+            "{error}"
+        );
+    }
+    // A trap ends the instance, not the environment: both calls used the same one.
+    assert_eq!(api.environments("divide").await, (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tmp_is_bounded_by_ephemeral_storage_and_nothing_else_of_the_host_is_visible() {
+    let module = require_wasm!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    create_wasm(
+        &api,
+        "filler",
+        &module,
+        json!({ "EphemeralStorage": { "Size": 512 }, "Timeout": 60 }),
+    )
+    .await;
+    let r = api.invoke("filler", json!({ "action": "fill_tmp" })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let filled = r.json();
+    let written = filled["written_mb"].as_u64().unwrap();
+    assert!((500..=512).contains(&written), "{filled}");
+    assert_eq!(filled["error"], "No space left on device", "{filled}");
+
+    let r = api
+        .invoke("filler", json!({ "action": "look_around" }))
+        .await;
+    assert_eq!(
+        r.json(),
+        json!({ "root": false, "passwd": false, "own_module": true }),
+        "only /tmp and the package are visible"
+    );
+
+    // Another function's /tmp is its own.
+    create_wasm(&api, "other", &module, json!({})).await;
+    api.invoke("filler", json!({})).await;
+    let other = api.invoke("other", json!({})).await.json();
+    assert_eq!(other["tmp_count"], 1, "{other}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_modules_are_refused_at_deploy_with_the_reason() {
+    let module = require_wasm!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    // (function, the package's files, what the refusal says)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a [u8], u32)], &'a str);
+    let cases: &[Case] = &[
+        (
+            "not-wasm",
+            &[("app.wasm", b"\0asm\x01\0\0\0\x01", 0o644)],
+            "not valid WebAssembly",
+        ),
+        (
+            "missing",
+            &[("other.wasm", &module, 0o644)],
+            "no readable module at app.wasm",
+        ),
+        (
+            "sockets",
+            &[(
+                "app.wasm",
+                br#"(module (import "env" "connect" (func (param i32))) (func (export "_start")))"#,
+                0o644,
+            )],
+            "imports what Ember does not provide",
+        ),
+    ];
+    for (name, files, reason) in cases {
+        let zip = zip_files(files);
+        let r = api
+            .create(
+                name,
+                &zip,
+                json!({ "Runtime": "wasm", "Handler": "app.wasm" }),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{name}: {}", r.text());
+        assert_eq!(r.error_type(), "InvalidParameterValueException");
+        assert!(r.text().contains(reason), "{name}: {}", r.text());
+    }
+    let r = api
+        .create(
+            "on-gvisor",
+            &zip_files(&[("app.wasm", &module, 0o644)]),
+            json!({ "Runtime": "wasm", "Handler": "app.wasm", "Isolation": "gvisor" }),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ember_deploy_and_a_function_url_serve_a_wasm_function() {
+    let module = require_wasm!();
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kitchen.wasm"), &module).unwrap();
+    let (code, out, err) = cli(
+        &server.url,
+        &["deploy", dir.path().to_str().unwrap(), "--name", "web"],
+    );
+    // A package whose one file is a .wasm module is a wasm function running it.
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("(wasm kitchen.wasm,"), "{out}");
+    let (code, out, err) = cli(&server.url, &["invoke", "web", "--payload", r#"{"k":"v"}"#]);
+    assert_eq!(code, 0, "{err}");
+    let answer: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(answer["event"], json!({ "k": "v" }));
+
+    let api = server.api();
+    let r = api
+        .request(
+            Method::POST,
+            "/2021-10-31/functions/web/url",
+            &[],
+            Bytes::from(json!({ "AuthType": "NONE" }).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api
+        .request(Method::GET, "/url/web/orders/7?x=1", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The command got the HTTP API 2.0 event on stdin and its JSON answer is the body.
+    let body = r.json();
+    assert_eq!(body["event"]["rawPath"], "/orders/7", "{body}");
+    assert_eq!(body["event"]["requestContext"]["http"]["method"], "GET");
+    assert_eq!(body["runs"], 1);
+}
