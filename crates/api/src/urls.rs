@@ -8,6 +8,7 @@
 //! `application/json` body. `AuthType` `NONE` lets anyone call; `AWS_IAM` requires a SigV4
 //! signature (service `lambda`) by one of the server's access keys.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
@@ -269,89 +270,130 @@ pub(crate) struct HttpRequest<'a> {
     pub now: SystemTime,
 }
 
-pub(crate) fn http_event(r: &HttpRequest<'_>) -> Value {
-    let mut headers: BTreeMap<String, String> = BTreeMap::new();
-    let mut cookies: Vec<String> = Vec::new();
+/// The HTTP API payload 2.0 event, serialized straight from the request (no JSON tree).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpEvent<'a> {
+    version: &'static str,
+    route_key: &'a str,
+    raw_path: &'a str,
+    raw_query_string: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cookies: Vec<&'a str>,
+    headers: BTreeMap<&'a str, Cow<'a, str>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    query_string_parameters: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_parameters: Option<&'a BTreeMap<String, String>>,
+    request_context: HttpContext<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Cow<'a, str>>,
+    is_base64_encoded: bool,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpContext<'a> {
+    account_id: &'a str,
+    api_id: &'a str,
+    domain_name: Cow<'a, str>,
+    domain_prefix: &'a str,
+    http: HttpDescription<'a>,
+    request_id: &'a str,
+    route_key: &'a str,
+    stage: &'static str,
+    time: String,
+    time_epoch: u64,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpDescription<'a> {
+    method: &'a str,
+    path: &'a str,
+    protocol: &'static str,
+    source_ip: &'a str,
+    user_agent: Cow<'a, str>,
+}
+
+/// Appends `more` to a repeated header's or parameter's value, comma-separated.
+fn join(all: &mut Cow<'_, str>, more: &str) {
+    let all = all.to_mut();
+    all.push(',');
+    all.push_str(more);
+}
+
+pub(crate) fn http_event(r: &HttpRequest<'_>) -> Vec<u8> {
+    let mut headers: BTreeMap<&str, Cow<'_, str>> = BTreeMap::new();
+    let mut cookies: Vec<&str> = Vec::new();
     for (name, value) in r.headers {
         let Ok(value) = value.to_str() else { continue };
         if name == "cookie" {
-            cookies.extend(
-                value
-                    .split(';')
-                    .map(|c| c.trim().to_owned())
-                    .filter(|c| !c.is_empty()),
-            );
+            cookies.extend(value.split(';').map(str::trim).filter(|c| !c.is_empty()));
             continue;
         }
         headers
-            .entry(name.as_str().to_owned())
-            .and_modify(|v| {
-                v.push(',');
-                v.push_str(value);
-            })
-            .or_insert_with(|| value.to_owned());
+            .entry(name.as_str())
+            .and_modify(|v| join(v, value))
+            .or_insert(Cow::Borrowed(value));
     }
-    let mut query: BTreeMap<String, String> = BTreeMap::new();
+    let mut query: BTreeMap<Cow<'_, str>, Cow<'_, str>> = BTreeMap::new();
     for (k, v) in form_urlencoded::parse(r.raw_query.as_bytes()) {
-        query
-            .entry(k.into_owned())
-            .and_modify(|all| {
-                all.push(',');
-                all.push_str(&v);
-            })
-            .or_insert_with(|| v.into_owned());
+        match query.entry(k) {
+            std::collections::btree_map::Entry::Occupied(mut all) => join(all.get_mut(), &v),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(v);
+            }
+        }
     }
     let epoch_ms = r
         .now
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    let mut event = json!({
-        "version": "2.0",
-        "routeKey": r.route_key,
-        "rawPath": r.raw_path,
-        "rawQueryString": r.raw_query,
-        "headers": headers,
-        "requestContext": {
-            "accountId": r.account,
-            "apiId": r.url_id,
-            "domainName": headers.get("host").cloned().unwrap_or_default(),
-            "domainPrefix": r.url_id,
-            "http": {
-                "method": r.method,
-                "path": r.raw_path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": r.source_ip,
-                "userAgent": headers.get("user-agent").cloned().unwrap_or_default(),
-            },
-            "requestId": r.request_id,
-            "routeKey": r.route_key,
-            "stage": "$default",
-            "time": clf_time(r.now),
-            "timeEpoch": epoch_ms,
-        },
-        "isBase64Encoded": false,
-    });
-    if !cookies.is_empty() {
-        event["cookies"] = json!(cookies);
-    }
-    if let Some(params) = r.path_parameters.filter(|p| !p.is_empty()) {
-        event["pathParameters"] = json!(params);
-    }
-    if !query.is_empty() {
-        event["queryStringParameters"] = json!(query);
-    }
-    if !r.body.is_empty() {
-        let text = is_text(headers.get("content-type").map(String::as_str));
+    // Values borrowed from the request: cloning them copies no text.
+    let header = |name: &str| headers.get(name).cloned().unwrap_or_default();
+    let (body, is_base64_encoded) = if r.body.is_empty() {
+        (None, false)
+    } else {
         match std::str::from_utf8(r.body) {
-            Ok(body) if text => event["body"] = body.into(),
-            _ => {
-                event["body"] = BASE64.encode(r.body).into();
-                event["isBase64Encoded"] = true.into();
+            Ok(body) if is_text(headers.get("content-type").map(|v| v.as_ref())) => {
+                (Some(Cow::Borrowed(body)), false)
             }
+            _ => (Some(Cow::Owned(BASE64.encode(r.body))), true),
         }
-    }
-    event
+    };
+    let event = HttpEvent {
+        version: "2.0",
+        route_key: r.route_key,
+        raw_path: r.raw_path,
+        raw_query_string: r.raw_query,
+        cookies,
+        request_context: HttpContext {
+            account_id: r.account,
+            api_id: r.url_id,
+            domain_name: header("host"),
+            domain_prefix: r.url_id,
+            http: HttpDescription {
+                method: r.method,
+                path: r.raw_path,
+                protocol: "HTTP/1.1",
+                source_ip: r.source_ip,
+                user_agent: header("user-agent"),
+            },
+            request_id: r.request_id,
+            route_key: r.route_key,
+            stage: "$default",
+            time: clf_time(r.now),
+            time_epoch: epoch_ms,
+        },
+        query_string_parameters: query,
+        path_parameters: r.path_parameters.filter(|p| !p.is_empty()),
+        body,
+        is_base64_encoded,
+        headers,
+    };
+    serde_json::to_vec(&event).expect("an event of strings serializes")
 }
 
 /// The HTTP response a function's answer maps to.
@@ -525,7 +567,7 @@ pub(crate) async fn call(state: &AppState, target: Target, request: Request) -> 
             &target.function,
             qualifier.as_ref(),
             InvokeRequest {
-                payload: bytes::Bytes::from(event.to_string()),
+                payload: bytes::Bytes::from(event),
                 invoked_arn: Some(invoked_arn),
                 request_id: Some(request_id.clone()),
                 ..Default::default()
@@ -568,7 +610,7 @@ mod tests {
     }
 
     fn event(h: &HeaderMap, query: &str, body: &[u8]) -> Value {
-        http_event(&HttpRequest {
+        let event = http_event(&HttpRequest {
             route_key: "$default",
             path_parameters: None,
             method: "POST",
@@ -581,7 +623,8 @@ mod tests {
             account: "000000000000",
             request_id: "r-1",
             now: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_583_348_638_390),
-        })
+        });
+        serde_json::from_slice(&event).unwrap()
     }
 
     #[test]

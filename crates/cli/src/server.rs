@@ -98,11 +98,16 @@ const PYTHON_CANDIDATES: &[&str] = &["/usr/bin/python3", "/usr/local/bin/python3
 /// Node.js binaries, likewise.
 const NODE_CANDIDATES: &[&str] = &["/usr/bin/node", "/usr/local/bin/node"];
 
+/// The server's own events at `info`; the WASI implementation's at `warn`: it opens an
+/// `info` span for every call a module makes, which would be formatted on every
+/// invocation.
+const DEFAULT_LOG_FILTER: &str = "info,wasmtime_wasi=warn,wiggle=warn";
+
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EMBER_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .with_writer(std::io::stderr)
         .init();

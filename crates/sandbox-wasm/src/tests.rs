@@ -136,3 +136,15 @@ fn bad_modules_are_refused_with_the_reason() {
         Err(WasmError::Link(_))
     ));
 }
+
+#[test]
+fn only_modules_that_can_reach_files_are_given_directories() {
+    let (_dir, engine) = engine();
+    assert!(!engine.load(ECHO.as_bytes()).unwrap().uses_files);
+    let opens = r#"(module
+        (import "wasi_snapshot_preview1" "path_open"
+            (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "_start")))"#;
+    assert!(engine.load(opens.as_bytes()).unwrap().uses_files);
+}
