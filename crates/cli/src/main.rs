@@ -85,11 +85,6 @@ enum Command {
     EchoServer,
 }
 
-/// mimalloc rather than glibc's allocator: the invoke path allocates and frees many small
-/// buffers across threads, where glibc's arenas spend measurable time consolidating.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The hidden subcommand an OCI backend runs as PID 1 of each container.
 const SANDBOX_REAPER: &str = "sandbox-reaper";
 

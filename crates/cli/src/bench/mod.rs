@@ -24,7 +24,13 @@
 //!   `runc` and `gvisor` backends, where the host has them (cold starts also as a ratio to
 //!   the `process` backend's).
 //!
+//! - **WebAssembly** (`wasm.rs`): a wasm hello world through Invoke and a function URL,
+//!   its instantiation, cold start and memory per idle environment, and its throughput
+//!   beside `workerd` and `deno` serving the same hello world.
+//!
 //! It prints a table with ratios and writes every figure to a JSON file.
+
+mod wasm;
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
@@ -55,6 +61,10 @@ pub struct BenchArgs {
     /// Where to write the figures.
     #[arg(long, default_value = "ember-bench.json")]
     out: PathBuf,
+    /// Where the peers (`workerd`, `deno`) are installed with npm: their binaries are
+    /// looked for in `<peers>/node_modules/.bin`, then on PATH.
+    #[arg(long, default_value = "bench-peers")]
+    peers: PathBuf,
 }
 
 const PAYLOAD: &[u8] = br#"{"hello":"world"}"#;
@@ -328,6 +338,27 @@ async fn cold_starts(client: &Client, name: &str, n: usize) -> anyhow::Result<Ve
     Ok(samples)
 }
 
+/// Which peers could not be measured, and why.
+fn peer_notes(wasm: &wasm::WasmFigures) -> String {
+    [("workerd", &wasm.workerd), ("deno", &wasm.deno)]
+        .iter()
+        .filter_map(|(name, status)| status.as_ref().err().map(|e| format!("; {name}: {e}")))
+        .collect()
+}
+
+/// The wasm URL's peak throughput over workerd's, if workerd ran.
+fn best_ratio(wasm: &wasm::WasmFigures) -> Option<f64> {
+    let url = wasm.throughput.iter().map(|r| r.url).fold(0.0, f64::max);
+    let workerd = wasm
+        .throughput
+        .iter()
+        .filter_map(|r| r.workerd)
+        .fold(None, |best: Option<f64>, r| {
+            Some(best.map_or(r, |b| b.max(r)))
+        })?;
+    Some(url / workerd)
+}
+
 fn time_command(n: usize, program: &str, args: &[&str]) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
@@ -522,6 +553,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await?;
 
+    let wasm = wasm::figures(&client, &direct, &args, warmup, server.child.id()).await?;
+
     // The same functions on the OCI backends, where this host has them.
     let mut backends = Vec::new();
     for isolation in ["runc", "gvisor"] {
@@ -629,6 +662,57 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Some(exec_floor),
         );
     }
+    row(
+        "wasm invoke (fresh instance each call)",
+        wasm.invoke,
+        Some(direct_lat),
+    );
+    row("wasm function URL", wasm.url, Some(direct_lat));
+    row("wasm instantiate + run, in process", wasm.instantiate, None);
+    row("cold start, wasm", wasm.cold, Some(direct_lat));
+    println!(
+        "\nthroughput, requests/s (same load generator){}",
+        peer_notes(&wasm)
+    );
+    println!(
+        "{:>8} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "clients", "wasm URL", "workerd", "deno", "direct hop", "URL/workerd"
+    );
+    let rate = |r: Option<f64>| r.map_or("—".to_owned(), |r| format!("{r:.0}"));
+    for r in &wasm.throughput {
+        println!(
+            "{:>8} {:>12.0} {:>12} {:>12} {:>12.0} {:>12}",
+            r.clients,
+            r.url,
+            rate(r.workerd),
+            rate(r.deno),
+            r.direct,
+            r.workerd
+                .map_or("—".to_owned(), |w| format!("{:.2}", r.url / w)),
+        );
+    }
+    let added_wasm = wasm.invoke.p50_us - direct_lat.p50_us;
+    println!(
+        "wasm invoke adds {added_wasm:.1} µs at p50 over the direct hop (target ≤ 1000 µs: {})",
+        if added_wasm <= 1000.0 {
+            "met"
+        } else {
+            "missed"
+        }
+    );
+    if let Some(best) = best_ratio(&wasm) {
+        println!(
+            "wasm function URL throughput at its peak / workerd at its peak: {best:.2} (target ≥ 2: {})",
+            if best >= 2.0 { "met" } else { "missed" }
+        );
+    }
+    if let Some(bytes) = wasm.idle_environment_bytes {
+        println!(
+            "server memory per idle wasm environment: {:.1} KB ({} provisioned)",
+            bytes / 1024.0,
+            200
+        );
+    }
     println!(
         "\nthroughput with {} clients: direct {:.0}/s, provided {:.0}/s ({:.2} × direct)",
         args.clients,
@@ -686,6 +770,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "cold_python_ratio": cold_python.p50_us / (python_pass.p50_us + 10_000.0),
         "exec_floor": figure(exec_floor),
         "cold_provided": figure(cold_provided),
+        "wasm": {
+            "invoke": figure(wasm.invoke),
+            "url": figure(wasm.url),
+            "instantiate": figure(wasm.instantiate),
+            "cold": figure(wasm.cold),
+            "added_p50_us": added_wasm,
+            "idle_environment_bytes": wasm.idle_environment_bytes,
+            "workerd": wasm.workerd.as_ref().err(),
+            "deno": wasm.deno.as_ref().err(),
+            "url_over_workerd_at_peak": best_ratio(&wasm),
+            "throughput": wasm.throughput.iter().map(|r| json!({
+                "clients": r.clients,
+                "wasm_url_rps": r.url,
+                "workerd_rps": r.workerd,
+                "deno_rps": r.deno,
+                "direct_rps": r.direct,
+            })).collect::<Vec<_>>(),
+        },
         "backends": backends.iter().map(|b| json!({
             "isolation": b.isolation,
             "warm_provided": figure(b.warm_provided),
