@@ -70,7 +70,19 @@ pub enum WasmError {
     Cache(#[source] std::io::Error),
     #[error("the instance could not be started: {0}")]
     Instantiate(String),
+    #[error("the module's initialization ({INIT_EXPORT}) failed: {0}")]
+    Init(String),
 }
+
+/// The export that names a module's initialization function (wizer's convention): run once
+/// when the module is loaded, its state becomes the module every instance starts from.
+pub const INIT_EXPORT: &str = "wizer.initialize";
+
+/// How long a module's initialization may run.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much linear memory a module's initialization may use.
+pub const INIT_MEMORY_BYTES: usize = 2 << 30;
 
 /// A run's limits.
 #[derive(Debug, Clone, Copy)]
@@ -255,8 +267,16 @@ impl WasmEngine {
         let module = match self.cached(&path) {
             Some(module) => module,
             None => {
-                let module = Module::new(&self.engine, bytes)
+                let mut module = Module::new(&self.engine, bytes)
                     .map_err(|e| WasmError::Invalid(format!("{e:#}")))?;
+                if module.get_export(INIT_EXPORT).is_some() {
+                    let started = Instant::now();
+                    let snapshot = self.preinitialize(bytes)?;
+                    module = Module::new(&self.engine, &snapshot)
+                        .map_err(|e| WasmError::Init(format!("{e:#}")))?;
+                    tracing::info!(module = %sha256, took = ?started.elapsed(), "pre-initialized a wasm module");
+                }
+                // Cached under the original's digest: a restart loads the snapshot.
                 self.store_compiled(&module, &path)?;
                 module
             }
@@ -276,6 +296,93 @@ impl WasmEngine {
             pre,
             sha256,
             uses_files,
+        })
+    }
+
+    /// Runs the module's initialization function once and returns the module with the
+    /// state it left (memories and globals) as its initial state.
+    fn preinitialize(&self, bytes: &[u8]) -> Result<Vec<u8>, WasmError> {
+        let init = |e: wasmtime::Error| WasmError::Init(format!("{e:#}"));
+        let wizer = wasmtime_wizer::Wizer::new();
+        // Wizer reads the binary format; a module given as text is converted first.
+        let binary = wat::parse_bytes(bytes).map_err(|e| WasmError::Invalid(e.to_string()))?;
+        let (cx, instrumented) = wizer.instrument(&binary).map_err(init)?;
+        let module = Module::new(&self.engine, &instrumented).map_err(init)?;
+        // Wizer reads every global back as a number: refuse the others here.
+        let numeric = |t: &wasmtime::ValType| {
+            matches!(
+                t,
+                wasmtime::ValType::I32
+                    | wasmtime::ValType::I64
+                    | wasmtime::ValType::F32
+                    | wasmtime::ValType::F64
+                    | wasmtime::ValType::V128
+            )
+        };
+        if module
+            .exports()
+            .any(|e| matches!(e.ty(), wasmtime::ExternType::Global(g) if !numeric(g.content())))
+        {
+            return Err(WasmError::Init(
+                "a global of reference type cannot be part of a snapshot".into(),
+            ));
+        }
+        let output = Capture::new(LOG_BYTES);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(output.clone()).stderr(output.clone());
+        let mut store = Store::new(
+            &self.engine,
+            State {
+                wasi: wasi.build_p1(),
+                limit: MemoryLimit {
+                    max: INIT_MEMORY_BYTES,
+                    hit: false,
+                    peak: 0,
+                },
+            },
+        );
+        store.limiter(|s| &mut s.limit);
+        let deadline = Instant::now() + INIT_TIMEOUT;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        let snapshot = futures_executor::block_on(async {
+            let instance = self.linker.instantiate_async(&mut store, &module).await?;
+            // A reactor's own initialization (wasi-libc's constructors) comes first.
+            if let Ok(reactor) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+                reactor.call_async(&mut store, ()).await?;
+            }
+            let initialize = instance.get_typed_func::<(), ()>(&mut store, INIT_EXPORT)?;
+            initialize.call_async(&mut store, ()).await?;
+            wizer
+                .snapshot(
+                    &cx,
+                    &mut Initialized {
+                        store: &mut store,
+                        instance,
+                    },
+                )
+                .await
+        });
+        snapshot.map_err(|e| {
+            let end = ended(&e);
+            let (printed, _) = output.take();
+            let printed = String::from_utf8_lossy(&printed);
+            let why = match end {
+                End::Timeout => format!("it ran past {} s", INIT_TIMEOUT.as_secs()),
+                End::Trap(trap) => trap,
+                End::Exit(code) => format!("it exited with status {code}"),
+            };
+            if printed.trim().is_empty() {
+                WasmError::Init(why)
+            } else {
+                WasmError::Init(format!("{why}; it printed: {}", printed.trim_end()))
+            }
         })
     }
 
@@ -373,6 +480,42 @@ impl WasmEngine {
             memory_limit_hit,
             peak_memory_bytes,
         })
+    }
+}
+
+/// The state of an instance after its initialization, as wizer reads it.
+struct Initialized<'a> {
+    store: &'a mut Store<State>,
+    instance: wasmtime::Instance,
+}
+
+impl wasmtime_wizer::InstanceState for Initialized<'_> {
+    async fn global_get(
+        &mut self,
+        name: &str,
+        _: wasmtime_wizer::ValType,
+    ) -> wasmtime_wizer::SnapshotVal {
+        use wasmtime_wizer::SnapshotVal;
+        let global = self
+            .instance
+            .get_global(&mut *self.store, name)
+            .expect("wizer asks only for the globals it exported");
+        match global.get(&mut *self.store) {
+            wasmtime::Val::I32(x) => SnapshotVal::I32(x),
+            wasmtime::Val::I64(x) => SnapshotVal::I64(x),
+            wasmtime::Val::F32(x) => SnapshotVal::F32(x),
+            wasmtime::Val::F64(x) => SnapshotVal::F64(x),
+            wasmtime::Val::V128(x) => SnapshotVal::V128(x.as_u128()),
+            other => panic!("a global of an unsupported type: {other:?}"),
+        }
+    }
+
+    async fn memory_contents(&mut self, name: &str, contents: impl FnOnce(&[u8]) + Send) {
+        let memory = self
+            .instance
+            .get_memory(&mut *self.store, name)
+            .expect("wizer asks only for the memories it exported");
+        contents(memory.data(&*self.store))
     }
 }
 

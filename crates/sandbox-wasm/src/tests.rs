@@ -148,3 +148,45 @@ fn only_modules_that_can_reach_files_are_given_directories() {
         (func (export "_start")))"#;
     assert!(engine.load(opens.as_bytes()).unwrap().uses_files);
 }
+
+const PREINIT: &str = include_str!("../fixtures/preinit.wat");
+
+#[tokio::test]
+async fn a_module_with_an_initialization_function_starts_from_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("compiled");
+    let engine = WasmEngine::new(&cache).unwrap();
+    let module = engine.load(PREINIT.as_bytes()).unwrap();
+    let mut random = std::collections::HashSet::new();
+    for _ in 0..8 {
+        let out = run(&engine, &module, b"", LIMITS).await;
+        let text = String::from_utf8(out.stdout.to_vec()).unwrap();
+        // Initialized once, before any instance: every instance finds its state in place.
+        assert!(text.starts_with("init=1 pre=1 rnd="), "{text}");
+        random.insert(text);
+    }
+    // Entropy is the host's, per instance: not frozen into the snapshot.
+    assert!(
+        random.len() > 1,
+        "every instance drew the same random byte: {random:?}"
+    );
+    // A restart loads the snapshot from the cache: still initialized, not again.
+    drop(engine);
+    let engine = WasmEngine::new(&cache).unwrap();
+    let module = engine.load(PREINIT.as_bytes()).unwrap();
+    let out = run(&engine, &module, b"", LIMITS).await;
+    assert!(out.stdout.starts_with(b"init=1 pre=1"), "{:?}", out.stdout);
+}
+
+#[test]
+fn a_failing_initialization_is_refused_with_the_reason() {
+    let (_dir, engine) = engine();
+    let traps = r#"(module
+        (memory (export "memory") 1)
+        (func (export "wizer.initialize") unreachable)
+        (func (export "_start")))"#;
+    let Err(WasmError::Init(why)) = engine.load(traps.as_bytes()) else {
+        panic!("a module whose initialization traps was accepted");
+    };
+    assert!(why.contains("unreachable"), "{why}");
+}

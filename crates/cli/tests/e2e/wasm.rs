@@ -8,9 +8,10 @@
 //! (`crates/sandbox-wasm/fixtures/*.wat`). Without clang the tests skip, saying so; CI
 //! installs it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,39 +20,43 @@ use serde_json::{Value, json};
 
 use crate::support::{Api, Server, cli, zip_files};
 
-/// Compiles the C kitchen to `wasm32-wasi`, once per test run.
-fn build_kitchen() -> Result<Vec<u8>, String> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures/wasm/kitchen.c");
-        let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-fixtures");
-        std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
-        let out = out_dir.join("kitchen.wasm");
-        let status = Command::new("clang-14")
-            .args(["--target=wasm32-wasi", "-O2", "-s", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .status()
-            .map_err(|e| {
-                format!(
-                    "the C fixtures need clang-14 ({e}): apt-get install clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32"
-                )
-            })?;
-        if !status.success() {
-            return Err(format!("clang-14 could not build {}", source.display()));
-        }
-        Ok(out)
-    });
-    let path = built.clone()?;
+/// Compiles `fixtures/wasm/<name>.c` to `wasm32-wasi`, once per test run.
+fn build_c(name: &str) -> Result<Vec<u8>, String> {
+    static BUILT: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
+    if let Some(why) = crate::support::sandbox_unavailable() {
+        return Err(why.to_owned());
+    }
+    let mut built = BUILT.lock().unwrap();
+    let path = built
+        .entry(name.to_owned())
+        .or_insert_with(|| {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("tests/e2e/fixtures/wasm/{name}.c"));
+            let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-fixtures");
+            std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
+            let out = out_dir.join(format!("{name}.wasm"));
+            let status = Command::new("clang-14")
+                .args(["--target=wasm32-wasi", "-O2", "-s", "-o"])
+                .arg(&out)
+                .arg(&source)
+                .status()
+                .map_err(|e| {
+                    format!(
+                        "the C fixtures need clang-14 ({e}): apt-get install clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32"
+                    )
+                })?;
+            if !status.success() {
+                return Err(format!("clang-14 could not build {}", source.display()));
+            }
+            Ok(out)
+        })
+        .clone()?;
     std::fs::read(path).map_err(|e| e.to_string())
 }
 
 /// The kitchen module, or why this host cannot run these tests.
 fn kitchen() -> Result<Vec<u8>, String> {
-    if let Some(why) = crate::support::sandbox_unavailable() {
-        return Err(why.to_owned());
-    }
-    build_kitchen()
+    build_c("kitchen")
 }
 
 macro_rules! require_wasm {
@@ -374,4 +379,41 @@ async fn ember_deploy_and_a_function_url_serve_a_wasm_function() {
     assert_eq!(body["event"]["rawPath"], "/orders/7", "{body}");
     assert_eq!(body["event"]["requestContext"]["http"]["method"], "GET");
     assert_eq!(body["runs"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_starts_every_instance_initialized_and_with_fresh_entropy() {
+    let _kitchen = require_wasm!();
+    let module = build_c("preinit").expect("clang-14 built the kitchen, so it builds this");
+    let server = Server::start(&[]);
+    let api = server.api();
+    let zip = zip_files(&[("preinit.wasm", &module, 0o644)]);
+    let r = api
+        .create(
+            "preinit",
+            &zip,
+            json!({ "Runtime": "wasm", "Handler": "preinit.wasm" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Calls at once (so more than one environment) and one after the other.
+    let call = || api.invoke("preinit", json!({}));
+    let (a, b, c, d) = tokio::join!(call(), call(), call(), call());
+    let mut answers: Vec<Value> = [a, b, c, d].iter().map(|r| r.json()).collect();
+    for _ in 0..4 {
+        answers.push(api.invoke("preinit", json!({})).await.json());
+    }
+    let mut random = std::collections::HashSet::new();
+    for answer in &answers {
+        // Initialized once, when the version was deployed: no instance runs it again.
+        assert_eq!(answer["preinitialized"], true, "{answer}");
+        assert_eq!(answer["init_runs"], 1, "{answer}");
+        assert_eq!(answer["primes"], 17984, "{answer}");
+        random.insert(answer["random"].as_u64().unwrap());
+    }
+    assert_eq!(
+        random.len(),
+        answers.len(),
+        "instances restored from one snapshot drew the same random numbers: {answers:?}"
+    );
 }
