@@ -207,6 +207,11 @@ impl FunctionSpec {
             }
             _ => {}
         }
+        if runtime.family() == RuntimeFamily::Wasm && self.network == Network::Egress {
+            return Err(ValidationError::Isolation(
+                "wasm functions have no outbound network yet: leave Network at none",
+            ));
+        }
         if !(limits::MEMORY_MB.0..=limits::MEMORY_MB.1).contains(&self.memory_mb) {
             return Err(ValidationError::Memory(self.memory_mb));
         }
@@ -577,6 +582,14 @@ mod tests {
         };
         assert!(matches!(
             on_gvisor.validate(families),
+            Err(ValidationError::Isolation(_))
+        ));
+        let with_egress = FunctionSpec {
+            network: Network::Egress,
+            ..wasm.clone()
+        };
+        assert!(matches!(
+            with_egress.validate(families),
             Err(ValidationError::Isolation(_))
         ));
         let python_in_wasm = FunctionSpec {

@@ -340,6 +340,18 @@ async fn bad_modules_are_refused_at_deploy_with_the_reason() {
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
+    // No outbound network for wasm yet: asking for it is refused, not ignored.
+    create_wasm(&api, "fine", &module, json!({})).await;
+    let r = api
+        .request(
+            Method::PUT,
+            "/ember/v1/functions/fine/settings",
+            &[],
+            Bytes::from(json!({ "Network": "egress" }).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("no outbound network"), "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread")]
