@@ -121,6 +121,10 @@ impl Env {
                 return Err(DispatchError::Io(e));
             }
         };
+        let init = await_init(&api, &exit, init_timeout).await;
+        if init.is_ok() {
+            sandbox.init_done();
+        }
         let env = Env {
             generation,
             provisioned: None,
@@ -130,46 +134,7 @@ impl Env {
             exit,
             output,
         };
-        let init = env.await_init(init_timeout).await;
-        if init.is_ok() {
-            env.sandbox.init_done();
-        }
         Ok((env, init.map(|()| started.elapsed())))
-    }
-
-    fn api(&self) -> &RuntimeApi {
-        match &self.runner {
-            Runner::RuntimeApi(api) => api,
-            Runner::InProcess(_) => unreachable!("an in-process environment has no Runtime API"),
-        }
-    }
-
-    async fn await_init(&self, timeout: Duration) -> Result<(), InitFailure> {
-        let mut phase = self.api().phase();
-        let mut exit = self.exit.clone();
-        let waited = tokio::time::timeout(timeout, async {
-            tokio::select! {
-                p = async { phase.wait_for(|p| *p != Phase::Initializing).await.ok().map(|p| p.clone()) } => p,
-                _ = async { exit.wait_for(Option::is_some).await.map(|_| ()) } => None,
-            }
-        })
-        .await;
-        // A runtime that reports its init error and exits may be seen exiting first.
-        let reported = match self.api().phase().borrow().clone() {
-            Phase::InitFailed { body, error_type } => {
-                Some(InitFailure::Reported { body, error_type })
-            }
-            _ => None,
-        };
-        match (waited, reported) {
-            (_, Some(failure)) => Err(failure),
-            (Ok(Some(Phase::Ready)), None) => Ok(()),
-            (Err(_), None) => Err(InitFailure::TimedOut),
-            (Ok(_), None) => {
-                let status = self.exit.borrow().unwrap_or(UNKNOWN_EXIT);
-                Err(InitFailure::Exited(status))
-            }
-        }
     }
 
     /// Hands one event to the runtime and waits for its answer, its exit or the deadline.
@@ -294,5 +259,36 @@ impl Env {
     pub async fn destroy(mut self) {
         self.sandbox.destroy().await;
         drop(self.runner);
+    }
+}
+
+/// Waits for the runtime's first `/next`, its `/init/error` or its exit, up to `timeout`.
+async fn await_init(
+    api: &RuntimeApi,
+    exit: &watch::Receiver<Option<ExitStatus>>,
+    timeout: Duration,
+) -> Result<(), InitFailure> {
+    let mut phase = api.phase();
+    let mut exited = exit.clone();
+    let waited = tokio::time::timeout(timeout, async {
+        tokio::select! {
+            p = async { phase.wait_for(|p| *p != Phase::Initializing).await.ok().map(|p| p.clone()) } => p,
+            _ = async { exited.wait_for(Option::is_some).await.map(|_| ()) } => None,
+        }
+    })
+    .await;
+    // A runtime that reports its init error and exits may be seen exiting first.
+    let reported = match api.phase().borrow().clone() {
+        Phase::InitFailed { body, error_type } => Some(InitFailure::Reported { body, error_type }),
+        _ => None,
+    };
+    match (waited, reported) {
+        (_, Some(failure)) => Err(failure),
+        (Ok(Some(Phase::Ready)), None) => Ok(()),
+        (Err(_), None) => Err(InitFailure::TimedOut),
+        (Ok(_), None) => {
+            let status = exit.borrow().unwrap_or(UNKNOWN_EXIT);
+            Err(InitFailure::Exited(status))
+        }
     }
 }

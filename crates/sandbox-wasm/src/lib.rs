@@ -299,6 +299,33 @@ impl WasmEngine {
         })
     }
 
+    /// A store for one instance: memory capped at `max_memory` bytes; every epoch tick the
+    /// guest yields to the executor, and `timeout` from now it is stopped.
+    fn store(&self, wasi: WasiP1Ctx, max_memory: usize, timeout: Duration) -> Store<State> {
+        let mut store = Store::new(
+            &self.engine,
+            State {
+                wasi,
+                limit: MemoryLimit {
+                    max: max_memory,
+                    hit: false,
+                    peak: 0,
+                },
+            },
+        );
+        store.limiter(|s| &mut s.limit);
+        let deadline = Instant::now() + timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store
+    }
+
     /// Runs the module's initialization function once and returns the module with the
     /// state it left (memories and globals) as its initial state.
     fn preinitialize(&self, bytes: &[u8]) -> Result<Vec<u8>, WasmError> {
@@ -330,27 +357,7 @@ impl WasmEngine {
         let output = Capture::new(LOG_BYTES);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(output.clone()).stderr(output.clone());
-        let mut store = Store::new(
-            &self.engine,
-            State {
-                wasi: wasi.build_p1(),
-                limit: MemoryLimit {
-                    max: INIT_MEMORY_BYTES,
-                    hit: false,
-                    peak: 0,
-                },
-            },
-        );
-        store.limiter(|s| &mut s.limit);
-        let deadline = Instant::now() + INIT_TIMEOUT;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
+        let mut store = self.store(wasi.build_p1(), INIT_MEMORY_BYTES, INIT_TIMEOUT);
         let snapshot = futures_executor::block_on(async {
             let instance = self.linker.instantiate_async(&mut store, &module).await?;
             // A reactor's own initialization (wasi-libc's constructors) comes first.
@@ -430,28 +437,8 @@ impl WasmEngine {
             wasi.preopened_dir(task, "/var/task", FsPerms::ReadOnly)
                 .map_err(|e| WasmError::Instantiate(format!("could not open /var/task: {e:#}")))?;
         }
-        let mut store = Store::new(
-            &self.engine,
-            State {
-                wasi: wasi.build_p1(),
-                limit: MemoryLimit {
-                    max: run.limits.memory_bytes,
-                    hit: false,
-                    peak: 0,
-                },
-            },
-        );
-        store.limiter(|s| &mut s.limit);
-        // Every tick the guest yields to the executor; at the deadline it is stopped.
-        let deadline = Instant::now() + run.limits.timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
+        let limits = run.limits;
+        let mut store = self.store(wasi.build_p1(), limits.memory_bytes, limits.timeout);
         let end = match module.pre.instantiate_async(&mut store).await {
             Ok(instance) => {
                 let start = instance

@@ -226,21 +226,30 @@ async fn sequential(client: &Client, path: &str, n: usize) -> anyhow::Result<Vec
 /// Requests per second with `clients` concurrent sequential clients, `n` requests in all.
 async fn throughput(client: &Client, path: &str, clients: usize, n: usize) -> anyhow::Result<f64> {
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let client = client.clone();
-        let path = path.to_owned();
-        tasks.push(tokio::spawn(async move {
+    let done = in_parallel(clients, || {
+        let (client, path) = (client.clone(), path.to_owned());
+        async move {
             sequential(&client, &path, n / clients)
                 .await
                 .map(|s| s.len())
-        }));
-    }
-    let mut done = 0;
-    for t in tasks {
-        done += t.await??;
-    }
+        }
+    })
+    .await?;
     Ok(done as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Runs `clients` tasks made by `task` at once; the sum of what they return.
+async fn in_parallel<F, Fut>(clients: usize, task: F) -> anyhow::Result<usize>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<usize>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..clients).map(|_| tokio::spawn(task())).collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total)
 }
 
 /// Enqueue latency of `n` sequential `Event` invocations of `name`.
@@ -300,20 +309,15 @@ async fn event_throughput(
     n: usize,
 ) -> anyhow::Result<f64> {
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let client = client.clone();
-        let name = name.to_owned();
-        tasks.push(tokio::spawn(async move {
+    let sent = in_parallel(clients, || {
+        let (client, name) = (client.clone(), name.to_owned());
+        async move {
             enqueue_latency(&client, &name, n / clients)
                 .await
                 .map(|s| s.len())
-        }));
-    }
-    let mut sent = 0;
-    for t in tasks {
-        sent += t.await??;
-    }
+        }
+    })
+    .await?;
     events_drained(client, name, Duration::from_secs(300)).await?;
     Ok(sent as f64 / start.elapsed().as_secs_f64())
 }

@@ -79,6 +79,29 @@ struct Peer {
     _dir: tempfile::TempDir,
 }
 
+impl Peer {
+    /// Runs `command` (a server on `port`, its files in `dir`) until it answers.
+    async fn start(
+        what: &str,
+        mut command: Command,
+        port: u16,
+        dir: tempfile::TempDir,
+    ) -> anyhow::Result<Peer> {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("could not start {what}"))?;
+        let mut peer = Peer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        answering(&Client::new(&peer.url), &mut peer.child, what).await?;
+        Ok(peer)
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -150,20 +173,9 @@ const hello :Workerd.Worker = (
 "#
     );
     std::fs::write(dir.path().join("config.capnp"), config)?;
-    let mut child = Command::new(program)
-        .arg("serve")
-        .arg(dir.path().join("config.capnp"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("could not start workerd")?;
-    let url = format!("http://127.0.0.1:{port}");
-    answering(&Client::new(&url), &mut child, "workerd").await?;
-    Ok(Peer {
-        child,
-        url,
-        _dir: dir,
-    })
+    let mut command = Command::new(program);
+    command.arg("serve").arg(dir.path().join("config.capnp"));
+    Peer::start("workerd", command, port, dir).await
 }
 
 async fn start_deno(peers: &Path) -> anyhow::Result<Peer> {
@@ -171,23 +183,14 @@ async fn start_deno(peers: &Path) -> anyhow::Result<Peer> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     std::fs::write(dir.path().join("hello.ts"), HELLO_DENO)?;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(["run", "--allow-net", "--no-prompt"])
         .arg(dir.path().join("hello.ts"))
         .arg(port.to_string())
         .env("DENO_DIR", dir.path().join("cache"))
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("could not start deno")?;
-    let url = format!("http://127.0.0.1:{port}");
-    answering(&Client::new(&url), &mut child, "deno").await?;
-    Ok(Peer {
-        child,
-        url,
-        _dir: dir,
-    })
+        .env("NO_COLOR", "1");
+    Peer::start("deno", command, port, dir).await
 }
 
 /// Instance start and run of the hello module in this process, without HTTP.

@@ -427,7 +427,8 @@ fn cgroup_dir(pid: u32, data_dir: &Path) -> PathBuf {
     }
 }
 
-fn merge(base: &mut Value, extra: Value) {
+/// Sets `extra`'s fields over `base`'s.
+pub fn merge(base: &mut Value, extra: Value) {
     if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
         base.extend(extra);
     }

@@ -153,7 +153,8 @@ async fn a_function_url_survives_a_restart_and_goes_with_its_function() {
     assert_eq!(r.status, 404);
 }
 
-async fn put_url(api: &Api, method: Method, config: Value) -> crate::support::Response {
+/// Creates (POST) or changes (PUT) the URL of the function `web`.
+pub(crate) async fn put_url(api: &Api, method: Method, config: Value) -> crate::support::Response {
     api.request(
         method,
         "/2021-10-31/functions/web/url",

@@ -71,12 +71,16 @@ macro_rules! require_wasm {
     };
 }
 
+/// Creates the wasm function `name` running the kitchen module.
 async fn create_wasm(api: &Api, name: &str, module: &[u8], config: Value) {
-    let zip = zip_files(&[("kitchen.wasm", module, 0o644)]);
-    let mut full = json!({ "Runtime": "wasm", "Handler": "kitchen.wasm" });
-    if let (Some(full), Some(config)) = (full.as_object_mut(), config.as_object()) {
-        full.extend(config.clone());
-    }
+    create_module(api, name, "kitchen.wasm", module, config).await;
+}
+
+/// Creates the wasm function `name` whose package holds `module` as `file` (its handler).
+async fn create_module(api: &Api, name: &str, file: &str, module: &[u8], config: Value) {
+    let zip = zip_files(&[(file, module, 0o644)]);
+    let mut full = json!({ "Runtime": "wasm", "Handler": file });
+    crate::support::merge(&mut full, config);
     let r = api.create(name, &zip, full).await;
     assert_eq!(r.status, 201, "create {name}: {}", r.text());
 }
@@ -230,15 +234,7 @@ async fn traps_and_exit_codes_are_unhandled_errors_that_keep_the_environment() {
     assert!(r.log_tail().contains("exiting with 3"), "{}", r.log_tail());
 
     let divide = include_str!("../../../sandbox-wasm/fixtures/divide.wat");
-    let zip = zip_files(&[("divide.wat", divide.as_bytes(), 0o644)]);
-    let r = api
-        .create(
-            "divide",
-            &zip,
-            json!({ "Runtime": "wasm", "Handler": "divide.wat" }),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    create_module(&api, "divide", "divide.wat", divide.as_bytes(), json!({})).await;
     for _ in 0..2 {
         let r = api.invoke_tail("divide", json!({})).await;
         assert_eq!(r.header("x-amz-function-error"), Some("Unhandled"));
@@ -373,14 +369,7 @@ async fn ember_deploy_and_a_function_url_serve_a_wasm_function() {
     assert_eq!(answer["event"], json!({ "k": "v" }));
 
     let api = server.api();
-    let r = api
-        .request(
-            Method::POST,
-            "/2021-10-31/functions/web/url",
-            &[],
-            Bytes::from(json!({ "AuthType": "NONE" }).to_string()),
-        )
-        .await;
+    let r = crate::urls::put_url(&api, Method::POST, json!({ "AuthType": "NONE" })).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let r = api
         .request(Method::GET, "/url/web/orders/7?x=1", &[], Bytes::new())
@@ -399,15 +388,7 @@ async fn a_snapshot_starts_every_instance_initialized_and_with_fresh_entropy() {
     let module = build_c("preinit").expect("clang-14 built the kitchen, so it builds this");
     let server = Server::start(&[]);
     let api = server.api();
-    let zip = zip_files(&[("preinit.wasm", &module, 0o644)]);
-    let r = api
-        .create(
-            "preinit",
-            &zip,
-            json!({ "Runtime": "wasm", "Handler": "preinit.wasm" }),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    create_module(&api, "preinit", "preinit.wasm", &module, json!({})).await;
     // Calls at once (so more than one environment) and one after the other.
     let call = || api.invoke("preinit", json!({}));
     let (a, b, c, d) = tokio::join!(call(), call(), call(), call());
