@@ -21,7 +21,9 @@ use ember_sandbox::{
 };
 use tokio::sync::watch;
 
-use crate::{End, Limits, POOL_INSTANCES, Prepared, Run, WasmEngine, WasmError};
+use crate::{
+    End, Limits, POOL_INSTANCES, Prepared, Run, Served, Shape, WasmEngine, WasmError, event,
+};
 
 /// Where the code directory appears to the function, as in every other backend.
 const TASK_ROOT: &str = "/var/task/";
@@ -102,7 +104,7 @@ impl Modules {
         })?;
         let module = self.engine.load(&bytes).map_err(|e| match e {
             WasmError::Link(why) => format!(
-                "the module imports what Ember does not provide (WASI preview 1 only): {why}"
+                "the module imports what Ember does not provide (WASI preview 1 for modules; WASI 0.2 with wasi:http for components): {why}"
             ),
             other => other.to_string(),
         })?;
@@ -310,7 +312,25 @@ impl WasmHandler {
                 timeout: call.timeout,
             },
         };
-        let outcome = match self.engine.run_command(&self.module, run).await {
+        let mut http_event = false;
+        let outcome = match self.module.shape() {
+            Shape::Command => self.engine.run_command(&self.module, run).await,
+            Shape::Http => match event::request(&call.payload) {
+                Ok(request) => {
+                    http_event = request.http_event;
+                    self.engine.serve(&self.module, request.request, run).await
+                }
+                Err(why) => {
+                    let failed = Answer::Failed {
+                        error_type: "Runtime.InvalidEvent".into(),
+                        message: why,
+                        out_of_memory: false,
+                    };
+                    return (failed, Bytes::new());
+                }
+            },
+        };
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(e) => {
                 let failed = Answer::Failed {
@@ -326,10 +346,42 @@ impl WasmHandler {
         let printed = printed(&outcome);
         let mb = self.memory_bytes >> 20;
         let out_of_memory = outcome.memory_limit_hit;
-        let answer = match outcome.end {
-            End::Exit(0) if outcome.stdout_dropped > 0 => Answer::ResponseTooLarge,
-            End::Exit(0) => Answer::Response(outcome.stdout),
-            End::Timeout => Answer::TimedOut,
+        let answer = match (outcome.end, outcome.served) {
+            (End::Timeout, _) => Answer::TimedOut,
+            (End::Exit(0), None) if outcome.stdout_dropped > 0 => Answer::ResponseTooLarge,
+            (End::Exit(0), None) => Answer::Response(outcome.stdout),
+            // An HTTP handler's answer counts once it is whole, even if the instance then
+            // failed.
+            (_, Some(Served::Answered(answer))) if http_event => {
+                Answer::Response(event::http_response(&answer))
+            }
+            (_, Some(Served::Answered(answer))) if answer.status < 400 => {
+                Answer::Response(answer.body)
+            }
+            (_, Some(Served::Answered(answer))) => Answer::Failed {
+                error_type: "HttpError".into(),
+                message: format!(
+                    "the handler answered {} {}: {}",
+                    answer.status,
+                    http::StatusCode::from_u16(answer.status)
+                        .ok()
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or(""),
+                    String::from_utf8_lossy(&answer.body[..answer.body.len().min(1024)])
+                ),
+                out_of_memory,
+            },
+            (_, Some(Served::TooLarge)) => Answer::ResponseTooLarge,
+            (End::Exit(0), Some(Served::Failed(why))) => Answer::Failed {
+                error_type: "Runtime.HandlerError".into(),
+                message: why,
+                out_of_memory,
+            },
+            (End::Exit(0), Some(Served::NoAnswer)) => Answer::Failed {
+                error_type: "Runtime.NoResponse".into(),
+                message: "the handler returned without setting its response".into(),
+                out_of_memory,
+            },
             _ if out_of_memory => Answer::Failed {
                 error_type: "Runtime.OutOfMemory".into(),
                 message: format!(
@@ -337,12 +389,12 @@ impl WasmHandler {
                 ),
                 out_of_memory,
             },
-            End::Exit(code) => Answer::Failed {
+            (End::Exit(code), _) => Answer::Failed {
                 error_type: "Runtime.ExitError".into(),
                 message: format!("Runtime exited with error: exit status {code}"),
                 out_of_memory,
             },
-            End::Trap(trap) => Answer::Failed {
+            (End::Trap(trap), _) => Answer::Failed {
                 error_type: "Runtime.Trap".into(),
                 message: format!("Runtime trapped: {trap}"),
                 out_of_memory,

@@ -5,8 +5,11 @@
 //!   directory, keyed by the module's SHA-256 and the engine's settings — and resolves its
 //!   imports once ([`wasmtime::InstancePre`]), so that starting an instance is only the
 //!   instantiation.
-//! - [`WasmEngine::run_command`] runs a WASI command module (`_start`) in a fresh instance:
-//!   the event on stdin, the answer on stdout, logs on stderr. Memory is capped by a
+//! - Core modules get WASI preview 1, components WASI 0.2 (`component.rs`).
+//! - [`WasmEngine::run_command`] runs a WASI command (a module's `_start`, a component's
+//!   `wasi:cli/run`) in a fresh instance: the event on stdin, the answer on stdout, logs on
+//!   stderr. [`WasmEngine::serve`] hands an HTTP request to a component exporting
+//!   `wasi:http/incoming-handler` in a fresh instance. Memory is capped by a
 //!   [`wasmtime::ResourceLimiter`] (a `memory.grow` past the limit fails, as `malloc`
 //!   returning `NULL`), time by epoch interruption (a busy loop is stopped on time), and a
 //!   trap ends the run with its message. Nothing survives from one run to the next.
@@ -16,6 +19,8 @@
 
 mod backend;
 mod capture;
+mod component;
+mod event;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -25,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
     PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
@@ -35,6 +41,8 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 pub use backend::WasmBackend;
 use capture::Capture;
+use component::{Exports, Host};
+pub use component::{HttpAnswer, Served};
 
 /// How often the engine's epoch advances: the resolution of timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -136,17 +144,35 @@ pub struct Outcome {
     pub memory_limit_hit: bool,
     /// The most linear memory the instance had, in bytes.
     pub peak_memory_bytes: usize,
+    /// What an HTTP handler served (`None` for a command).
+    pub served: Option<Served>,
 }
 
-/// A module ready to instantiate.
+/// A module or component ready to instantiate.
 #[derive(Clone)]
 pub struct Prepared {
-    pre: InstancePre<State>,
+    kind: Kind,
     sha256: String,
-    /// Whether the module imports any way to reach a directory (`path_*`, `fd_prestat_*`,
-    /// `fd_readdir`): without one, the directories a run offers could never be seen, and
-    /// opening them for each instance is skipped.
+    /// Whether it imports any way to reach a directory (`path_*`, `fd_prestat_*`,
+    /// `fd_readdir`, `wasi:filesystem/preopens`): without one, the directories a run offers
+    /// could never be seen, and opening them for each instance is skipped.
     uses_files: bool,
+}
+
+#[derive(Clone)]
+enum Kind {
+    /// A core module: a WASI preview 1 command.
+    Module(InstancePre<State<WasiP1Ctx>>),
+    Component(Exports),
+}
+
+/// How a module or component is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A WASI command: the event on stdin, the answer on stdout.
+    Command,
+    /// A `wasi:http/incoming-handler`: an HTTP request in, an HTTP response out.
+    Http,
 }
 
 impl Prepared {
@@ -154,10 +180,20 @@ impl Prepared {
     pub fn sha256(&self) -> &str {
         &self.sha256
     }
+
+    pub fn shape(&self) -> Shape {
+        match self.kind {
+            Kind::Component(Exports::Http(_)) => Shape::Http,
+            _ => Shape::Command,
+        }
+    }
 }
 
+/// The memory of all an instance's linear memories together (a component may have
+/// several), capped.
 struct MemoryLimit {
     max: usize,
+    used: usize,
     hit: bool,
     peak: usize,
 }
@@ -165,15 +201,17 @@ struct MemoryLimit {
 impl ResourceLimiter for MemoryLimit {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max {
+        let used = self.used - current.min(self.used) + desired;
+        if used > self.max {
             self.hit = true;
             return Ok(false);
         }
-        self.peak = self.peak.max(desired);
+        self.used = used;
+        self.peak = self.peak.max(used);
         Ok(true)
     }
 
@@ -187,15 +225,16 @@ impl ResourceLimiter for MemoryLimit {
     }
 }
 
-struct State {
-    wasi: WasiP1Ctx,
+struct State<W> {
+    wasi: W,
     limit: MemoryLimit,
 }
 
 /// The engine: one per server.
 pub struct WasmEngine {
     engine: Engine,
-    linker: Linker<State>,
+    linker: Linker<State<WasiP1Ctx>>,
+    components: wasmtime::component::Linker<State<Host>>,
     cache_dir: PathBuf,
     /// The engine's settings, as part of every cache key.
     settings_key: String,
@@ -226,8 +265,10 @@ impl WasmEngine {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut State| &mut s.wasi)
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut State<WasiP1Ctx>| &mut s.wasi)
             .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
+        let components =
+            component::linker(&engine).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         std::fs::create_dir_all(cache_dir).map_err(WasmError::Cache)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -248,6 +289,7 @@ impl WasmEngine {
         Ok(WasmEngine {
             engine,
             linker,
+            components,
             cache_dir: cache_dir.to_owned(),
             settings_key: format!("{:016x}", hasher.finish()),
             ticking,
@@ -264,20 +306,36 @@ impl WasmEngine {
     pub fn load(&self, bytes: &[u8]) -> Result<Prepared, WasmError> {
         let sha256 = hex::encode(Sha256::digest(bytes));
         let path = self.cache_path(&sha256);
-        let module = match self.cached(&path) {
+        let binary = wat::parse_bytes(bytes).map_err(|e| WasmError::Invalid(e.to_string()))?;
+        // A component's preamble says layer 1, a core module's layer 0.
+        if binary.get(6..8) == Some(&[1, 0]) {
+            return self.load_component(&binary, sha256, &path);
+        }
+        // SAFETY: see `cached`.
+        #[allow(unsafe_code)]
+        let cached = self.cached(&path).and_then(|compiled| {
+            match unsafe { Module::deserialize(&self.engine, compiled) } {
+                Ok(module) => Some(module),
+                Err(e) => {
+                    cache_unreadable(&path, &e);
+                    None
+                }
+            }
+        });
+        let module = match cached {
             Some(module) => module,
             None => {
-                let mut module = Module::new(&self.engine, bytes)
+                let mut module = Module::new(&self.engine, &binary)
                     .map_err(|e| WasmError::Invalid(format!("{e:#}")))?;
                 if module.get_export(INIT_EXPORT).is_some() {
                     let started = Instant::now();
-                    let snapshot = self.preinitialize(bytes)?;
+                    let snapshot = self.preinitialize(&binary)?;
                     module = Module::new(&self.engine, &snapshot)
                         .map_err(|e| WasmError::Init(format!("{e:#}")))?;
                     tracing::info!(module = %sha256, took = ?started.elapsed(), "pre-initialized a wasm module");
                 }
                 // Cached under the original's digest: a restart loads the snapshot.
-                self.store_compiled(&module, &path)?;
+                self.store_compiled(module.serialize(), &path)?;
                 module
             }
         };
@@ -293,7 +351,44 @@ impl WasmEngine {
             .instantiate_pre(&module)
             .map_err(|e| WasmError::Link(format!("{e:#}")))?;
         Ok(Prepared {
-            pre,
+            kind: Kind::Module(pre),
+            sha256,
+            uses_files,
+        })
+    }
+
+    fn load_component(
+        &self,
+        binary: &[u8],
+        sha256: String,
+        path: &Path,
+    ) -> Result<Prepared, WasmError> {
+        // SAFETY: see `cached`.
+        #[allow(unsafe_code)]
+        let cached = self.cached(path).and_then(|compiled| {
+            match unsafe { Component::deserialize(&self.engine, compiled) } {
+                Ok(component) => Some(component),
+                Err(e) => {
+                    cache_unreadable(path, &e);
+                    None
+                }
+            }
+        });
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let started = Instant::now();
+                let component = Component::new(&self.engine, binary)
+                    .map_err(|e| WasmError::Invalid(format!("{e:#}")))?;
+                tracing::info!(component = %sha256, took = ?started.elapsed(), "compiled a wasm component");
+                self.store_compiled(component.serialize(), path)?;
+                component
+            }
+        };
+        let uses_files = component::uses_files(&self.engine, &component);
+        let exports = component::prepare(&self.components, &component)?;
+        Ok(Prepared {
+            kind: Kind::Component(exports),
             sha256,
             uses_files,
         })
@@ -301,13 +396,14 @@ impl WasmEngine {
 
     /// A store for one instance: memory capped at `max_memory` bytes; every epoch tick the
     /// guest yields to the executor, and `timeout` from now it is stopped.
-    fn store(&self, wasi: WasiP1Ctx, max_memory: usize, timeout: Duration) -> Store<State> {
+    fn store<W: Send>(&self, wasi: W, max_memory: usize, timeout: Duration) -> Store<State<W>> {
         let mut store = Store::new(
             &self.engine,
             State {
                 wasi,
                 limit: MemoryLimit {
                     max: max_memory,
+                    used: 0,
                     hit: false,
                     peak: 0,
                 },
@@ -327,13 +423,12 @@ impl WasmEngine {
     }
 
     /// Runs the module's initialization function once and returns the module with the
-    /// state it left (memories and globals) as its initial state.
-    fn preinitialize(&self, bytes: &[u8]) -> Result<Vec<u8>, WasmError> {
+    /// state it left (memories and globals) as its initial state. `binary`: the module in
+    /// the binary format, which wizer reads.
+    fn preinitialize(&self, binary: &[u8]) -> Result<Vec<u8>, WasmError> {
         let init = |e: wasmtime::Error| WasmError::Init(format!("{e:#}"));
         let wizer = wasmtime_wizer::Wizer::new();
-        // Wizer reads the binary format; a module given as text is converted first.
-        let binary = wat::parse_bytes(bytes).map_err(|e| WasmError::Invalid(e.to_string()))?;
-        let (cx, instrumented) = wizer.instrument(&binary).map_err(init)?;
+        let (cx, instrumented) = wizer.instrument(binary).map_err(init)?;
         let module = Module::new(&self.engine, &instrumented).map_err(init)?;
         // Wizer reads every global back as a number: refuse the others here.
         let numeric = |t: &wasmtime::ValType| {
@@ -393,39 +488,121 @@ impl WasmEngine {
         })
     }
 
-    #[allow(unsafe_code)]
-    fn cached(&self, path: &Path) -> Option<Module> {
-        // Read whole rather than mapped: a file changed under a mapping would bring the
-        // server down (SIGBUS), a file read is only wrong or right.
-        let compiled = std::fs::read(path).ok()?;
-        // SAFETY: the file was written by `Module::serialize` of an engine with the same
-        // settings (they are part of its name), in a directory only Ember writes; wasmtime
-        // still checks its header and settings and refuses anything else.
-        match unsafe { Module::deserialize(&self.engine, &compiled) } {
-            Ok(module) => Some(module),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "a cached compiled module could not be read; compiling again");
-                None
-            }
-        }
+    /// A compiled module or component from the cache, to deserialize. It is safe to: the
+    /// file was written by `serialize` of an engine with the same settings (they are part
+    /// of its name), in a directory only Ember writes; wasmtime still checks its header and
+    /// settings and refuses anything else. It is read whole rather than mapped: a file
+    /// changed under a mapping would bring the server down (SIGBUS), a file read is only
+    /// wrong or right.
+    fn cached(&self, path: &Path) -> Option<Vec<u8>> {
+        std::fs::read(path).ok()
     }
 
-    fn store_compiled(&self, module: &Module, path: &Path) -> Result<(), WasmError> {
-        let compiled = module
-            .serialize()
-            .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
+    fn store_compiled(
+        &self,
+        compiled: wasmtime::Result<Vec<u8>>,
+        path: &Path,
+    ) -> Result<(), WasmError> {
+        let compiled = compiled.map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, compiled).map_err(WasmError::Cache)?;
         std::fs::rename(&tmp, path).map_err(WasmError::Cache)
     }
 
-    /// Runs a WASI command module's `_start` in a fresh instance.
+    /// Runs a WASI command (a module's `_start`, a component's `wasi:cli/run`) in a fresh
+    /// instance.
     pub async fn run_command(&self, module: &Prepared, run: Run<'_>) -> Result<Outcome, WasmError> {
         let stdout = Capture::new(OUTPUT_BYTES);
         let stderr = Capture::new(LOG_BYTES);
+        let mut wasi = self.wasi(module, &run, &stdout, &stderr)?;
+        wasi.stdin(MemoryInputPipe::new(run.input.clone()));
+        let limits = run.limits;
+        let (end, limit) = match &module.kind {
+            Kind::Module(pre) => {
+                let mut store = self.store(wasi.build_p1(), limits.memory_bytes, limits.timeout);
+                let run = async {
+                    // Instantiation runs the start function and data initializers: the
+                    // same limits.
+                    let instance = match pre.instantiate_async(&mut store).await {
+                        Ok(instance) => instance,
+                        Err(e) => return not_started(e),
+                    };
+                    let start = instance
+                        .get_typed_func::<(), ()>(&mut store, "_start")
+                        .map_err(|e| WasmError::Link(format!("{e:#}")))?;
+                    Ok(ended_by(start.call_async(&mut store, ()).await))
+                };
+                let end = tokio::time::timeout(limits.timeout, run)
+                    .await
+                    .unwrap_or(Ok(End::Timeout))?;
+                (end, store.into_data().limit)
+            }
+            Kind::Component(Exports::Command(pre)) => {
+                let host = Host::new(wasi.build());
+                let mut store = self.store(host, limits.memory_bytes, limits.timeout);
+                let run = async {
+                    let command = match pre.instantiate_async(&mut store).await {
+                        Ok(command) => command,
+                        Err(e) => return not_started(e),
+                    };
+                    Ok(match command.wasi_cli_run().call_run(&mut store).await {
+                        Ok(Ok(())) => End::Exit(0),
+                        Ok(Err(())) => End::Exit(1),
+                        Err(e) => ended(&e),
+                    })
+                };
+                let end = tokio::time::timeout(limits.timeout, run)
+                    .await
+                    .unwrap_or(Ok(End::Timeout))?;
+                (end, store.into_data().limit)
+            }
+            Kind::Component(Exports::Http(_)) => {
+                return Err(WasmError::Instantiate(
+                    "an HTTP handler is served requests, not run as a command".into(),
+                ));
+            }
+        };
+        Ok(outcome(end, limit, &stdout, &stderr, None))
+    }
+
+    /// Serves one request with a `wasi:http/incoming-handler` component in a fresh
+    /// instance. What it prints (stdout and stderr, in order) is its log.
+    pub async fn serve(
+        &self,
+        module: &Prepared,
+        request: http::Request<Bytes>,
+        run: Run<'_>,
+    ) -> Result<Outcome, WasmError> {
+        let Kind::Component(Exports::Http(pre)) = &module.kind else {
+            return Err(WasmError::Instantiate(
+                "a command is run with its event on stdin, not served requests".into(),
+            ));
+        };
+        let printed = Capture::new(LOG_BYTES);
+        let mut wasi = self.wasi(module, &run, &printed, &printed)?;
+        let limits = run.limits;
+        let mut store = self.store(Host::new(wasi.build()), limits.memory_bytes, limits.timeout);
+        let served = component::serve(pre, &mut store, request);
+        let (end, served) = match tokio::time::timeout(limits.timeout, served).await {
+            Ok((Ok(()), served)) => (End::Exit(0), served),
+            Ok((Err(e), served)) => (ended(&e), served),
+            Err(_) => (End::Timeout, Served::NoAnswer),
+        };
+        let limit = store.into_data().limit;
+        let empty = Capture::new(0);
+        Ok(outcome(end, limit, &empty, &printed, Some(served)))
+    }
+
+    /// The WASI context of one run, but its stdin.
+    fn wasi(
+        &self,
+        module: &Prepared,
+        run: &Run<'_>,
+        stdout: &Capture,
+        stderr: &Capture,
+    ) -> Result<WasiCtxBuilder, WasmError> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdin(MemoryInputPipe::new(run.input.clone()))
-            .stdout(stdout.clone())
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .args(run.args)
             .envs(run.env);
@@ -437,42 +614,51 @@ impl WasmEngine {
             wasi.preopened_dir(task, "/var/task", FsPerms::ReadOnly)
                 .map_err(|e| WasmError::Instantiate(format!("could not open /var/task: {e:#}")))?;
         }
-        let limits = run.limits;
-        let mut store = self.store(wasi.build_p1(), limits.memory_bytes, limits.timeout);
-        let end = match module.pre.instantiate_async(&mut store).await {
-            Ok(instance) => {
-                let start = instance
-                    .get_typed_func::<(), ()>(&mut store, "_start")
-                    .map_err(|e| WasmError::Link(format!("{e:#}")))?;
-                match start.call_async(&mut store, ()).await {
-                    Ok(()) => End::Exit(0),
-                    Err(e) => ended(&e),
-                }
-            }
-            // Instantiation runs the start function and data initializers: the same limits.
-            Err(e) if e.downcast_ref::<Trap>().is_some() => ended(&e),
-            Err(e) => return Err(WasmError::Instantiate(format!("{e:#}"))),
-        };
-        let limit = &store.data().limit;
-        let (memory_limit_hit, peak_memory_bytes) = (limit.hit, limit.peak);
-        drop(store);
-        let (stdout, stdout_dropped) = stdout.take();
-        let (stderr, stderr_dropped) = stderr.take();
-        Ok(Outcome {
-            end,
-            stdout,
-            stdout_dropped,
-            stderr,
-            stderr_dropped,
-            memory_limit_hit,
-            peak_memory_bytes,
-        })
+        Ok(wasi)
+    }
+}
+
+fn outcome(
+    end: End,
+    limit: MemoryLimit,
+    stdout: &Capture,
+    stderr: &Capture,
+    served: Option<Served>,
+) -> Outcome {
+    let (stdout, stdout_dropped) = stdout.take();
+    let (stderr, stderr_dropped) = stderr.take();
+    Outcome {
+        end,
+        stdout,
+        stdout_dropped,
+        stderr,
+        stderr_dropped,
+        memory_limit_hit: limit.hit,
+        peak_memory_bytes: limit.peak,
+        served,
+    }
+}
+
+fn ended_by(result: wasmtime::Result<()>) -> End {
+    match result {
+        Ok(()) => End::Exit(0),
+        Err(e) => ended(&e),
+    }
+}
+
+/// An instantiation that failed: a trap (a start function's, a data segment's) ends the run
+/// like any trap; anything else (the pool full, say) is the host's failure.
+fn not_started(error: wasmtime::Error) -> Result<End, WasmError> {
+    if error.downcast_ref::<Trap>().is_some() {
+        Ok(ended(&error))
+    } else {
+        Err(WasmError::Instantiate(format!("{error:#}")))
     }
 }
 
 /// The state of an instance after its initialization, as wizer reads it.
 struct Initialized<'a> {
-    store: &'a mut Store<State>,
+    store: &'a mut Store<State<WasiP1Ctx>>,
     instance: wasmtime::Instance,
 }
 
@@ -504,6 +690,10 @@ impl wasmtime_wizer::InstanceState for Initialized<'_> {
             .expect("wizer asks only for the memories it exported");
         contents(memory.data(&*self.store))
     }
+}
+
+fn cache_unreadable(path: &Path, error: &wasmtime::Error) {
+    tracing::warn!(path = %path.display(), error = %format!("{error:#}"), "a cached compiled module could not be read; compiling again");
 }
 
 fn ended(error: &wasmtime::Error) -> End {

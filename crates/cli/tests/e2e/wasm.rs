@@ -4,9 +4,10 @@
 //! invocations).
 //!
 //! The fixtures are built here from source: C with Debian's `clang-14` for `wasm32-wasi`
-//! (`fixtures/wasm/*.c`), and the WebAssembly text of the engine's edge cases
-//! (`crates/sandbox-wasm/fixtures/*.wat`). Without clang the tests skip, saying so; CI
-//! installs it.
+//! (`fixtures/wasm/*.c`), a Python `wasi:http` component with `componentize-py`
+//! (`fixtures/wasm/python/`, for the world in `fixtures/wasm/wit/`), and the WebAssembly
+//! text of the engine's edge cases (`crates/sandbox-wasm/fixtures/*.wat`). Without clang or
+//! componentize-py the tests skip, saying so; CI installs both.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,46 @@ fn build_c(name: &str) -> Result<Vec<u8>, String> {
                 })?;
             if !status.success() {
                 return Err(format!("clang-14 could not build {}", source.display()));
+            }
+            Ok(out)
+        })
+        .clone()?;
+    std::fs::read(path).map_err(|e| e.to_string())
+}
+
+/// Builds the Python `wasi:http` component (`fixtures/wasm/python/app.py`), once per run.
+fn python_component() -> Result<Vec<u8>, String> {
+    static BUILT: Mutex<Option<Result<PathBuf, String>>> = Mutex::new(None);
+    if let Some(why) = crate::support::sandbox_unavailable() {
+        return Err(why.to_owned());
+    }
+    let mut built = BUILT.lock().unwrap();
+    let path = built
+        .get_or_insert_with(|| {
+            let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures/wasm");
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-fixtures");
+            // Built from a copy: the build leaves Python's bytecode beside the source.
+            let source = dir.join("python");
+            std::fs::create_dir_all(&source).map_err(|e| e.to_string())?;
+            std::fs::copy(fixtures.join("python/app.py"), source.join("app.py"))
+                .map_err(|e| e.to_string())?;
+            let out = dir.join("python.wasm");
+            let built = Command::new("componentize-py")
+                .arg("-d")
+                .arg(fixtures.join("wit"))
+                .args(["-w", "http-handler", "componentize", "app", "-p"])
+                .arg(&source)
+                .arg("-o")
+                .arg(&out)
+                .output()
+                .map_err(|e| {
+                    format!("the Python component needs componentize-py ({e}): pip install componentize-py")
+                })?;
+            if !built.status.success() {
+                return Err(format!(
+                    "componentize-py could not build the Python component: {}",
+                    String::from_utf8_lossy(&built.stderr)
+                ));
             }
             Ok(out)
         })
@@ -409,4 +450,120 @@ async fn a_snapshot_starts_every_instance_initialized_and_with_fresh_entropy() {
         answers.len(),
         "instances restored from one snapshot drew the same random numbers: {answers:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_http_component_answers_through_invoke_and_a_function_url() {
+    let component = match python_component() {
+        Ok(component) => component,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let server = Server::start(&[]);
+    let api = server.api();
+    create_module(&api, "web", "app.wasm", &component, json!({})).await;
+
+    // An event that is not an HTTP request is POSTed to /events; the body is the result.
+    let first = api.invoke_tail("web", json!({ "order": 7 })).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let answer = first.json();
+    assert_eq!(answer["method"], "POST", "{answer}");
+    assert_eq!(answer["path"], "/events");
+    assert_eq!(
+        serde_json::from_str::<Value>(answer["body"].as_str().unwrap()).unwrap(),
+        json!({ "order": 7 })
+    );
+    assert!(
+        first
+            .log_tail()
+            .contains("python handled POST /events\nEND RequestId"),
+        "{}",
+        first.log_tail()
+    );
+    // A fresh instance each call: the handler's call counter is 1 every time, and the
+    // random values differ.
+    let second = api.invoke("web", json!({ "order": 8 })).await.json();
+    assert_eq!(answer["calls"], 1);
+    assert_eq!(second["calls"], 1);
+    assert_ne!(answer["random"], second["random"]);
+
+    // An HTTP event sent to Invoke is that request, and the answer is the response document.
+    let event = json!({
+        "version": "2.0",
+        "rawPath": "/items/7",
+        "rawQueryString": "a=1",
+        "headers": { "x-greeting": "hi" },
+        "requestContext": { "http": { "method": "PUT" } },
+        "body": "cGF5bG9hZA==",
+        "isBase64Encoded": true
+    });
+    let doc = api.invoke("web", event).await.json();
+    assert_eq!(doc["statusCode"], 200, "{doc}");
+    assert_eq!(doc["headers"]["x-handled-by"], "python");
+    assert_eq!(doc["cookies"], json!(["seen=1"]));
+    let echoed: Value = serde_json::from_str(doc["body"].as_str().unwrap()).unwrap();
+    assert_eq!(echoed["path"], "/items/7?a=1");
+    assert_eq!(echoed["method"], "PUT");
+    assert_eq!(echoed["greeting"], "hi");
+    assert_eq!(echoed["body"], "payload");
+
+    // Through a function URL: the request in, the handler's response out.
+    let r = crate::urls::put_url(&api, Method::POST, json!({ "AuthType": "NONE" })).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api
+        .request(
+            Method::POST,
+            "/url/web/orders?x=1",
+            &[("x-greeting", "hello"), ("cookie", "a=1; b=2")],
+            Bytes::from_static(b"made to order"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("x-handled-by"), Some("python"));
+    assert_eq!(r.header("set-cookie"), Some("seen=1"));
+    let body = r.json();
+    assert_eq!(body["method"], "POST");
+    assert_eq!(body["path"], "/orders?x=1");
+    assert_eq!(body["greeting"], "hello");
+    assert_eq!(body["cookie"], "a=1; b=2");
+    assert_eq!(body["body"], "made to order");
+
+    // The handler's failures: an exception is an error with what Python printed in the
+    // log, a status of 400 or more fails an Invoke that was not an HTTP request; the
+    // environment serves the next call.
+    let raised = api
+        .invoke_tail(
+            "web",
+            json!({
+                "version": "2.0", "rawPath": "/raise", "rawQueryString": "",
+                "requestContext": { "http": { "method": "GET" } }
+            }),
+        )
+        .await;
+    assert_eq!(raised.status, 200, "{}", raised.text());
+    assert_eq!(raised.header("x-amz-function-error"), Some("Unhandled"));
+    assert!(
+        raised.log_tail().contains("asked to fail"),
+        "{}",
+        raised.log_tail()
+    );
+    let r = api
+        .request(Method::GET, "/url/web/raise", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let refused = api.invoke("web", json!({ "status": 404 })).await;
+    assert_eq!(refused.header("x-amz-function-error"), Some("Unhandled"));
+    let error = refused.json();
+    assert_eq!(error["errorType"], "HttpError", "{error}");
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("404 Not Found"),
+        "{error}"
+    );
+    let after = api.invoke("web", json!({})).await.json();
+    assert_eq!(after["calls"], 1, "{after}");
 }

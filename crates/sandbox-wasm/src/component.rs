@@ -1,0 +1,219 @@
+//! Components: WASI 0.2 (`wasi:cli`, `wasi:filesystem`, `wasi:clocks`, `wasi:random`,
+//! `wasi:io`, `wasi:sockets` with every address refused, and `wasi:http`), run as a
+//! `wasi:cli/run` command or served as a `wasi:http/incoming-handler`.
+//!
+//! A component's outgoing HTTP requests are refused (`HTTP-request-denied`): a wasm
+//! function has no network.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::{OUTPUT_BYTES, State, WasmError};
+
+/// What a component's instance holds besides its limits.
+pub(crate) struct Host {
+    pub(crate) ctx: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: NoNetwork,
+}
+
+impl Host {
+    pub(crate) fn new(ctx: WasiCtx) -> Host {
+        Host {
+            ctx,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: NoNetwork,
+        }
+    }
+}
+
+impl WasiView for State<Host> {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi.ctx,
+            table: &mut self.wasi.table,
+        }
+    }
+}
+
+impl WasiHttpView for State<Host> {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.wasi.http,
+            table: &mut self.wasi.table,
+            hooks: &mut self.wasi.hooks,
+        }
+    }
+}
+
+/// Refuses every outgoing request.
+struct NoNetwork;
+
+impl WasiHttpHooks for NoNetwork {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                )>,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// The linker components are resolved against.
+pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<State<Host>>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
+}
+
+/// A component ready to instantiate, by what it exports.
+#[derive(Clone)]
+pub(crate) enum Exports {
+    Http(ProxyPre<State<Host>>),
+    Command(CommandPre<State<Host>>),
+}
+
+/// Resolves a component's imports and finds its entry point.
+pub(crate) fn prepare(
+    linker: &Linker<State<Host>>,
+    component: &Component,
+) -> Result<Exports, WasmError> {
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| WasmError::Link(format!("{e:#}")))?;
+    if let Ok(proxy) = ProxyPre::new(pre.clone()) {
+        return Ok(Exports::Http(proxy));
+    }
+    CommandPre::new(pre).map(Exports::Command).map_err(|_| {
+        WasmError::Link(
+            "a component must export wasi:http/incoming-handler (an HTTP handler) or wasi:cli/run (a command)".into(),
+        )
+    })
+}
+
+/// Whether a component can open a preopened directory.
+pub(crate) fn uses_files(engine: &wasmtime::Engine, component: &Component) -> bool {
+    component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("wasi:filesystem/preopens"))
+}
+
+/// What an HTTP handler answered.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, Bytes)>,
+    pub body: Bytes,
+}
+
+/// How serving one request went, apart from how the instance ended.
+#[derive(Debug, Clone)]
+pub enum Served {
+    /// The handler answered and finished the body.
+    Answered(HttpAnswer),
+    /// The body was larger than [`OUTPUT_BYTES`].
+    TooLarge,
+    /// The handler answered with an error, or its body broke off.
+    Failed(String),
+    /// The handler returned without answering.
+    NoAnswer,
+}
+
+/// Runs `handle` on a fresh instance in `store` with `request`. The instance's end comes
+/// back with what it served.
+pub(crate) async fn serve(
+    pre: &ProxyPre<State<Host>>,
+    store: &mut wasmtime::Store<State<Host>>,
+    request: http::Request<Bytes>,
+) -> (wasmtime::Result<()>, Served) {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let request = request.map(|body| {
+        Full::new(body).map_err(|never: Infallible| -> hyper::Error { match never {} })
+    });
+    let setup = (|| {
+        let mut http = store.data_mut().http();
+        let request = http.new_incoming_request(Scheme::Http, request)?;
+        let out = http.new_response_outparam(sender)?;
+        Ok::<_, wasmtime::Error>((request, out))
+    })();
+    let (request, out) = match setup {
+        Ok(setup) => setup,
+        Err(e) => return (Err(e), Served::NoAnswer),
+    };
+    let guest = async {
+        let end = async {
+            let proxy = pre.instantiate_async(&mut *store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut *store, request, out)
+                .await
+        }
+        .await;
+        // What the guest left open ends with it: a body it never finished, a response
+        // it never set.
+        store.data_mut().wasi.table = ResourceTable::new();
+        end
+    };
+    let host = async {
+        let response = match receiver.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => return Served::Failed(describe(&code)),
+            Err(_) => return Served::NoAnswer,
+        };
+        let (parts, mut body) = response.into_parts();
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Some(data) = frame.data_ref() {
+                        if bytes.len() + data.len() > OUTPUT_BYTES {
+                            return Served::TooLarge;
+                        }
+                        bytes.extend_from_slice(data);
+                    }
+                }
+                Err(e) => return Served::Failed(format!("the handler's body broke off: {e}")),
+            }
+        }
+        Served::Answered(HttpAnswer {
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        Bytes::copy_from_slice(value.as_bytes()),
+                    )
+                })
+                .collect(),
+            body: Bytes::from(bytes),
+        })
+    };
+    // The guest writes the body while the host reads it: both run together.
+    tokio::join!(guest, host)
+}
+
+fn describe(code: &ErrorCode) -> String {
+    format!("the handler answered with an error: {code:?}")
+}
