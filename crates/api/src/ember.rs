@@ -243,6 +243,7 @@ struct SettingsIn {
     /// `adaptive`, `fixed:10m`, or `server` for the server's policy.
     keep_alive: Option<String>,
     max_concurrency: Option<u32>,
+    reuse_instance: Option<bool>,
 }
 
 fn settings_body(spec: &ember_core::FunctionSpec) -> Response {
@@ -252,6 +253,7 @@ fn settings_body(spec: &ember_core::FunctionSpec) -> Response {
         "Network": spec.network,
         "KeepAlive": spec.keep_alive.map_or_else(|| "server".to_owned(), |k| k.to_string()),
         "MaxConcurrency": spec.max_concurrency,
+        "ReuseInstance": spec.reuse_instance,
     }))
     .into_response()
 }
@@ -268,7 +270,8 @@ pub async fn get_settings(
 
 /// `PUT /ember/v1/functions/{name}/settings`: change them (`{"FreezeIdle": true}`,
 /// `{"Isolation": "gvisor"}`, `{"Network": "egress"}`, `{"KeepAlive": "adaptive"}`,
-/// `{"MaxConcurrency": 8}`). A change retires the function's environments.
+/// `{"MaxConcurrency": 8}`, `{"ReuseInstance": true}`). A change retires the function's
+/// environments.
 pub async fn put_settings(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -300,6 +303,7 @@ pub async fn put_settings(
         network,
         keep_alive,
         max_concurrency: input.max_concurrency,
+        reuse_instance: input.reuse_instance,
         ..Default::default()
     };
     let record = crate::functions::blocking(&state.registry, move |r| {

@@ -196,6 +196,7 @@ impl CreateFunctionIn {
             network: Default::default(),
             keep_alive: None,
             max_concurrency: 1,
+            reuse_instance: false,
             dead_letter_target: dead_letter(self.dead_letter_config.as_ref()).flatten(),
         }
     }
@@ -221,6 +222,7 @@ impl UpdateConfigIn {
             network: None,
             keep_alive: None,
             max_concurrency: None,
+            reuse_instance: None,
             dead_letter_target: dead_letter(self.dead_letter_config.as_ref()),
         }
     }

@@ -70,6 +70,10 @@ pub struct FunctionSettings {
     /// handlers that can run concurrently (Ember's Python and Node runtimes can).
     #[arg(long)]
     pub max_concurrency: Option<u32>,
+    /// For a wasm wasi:http handler (true/false): keep one instance between an
+    /// environment's calls instead of a fresh instance each.
+    #[arg(long)]
+    pub reuse_instance: Option<bool>,
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -91,6 +95,7 @@ impl FunctionSettings {
             && self.network.is_none()
             && self.keep_alive.is_none()
             && self.max_concurrency.is_none()
+            && self.reuse_instance.is_none()
     }
 
     /// The Lambda configuration fields these settings set.
@@ -198,6 +203,9 @@ pub async fn create_or_update(
     }
     if let Some(n) = settings.max_concurrency {
         ember.insert("MaxConcurrency".into(), n.into());
+    }
+    if let Some(reuse) = settings.reuse_instance {
+        ember.insert("ReuseInstance".into(), reuse.into());
     }
     if !ember.is_empty() {
         let body = serde_json::Value::Object(ember);

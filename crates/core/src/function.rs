@@ -47,6 +47,10 @@ pub struct FunctionSpec {
     /// runtimes that can. An Ember setting; 1 by default.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub max_concurrency: u32,
+    /// For a wasm `wasi:http` handler: serve an environment's invocations with one instance
+    /// kept between them, instead of a fresh instance each. An Ember setting; off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reuse_instance: bool,
     /// `DeadLetterConfig.TargetArn`: where an asynchronous event that failed for good is
     /// sent (a queue's ARN), as Lambda's dead-letter queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,6 +83,7 @@ pub struct FunctionUpdate {
     /// `Some(None)` returns to the server's keep-alive.
     pub keep_alive: Option<Option<KeepAliveSetting>>,
     pub max_concurrency: Option<u32>,
+    pub reuse_instance: Option<bool>,
     /// `Some(None)` removes the dead-letter queue.
     pub dead_letter_target: Option<Option<String>>,
 }
@@ -212,6 +217,11 @@ impl FunctionSpec {
                 "wasm functions have no outbound network yet: leave Network at none",
             ));
         }
+        if runtime.family() != RuntimeFamily::Wasm && self.reuse_instance {
+            return Err(ValidationError::Isolation(
+                "ReuseInstance applies to wasm functions only: leave it off",
+            ));
+        }
         if !(limits::MEMORY_MB.0..=limits::MEMORY_MB.1).contains(&self.memory_mb) {
             return Err(ValidationError::Memory(self.memory_mb));
         }
@@ -277,6 +287,7 @@ impl FunctionSpec {
             network: update.network.unwrap_or(self.network),
             keep_alive: update.keep_alive.unwrap_or(self.keep_alive),
             max_concurrency: update.max_concurrency.unwrap_or(self.max_concurrency),
+            reuse_instance: update.reuse_instance.unwrap_or(self.reuse_instance),
             dead_letter_target: update
                 .dead_letter_target
                 .unwrap_or_else(|| self.dead_letter_target.clone()),
@@ -383,6 +394,7 @@ mod tests {
             network: Network::None,
             keep_alive: None,
             max_concurrency: 1,
+            reuse_instance: false,
             dead_letter_target: None,
         }
     }

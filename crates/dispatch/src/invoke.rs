@@ -280,6 +280,7 @@ impl Inner {
             argv,
             env,
             egress: spec.network == ember_core::Network::Egress,
+            reuse_instance: spec.reuse_instance,
         }
     }
 

@@ -22,7 +22,7 @@ use ember_sandbox::{
 use tokio::sync::watch;
 
 use crate::{
-    End, Limits, POOL_INSTANCES, Prepared, Run, Served, Shape, WasmEngine, WasmError, event,
+    End, Limits, POOL_INSTANCES, Prepared, Run, Served, Shape, Warm, WasmEngine, WasmError, event,
 };
 
 /// Where the code directory appears to the function, as in every other backend.
@@ -182,6 +182,11 @@ impl Backend for WasmBackend {
                     .map_err(|e| setup("wasm module")(std::io::Error::other(e)))?
             }
         };
+        if spec.reuse_instance && module.shape() != Shape::Http {
+            return Err(setup("wasm instance reuse")(std::io::Error::other(
+                "ReuseInstance needs a wasi:http/incoming-handler component: a command's start runs once per instance",
+            )));
+        }
         let tmp = self.tmp_root.join(&spec.id);
         std::fs::create_dir(&tmp).map_err(setup("wasm /tmp directory"))?;
         if let Err(e) = mount_tmp(&tmp, spec.ephemeral_mb) {
@@ -197,6 +202,8 @@ impl Backend for WasmBackend {
             task: spec.code_dir.clone(),
             memory_bytes: (spec.memory_mb as usize) << 20,
             peak: AtomicU64::new(0),
+            reuse: spec.reuse_instance,
+            warm: tokio::sync::Mutex::new(None),
         });
         let (exited, exit) = watch::channel(None);
         Ok(Box::new(WasmEnvironment {
@@ -289,6 +296,9 @@ struct WasmHandler {
     memory_bytes: usize,
     /// The most linear memory any of its instances had.
     peak: AtomicU64,
+    /// Whether an HTTP handler's instance is kept between calls, in `warm`.
+    reuse: bool,
+    warm: tokio::sync::Mutex<Option<Warm>>,
 }
 
 #[async_trait]
@@ -318,7 +328,17 @@ impl WasmHandler {
             Shape::Http => match event::request(&call.payload) {
                 Ok(request) => {
                     http_event = request.http_event;
-                    self.engine.serve(&self.module, request.request, run).await
+                    // Calls at once (MaxConcurrency above 1) past the kept instance get
+                    // fresh ones.
+                    let mut kept = self.warm.try_lock().ok();
+                    let mut fresh = None;
+                    let (warm, keep) = match kept.as_deref_mut() {
+                        Some(warm) => (warm, self.reuse),
+                        None => (&mut fresh, false),
+                    };
+                    self.engine
+                        .serve(&self.module, request.request, run, warm, keep)
+                        .await
                 }
                 Err(why) => {
                     let failed = Answer::Failed {

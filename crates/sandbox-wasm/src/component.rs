@@ -8,12 +8,13 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::{OUTPUT_BYTES, State, WasmError};
@@ -139,14 +140,14 @@ pub enum Served {
     NoAnswer,
 }
 
-/// Runs `handle` on a fresh instance in `store` with `request`. The instance's end comes
-/// back with what it served.
+/// Hands `request` to the handler of `proxy`, an instance in `store`. The instance's end
+/// comes back with what it served.
 pub(crate) async fn serve(
-    pre: &ProxyPre<State<Host>>,
+    proxy: &Proxy,
     store: &mut wasmtime::Store<State<Host>>,
     request: http::Request<Bytes>,
 ) -> (wasmtime::Result<()>, Served) {
-    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let (sender, mut receiver) = tokio::sync::oneshot::channel();
     let request = request.map(|body| {
         Full::new(body).map_err(|never: Infallible| -> hyper::Error { match never {} })
     });
@@ -160,31 +161,55 @@ pub(crate) async fn serve(
         Ok(setup) => setup,
         Err(e) => return (Err(e), Served::NoAnswer),
     };
+    let (returned, mut guest_returned) = tokio::sync::oneshot::channel::<()>();
     let guest = async {
-        let end = async {
-            let proxy = pre.instantiate_async(&mut *store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut *store, request, out)
-                .await
-        }
-        .await;
-        // What the guest left open ends with it: a body it never finished, a response
-        // it never set.
-        store.data_mut().wasi.table = ResourceTable::new();
+        let end = proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut *store, request, out)
+            .await;
+        let _ = returned.send(());
         end
     };
+    // Once the guest has returned, whatever it answered is already queued: what is not
+    // there then never will be (a response never set, a body never finished).
     let host = async {
-        let response = match receiver.await {
-            Ok(Ok(response)) => response,
-            Ok(Err(code)) => return Served::Failed(describe(&code)),
-            Err(_) => return Served::NoAnswer,
+        let mut done = false;
+        let response = tokio::select! {
+            response = &mut receiver => response.ok(),
+            _ = &mut guest_returned => {
+                done = true;
+                receiver.try_recv().ok()
+            }
+        };
+        let response = match response {
+            Some(Ok(response)) => response,
+            Some(Err(code)) => return Served::Failed(describe(&code)),
+            None => return Served::NoAnswer,
         };
         let (parts, mut body) = response.into_parts();
         let mut bytes = Vec::new();
-        while let Some(frame) = body.frame().await {
+        loop {
+            let frame = if done {
+                match body.frame().now_or_never() {
+                    Some(frame) => frame,
+                    None => {
+                        return Served::Failed(
+                            "the handler returned before finishing its response body".into(),
+                        );
+                    }
+                }
+            } else {
+                tokio::select! {
+                    frame = body.frame() => frame,
+                    _ = &mut guest_returned => {
+                        done = true;
+                        continue;
+                    }
+                }
+            };
             match frame {
-                Ok(frame) => {
+                None => break,
+                Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
                         if bytes.len() + data.len() > OUTPUT_BYTES {
                             return Served::TooLarge;
@@ -192,7 +217,9 @@ pub(crate) async fn serve(
                         bytes.extend_from_slice(data);
                     }
                 }
-                Err(e) => return Served::Failed(format!("the handler's body broke off: {e}")),
+                Some(Err(e)) => {
+                    return Served::Failed(format!("the handler's body broke off: {e}"));
+                }
             }
         }
         Served::Answered(HttpAnswer {

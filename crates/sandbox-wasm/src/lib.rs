@@ -148,6 +148,13 @@ pub struct Outcome {
     pub served: Option<Served>,
 }
 
+/// An HTTP handler's instance kept between calls ([`WasmEngine::serve`]).
+pub struct Warm {
+    store: Store<State<Host>>,
+    proxy: wasmtime_wasi_http::p2::bindings::Proxy,
+    printed: Capture,
+}
+
 /// A module or component ready to instantiate.
 #[derive(Clone)]
 pub struct Prepared {
@@ -191,6 +198,7 @@ impl Prepared {
 
 /// The memory of all an instance's linear memories together (a component may have
 /// several), capped.
+#[derive(Clone)]
 struct MemoryLimit {
     max: usize,
     used: usize,
@@ -228,6 +236,8 @@ impl ResourceLimiter for MemoryLimit {
 struct State<W> {
     wasi: W,
     limit: MemoryLimit,
+    /// When the current call must stop.
+    deadline: Instant,
 }
 
 /// The engine: one per server.
@@ -407,13 +417,13 @@ impl WasmEngine {
                     hit: false,
                     peak: 0,
                 },
+                deadline: Instant::now() + timeout,
             },
         );
         store.limiter(|s| &mut s.limit);
-        let deadline = Instant::now() + timeout;
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
+        store.epoch_deadline_callback(move |store| {
+            Ok(if Instant::now() >= store.data().deadline {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
@@ -565,32 +575,87 @@ impl WasmEngine {
         Ok(outcome(end, limit, &stdout, &stderr, None))
     }
 
-    /// Serves one request with a `wasi:http/incoming-handler` component in a fresh
-    /// instance. What it prints (stdout and stderr, in order) is its log.
+    /// Serves one request with a `wasi:http/incoming-handler` component: in the instance
+    /// `warm` holds if it holds one, else in a new one, which is left in `warm` when `keep`
+    /// (and the call ended well). What the handler prints (stdout and stderr, in order)
+    /// is its log.
     pub async fn serve(
         &self,
         module: &Prepared,
         request: http::Request<Bytes>,
         run: Run<'_>,
+        warm: &mut Option<Warm>,
+        keep: bool,
     ) -> Result<Outcome, WasmError> {
         let Kind::Component(Exports::Http(pre)) = &module.kind else {
             return Err(WasmError::Instantiate(
                 "a command is run with its event on stdin, not served requests".into(),
             ));
         };
-        let printed = Capture::new(LOG_BYTES);
-        let mut wasi = self.wasi(module, &run, &printed, &printed)?;
         let limits = run.limits;
-        let mut store = self.store(Host::new(wasi.build()), limits.memory_bytes, limits.timeout);
-        let served = component::serve(pre, &mut store, request);
+        let Warm {
+            mut store,
+            proxy,
+            printed,
+        } = match warm.take() {
+            Some(mut kept) => {
+                let state = kept.store.data_mut();
+                state.deadline = Instant::now() + limits.timeout;
+                state.limit.hit = false;
+                kept.store.set_epoch_deadline(1);
+                kept
+            }
+            None => {
+                let printed = Capture::new(LOG_BYTES);
+                let mut wasi = self.wasi(module, &run, &printed, &printed)?;
+                let mut store =
+                    self.store(Host::new(wasi.build()), limits.memory_bytes, limits.timeout);
+                let started =
+                    tokio::time::timeout(limits.timeout, pre.instantiate_async(&mut store));
+                let proxy = match started.await {
+                    Ok(Ok(proxy)) => Some(proxy),
+                    Ok(Err(e)) => {
+                        let end = not_started(e)?;
+                        let limit = store.into_data().limit;
+                        return Ok(outcome(end, limit, &Capture::new(0), &printed, None));
+                    }
+                    Err(_) => None,
+                };
+                let Some(proxy) = proxy else {
+                    let limit = store.into_data().limit;
+                    return Ok(outcome(
+                        End::Timeout,
+                        limit,
+                        &Capture::new(0),
+                        &printed,
+                        None,
+                    ));
+                };
+                Warm {
+                    store,
+                    proxy,
+                    printed,
+                }
+            }
+        };
+        let served = component::serve(&proxy, &mut store, request);
         let (end, served) = match tokio::time::timeout(limits.timeout, served).await {
             Ok((Ok(()), served)) => (End::Exit(0), served),
             Ok((Err(e), served)) => (ended(&e), served),
             Err(_) => (End::Timeout, Served::NoAnswer),
         };
-        let limit = store.into_data().limit;
-        let empty = Capture::new(0);
-        Ok(outcome(end, limit, &empty, &printed, Some(served)))
+        let limit = &store.data().limit;
+        let outcome = outcome(end, limit.clone(), &Capture::new(0), &printed, Some(served));
+        // An instance that trapped, ran out of time or of memory is not used again.
+        let healthy = outcome.end == End::Exit(0) && !outcome.memory_limit_hit;
+        if keep && healthy {
+            *warm = Some(Warm {
+                store,
+                proxy,
+                printed,
+            });
+        }
+        Ok(outcome)
     }
 
     /// The WASI context of one run, but its stdin.

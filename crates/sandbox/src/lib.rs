@@ -46,6 +46,9 @@ pub struct EnvironmentSpec {
     pub env: Vec<(String, String)>,
     /// Give the environment a route out (`Network: egress`); loopback only otherwise.
     pub egress: bool,
+    /// Keep one instance between invocations (wasm `wasi:http` handlers); process
+    /// backends always do.
+    pub reuse_instance: bool,
 }
 
 /// How an environment's runtime process ended.

@@ -95,6 +95,12 @@ fn python_component() -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| e.to_string())
 }
 
+async fn put_settings(api: &Api, name: &str, settings: Value) -> crate::support::Response {
+    let path = format!("/ember/v1/functions/{name}/settings");
+    api.request(Method::PUT, &path, &[], Bytes::from(settings.to_string()))
+        .await
+}
+
 /// The kitchen module, or why this host cannot run these tests.
 fn kitchen() -> Result<Vec<u8>, String> {
     build_c("kitchen")
@@ -566,4 +572,80 @@ async fn a_python_http_component_answers_through_invoke_and_a_function_url() {
     );
     let after = api.invoke("web", json!({})).await.json();
     assert_eq!(after["calls"], 1, "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_handler_asking_for_it_keeps_its_instance_between_calls() {
+    let component = match python_component() {
+        Ok(component) => component,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let server = Server::start(&[]);
+    let api = server.api();
+    create_module(&api, "web", "app.wasm", &component, json!({})).await;
+    let r = put_settings(&api, "web", json!({ "ReuseInstance": true })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["ReuseInstance"], true);
+
+    // One instance serves the environment's calls: the handler's counter goes on.
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        calls.push(api.invoke("web", json!({})).await.json()["calls"].clone());
+    }
+    assert_eq!(calls, [json!(1), json!(2), json!(3)]);
+    // An instance that failed is not used again.
+    let raised = api
+        .invoke(
+            "web",
+            json!({
+                "version": "2.0", "rawPath": "/raise", "rawQueryString": "",
+                "requestContext": { "http": { "method": "GET" } }
+            }),
+        )
+        .await;
+    assert_eq!(raised.header("x-amz-function-error"), Some("Unhandled"));
+    assert_eq!(api.invoke("web", json!({})).await.json()["calls"], 1);
+    assert_eq!(api.invoke("web", json!({})).await.json()["calls"], 2);
+
+    // Off again: a fresh instance each call.
+    let r = put_settings(&api, "web", json!({ "ReuseInstance": false })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..2 {
+        assert_eq!(api.invoke("web", json!({})).await.json()["calls"], 1);
+    }
+
+    // Only an HTTP handler can keep its instance; only a wasm function can ask.
+    let kitchen = require_wasm!();
+    create_wasm(&api, "kitchen", &kitchen, json!({})).await;
+    let r = put_settings(&api, "kitchen", json!({ "ReuseInstance": true })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let refused = api.invoke("kitchen", json!({})).await;
+    assert!(
+        refused
+            .text()
+            .contains("ReuseInstance needs a wasi:http/incoming-handler"),
+        "{} {}",
+        refused.status,
+        refused.text()
+    );
+    let zip = zip_files(&[("app.py", b"def handler(e, c):\n    return 1\n", 0o644)]);
+    let r = api
+        .create(
+            "py",
+            &zip,
+            json!({ "Runtime": "python3.11", "Handler": "app.handler" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = put_settings(&api, "py", json!({ "ReuseInstance": true })).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("ReuseInstance applies to wasm functions only"),
+        "{}",
+        r.text()
+    );
 }
