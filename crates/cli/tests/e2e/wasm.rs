@@ -297,6 +297,15 @@ async fn traps_and_exit_codes_are_unhandled_errors_that_keep_the_environment() {
     }
     // A trap ends the instance, not the environment: both calls used the same one.
     assert_eq!(api.environments("divide").await, (1, 0));
+    // Through a function URL, a trap is the gateway error every runtime's failure is.
+    create_module(&api, "web", "divide.wat", divide.as_bytes(), json!({})).await;
+    let r = crate::urls::put_url(&api, Method::POST, json!({ "AuthType": "NONE" })).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api
+        .request(Method::GET, "/url/web/", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["Message"], "Internal Server Error", "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -435,13 +444,23 @@ async fn a_snapshot_starts_every_instance_initialized_and_with_fresh_entropy() {
     let module = build_c("preinit").expect("clang-14 built the kitchen, so it builds this");
     let server = Server::start(&[]);
     let api = server.api();
-    create_module(&api, "preinit", "preinit.wasm", &module, json!({})).await;
-    // Calls at once (so more than one environment) and one after the other.
-    let call = || api.invoke("preinit", json!({}));
+    create_module(&api, "web", "preinit.wasm", &module, json!({})).await;
+    // Calls at once (so more than one environment) and one after the other, through
+    // Invoke and through a function URL.
+    let call = || api.invoke("web", json!({}));
     let (a, b, c, d) = tokio::join!(call(), call(), call(), call());
     let mut answers: Vec<Value> = [a, b, c, d].iter().map(|r| r.json()).collect();
-    for _ in 0..4 {
-        answers.push(api.invoke("preinit", json!({})).await.json());
+    for _ in 0..2 {
+        answers.push(api.invoke("web", json!({})).await.json());
+    }
+    let r = crate::urls::put_url(&api, Method::POST, json!({ "AuthType": "NONE" })).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for _ in 0..2 {
+        let r = api
+            .request(Method::GET, "/url/web/", &[], Bytes::new())
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        answers.push(r.json());
     }
     let mut random = std::collections::HashSet::new();
     for answer in &answers {
