@@ -212,11 +212,6 @@ impl FunctionSpec {
             }
             _ => {}
         }
-        if runtime.family() == RuntimeFamily::Wasm && self.network == Network::Egress {
-            return Err(ValidationError::Isolation(
-                "wasm functions have no outbound network yet: leave Network at none",
-            ));
-        }
         if runtime.family() != RuntimeFamily::Wasm && self.reuse_instance {
             return Err(ValidationError::Isolation(
                 "ReuseInstance applies to wasm functions only: leave it off",
@@ -596,14 +591,12 @@ mod tests {
             on_gvisor.validate(families),
             Err(ValidationError::Isolation(_))
         ));
+        // Outgoing HTTP is the one network a wasm function has, with egress.
         let with_egress = FunctionSpec {
             network: Network::Egress,
             ..wasm.clone()
         };
-        assert!(matches!(
-            with_egress.validate(families),
-            Err(ValidationError::Isolation(_))
-        ));
+        assert_eq!(with_egress.validate(families), Ok(()));
         let python_in_wasm = FunctionSpec {
             isolation: Isolation::Wasm,
             ..spec()

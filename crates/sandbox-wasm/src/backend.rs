@@ -203,6 +203,7 @@ impl Backend for WasmBackend {
             memory_bytes: (spec.memory_mb as usize) << 20,
             peak: AtomicU64::new(0),
             reuse: spec.reuse_instance,
+            egress: spec.egress,
             warm: tokio::sync::Mutex::new(None),
         });
         let (exited, exit) = watch::channel(None);
@@ -296,6 +297,8 @@ struct WasmHandler {
     memory_bytes: usize,
     /// The most linear memory any of its instances had.
     peak: AtomicU64,
+    /// Whether a component's outgoing requests may leave (`Network: egress`).
+    egress: bool,
     /// Whether an HTTP handler's instance is kept between calls, in `warm`.
     reuse: bool,
     warm: tokio::sync::Mutex<Option<Warm>>,
@@ -317,6 +320,7 @@ impl WasmHandler {
             env: &self.env,
             tmp: Some(&self.tmp),
             task: Some(&self.task),
+            egress: self.egress,
             limits: Limits {
                 memory_bytes: self.memory_bytes,
                 timeout: call.timeout,

@@ -2,8 +2,8 @@
 //! `wasi:io`, `wasi:sockets` with every address refused, and `wasi:http`), run as a
 //! `wasi:cli/run` command or served as a `wasi:http/incoming-handler`.
 //!
-//! A component's outgoing HTTP requests are refused (`HTTP-request-denied`): a wasm
-//! function has no network.
+//! A component's outgoing HTTP requests are refused (`HTTP-request-denied`) unless its
+//! function has `Network: egress` (`egress.rs`).
 
 use std::convert::Infallible;
 
@@ -24,16 +24,17 @@ pub(crate) struct Host {
     pub(crate) ctx: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    hooks: NoNetwork,
+    hooks: Outbound,
 }
 
 impl Host {
-    pub(crate) fn new(ctx: WasiCtx) -> Host {
+    /// `egress`: whether outgoing requests may leave (to other hosts).
+    pub(crate) fn new(ctx: WasiCtx, egress: bool) -> Host {
         Host {
             ctx,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: NoNetwork,
+            hooks: Outbound { egress },
         }
     }
 }
@@ -57,14 +58,16 @@ impl WasiHttpView for State<Host> {
     }
 }
 
-/// Refuses every outgoing request.
-struct NoNetwork;
+/// Sends outgoing requests to other hosts with egress, refuses them without.
+struct Outbound {
+    egress: bool,
+}
 
-impl WasiHttpHooks for NoNetwork {
+impl WasiHttpHooks for Outbound {
     fn send_request(
         &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<
         dyn Future<
@@ -74,7 +77,13 @@ impl WasiHttpHooks for NoNetwork {
                 )>,
             > + Send,
     > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        let egress = self.egress;
+        Box::new(async move {
+            if !egress {
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            crate::egress::send(request, options).await
+        })
     }
 }
 

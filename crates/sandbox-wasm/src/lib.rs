@@ -20,6 +20,7 @@
 mod backend;
 mod capture;
 mod component;
+mod egress;
 mod event;
 
 use std::hash::{Hash, Hasher};
@@ -127,6 +128,8 @@ pub struct Run<'a> {
     pub tmp: Option<&'a Path>,
     /// A host directory the guest sees, read-only, as `/var/task` (the package).
     pub task: Option<&'a Path>,
+    /// Whether a component's outgoing HTTP requests may leave, to other hosts.
+    pub egress: bool,
     pub limits: Limits,
 }
 
@@ -548,7 +551,7 @@ impl WasmEngine {
                 (end, store.into_data().limit)
             }
             Kind::Component(Exports::Command(pre)) => {
-                let host = Host::new(wasi.build());
+                let host = Host::new(wasi.build(), run.egress);
                 let mut store = self.store(host, limits.memory_bytes, limits.timeout);
                 let run = async {
                     let command = match pre.instantiate_async(&mut store).await {
@@ -608,8 +611,11 @@ impl WasmEngine {
             None => {
                 let printed = Capture::new(LOG_BYTES);
                 let mut wasi = self.wasi(module, &run, &printed, &printed)?;
-                let mut store =
-                    self.store(Host::new(wasi.build()), limits.memory_bytes, limits.timeout);
+                let mut store = self.store(
+                    Host::new(wasi.build(), run.egress),
+                    limits.memory_bytes,
+                    limits.timeout,
+                );
                 let started =
                     tokio::time::timeout(limits.timeout, pre.instantiate_async(&mut store));
                 let proxy = match started.await {

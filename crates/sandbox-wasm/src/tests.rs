@@ -28,6 +28,7 @@ async fn run(engine: &WasmEngine, module: &Prepared, input: &[u8], limits: Limit
         env: &[],
         tmp: None,
         task: None,
+        egress: false,
         limits,
     };
     engine.run_command(module, run).await.unwrap()

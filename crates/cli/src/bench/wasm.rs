@@ -208,6 +208,7 @@ async fn instantiation(n: usize) -> anyhow::Result<Vec<Duration>> {
             env: &[],
             tmp: None,
             task: None,
+            egress: false,
             limits: ember_sandbox_wasm::Limits {
                 memory_bytes: 128 << 20,
                 timeout: Duration::from_secs(3),

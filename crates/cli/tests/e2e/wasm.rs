@@ -392,18 +392,6 @@ async fn bad_modules_are_refused_at_deploy_with_the_reason() {
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
-    // No outbound network for wasm yet: asking for it is refused, not ignored.
-    create_wasm(&api, "fine", &module, json!({})).await;
-    let r = api
-        .request(
-            Method::PUT,
-            "/ember/v1/functions/fine/settings",
-            &[],
-            Bytes::from(json!({ "Network": "egress" }).to_string()),
-        )
-        .await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("no outbound network"), "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -667,4 +655,152 @@ async fn an_http_handler_asking_for_it_keeps_its_instance_between_calls() {
         "{}",
         r.text()
     );
+}
+
+/// Another host for outgoing requests: a network namespace joined to this one by a veth
+/// pair, with an HTTP server in it. Removed when dropped.
+struct OtherHost {
+    namespace: String,
+    link: String,
+    server: std::process::Child,
+    /// Its address, and this host's address on the link.
+    address: String,
+    local: String,
+    port: u16,
+    _files: tempfile::TempDir,
+}
+
+impl OtherHost {
+    async fn start() -> OtherHost {
+        let id = std::process::id() % 10_000;
+        let namespace = format!("ember-wasm-{id}");
+        let link = format!("ewh{id}");
+        let peer = format!("ewp{id}");
+        let subnet = 16 + id % 200;
+        let (local, address) = (format!("10.251.{subnet}.1"), format!("10.251.{subnet}.2"));
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().unwrap();
+            assert!(status.success(), "ip {args:?}");
+        };
+        let _ = Command::new("ip")
+            .args(["netns", "del", &namespace])
+            .status();
+        let _ = Command::new("ip").args(["link", "del", &link]).status();
+        ip(&["netns", "add", &namespace]);
+        ip(&["link", "add", &link, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &namespace]);
+        ip(&["addr", "add", &format!("{local}/30"), "dev", &link]);
+        ip(&["link", "set", &link, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &namespace, "ip"];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        inside(&["addr", "add", &format!("{address}/30"), "dev", &peer]);
+        inside(&["link", "set", &peer, "up"]);
+        let files = tempfile::tempdir().unwrap();
+        std::fs::write(files.path().join("hello.txt"), "hello from another host").unwrap();
+        let port = 18_080;
+        let server = Command::new("ip")
+            .args(["netns", "exec", &namespace, "python3", "-m", "http.server"])
+            .arg(port.to_string())
+            .args(["--bind", &address, "--directory"])
+            .arg(files.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect((address.as_str(), port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the other host's server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        OtherHost {
+            namespace,
+            link,
+            server,
+            address,
+            local,
+            port,
+            _files: files,
+        }
+    }
+}
+
+impl Drop for OtherHost {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.namespace])
+            .status();
+    }
+}
+
+/// What the Python handler fetched from `url` on its way through an Invoke.
+async fn fetched_by(api: &Api, url: &str) -> Value {
+    let event = json!({
+        "version": "2.0", "rawPath": "/fetch", "rawQueryString": "",
+        "headers": { "x-fetch": url },
+        "requestContext": { "http": { "method": "GET" } }
+    });
+    let doc = api.invoke("web", event).await.json();
+    assert_eq!(doc["statusCode"], 200, "{doc}");
+    let body: Value = serde_json::from_str(doc["body"].as_str().unwrap()).unwrap();
+    body["fetched"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_with_egress_reaches_other_hosts_and_never_this_one() {
+    let component = match python_component() {
+        Ok(component) => component,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    if let Some(why) = crate::support::egress_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let other = OtherHost::start().await;
+    let server = Server::start(&[]);
+    let api = server.api();
+    let api_port = server.url.rsplit(':').next().unwrap().to_owned();
+    create_module(&api, "web", "app.wasm", &component, json!({})).await;
+    let remote = format!("http://{}:{}/hello.txt", other.address, other.port);
+
+    // Without egress, an outgoing request is refused.
+    let refused = fetched_by(&api, &remote).await;
+    assert_eq!(refused, json!({ "error": "ErrorCode_HttpRequestDenied" }));
+
+    let r = put_settings(&api, "web", json!({ "Network": "egress" })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = fetched_by(&api, &remote).await;
+    assert_eq!(
+        answer,
+        json!({ "status": 200, "body": "hello from another host" })
+    );
+    // This host's own addresses, Ember's API among them, stay out of reach.
+    for own in [
+        format!("http://127.0.0.1:{api_port}/ember/v1/functions"),
+        format!("http://localhost:{api_port}/ember/v1/functions"),
+        format!("http://{}:{api_port}/ember/v1/functions", other.local),
+    ] {
+        let answer = fetched_by(&api, &own).await;
+        assert_eq!(
+            answer,
+            json!({ "error": "ErrorCode_DestinationIpProhibited" }),
+            "{own}"
+        );
+    }
 }
