@@ -596,6 +596,8 @@ impl WasmEngine {
             ));
         };
         let limits = run.limits;
+        // Starting an instance and serving share the call's time.
+        let deadline = tokio::time::Instant::now() + limits.timeout;
         let Warm {
             mut store,
             proxy,
@@ -616,26 +618,17 @@ impl WasmEngine {
                     limits.memory_bytes,
                     limits.timeout,
                 );
-                let started =
-                    tokio::time::timeout(limits.timeout, pre.instantiate_async(&mut store));
+                let started = tokio::time::timeout_at(deadline, pre.instantiate_async(&mut store));
                 let proxy = match started.await {
-                    Ok(Ok(proxy)) => Some(proxy),
-                    Ok(Err(e)) => {
-                        let end = not_started(e)?;
+                    Ok(Ok(proxy)) => proxy,
+                    failed => {
+                        let end = match failed {
+                            Ok(Err(e)) => not_started(e)?,
+                            _ => End::Timeout,
+                        };
                         let limit = store.into_data().limit;
                         return Ok(outcome(end, limit, &Capture::new(0), &printed, None));
                     }
-                    Err(_) => None,
-                };
-                let Some(proxy) = proxy else {
-                    let limit = store.into_data().limit;
-                    return Ok(outcome(
-                        End::Timeout,
-                        limit,
-                        &Capture::new(0),
-                        &printed,
-                        None,
-                    ));
                 };
                 Warm {
                     store,
@@ -645,7 +638,7 @@ impl WasmEngine {
             }
         };
         let served = component::serve(&proxy, &mut store, request);
-        let (end, served) = match tokio::time::timeout(limits.timeout, served).await {
+        let (end, served) = match tokio::time::timeout_at(deadline, served).await {
             Ok((Ok(()), served)) => (End::Exit(0), served),
             Ok((Err(e), served)) => (ended(&e), served),
             Err(_) => (End::Timeout, Served::NoAnswer),
