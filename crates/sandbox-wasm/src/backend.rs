@@ -368,63 +368,70 @@ impl WasmHandler {
         self.peak
             .fetch_max(outcome.peak_memory_bytes as u64, Ordering::Relaxed);
         let printed = printed(&outcome);
-        let mb = self.memory_bytes >> 20;
-        let out_of_memory = outcome.memory_limit_hit;
-        let answer = match (outcome.end, outcome.served) {
-            (End::Timeout, _) => Answer::TimedOut,
-            (End::Exit(0), None) if outcome.stdout_dropped > 0 => Answer::ResponseTooLarge,
-            (End::Exit(0), None) => Answer::Response(outcome.stdout),
-            // An HTTP handler's answer counts once it is whole, even if the instance then
-            // failed.
-            (_, Some(Served::Answered(answer))) if http_event => {
-                Answer::Response(event::http_response(&answer))
-            }
-            (_, Some(Served::Answered(answer))) if answer.status < 400 => {
-                Answer::Response(answer.body)
-            }
-            (_, Some(Served::Answered(answer))) => Answer::Failed {
-                error_type: "HttpError".into(),
-                message: format!(
-                    "the handler answered {} {}: {}",
-                    answer.status,
-                    http::StatusCode::from_u16(answer.status)
-                        .ok()
-                        .and_then(|s| s.canonical_reason())
-                        .unwrap_or(""),
-                    String::from_utf8_lossy(&answer.body[..answer.body.len().min(1024)])
-                ),
-                out_of_memory,
-            },
-            (_, Some(Served::TooLarge)) => Answer::ResponseTooLarge,
-            (End::Exit(0), Some(Served::Failed(why))) => Answer::Failed {
-                error_type: "Runtime.HandlerError".into(),
-                message: why,
-                out_of_memory,
-            },
-            (End::Exit(0), Some(Served::NoAnswer)) => Answer::Failed {
-                error_type: "Runtime.NoResponse".into(),
-                message: "the handler returned without setting its response".into(),
-                out_of_memory,
-            },
-            _ if out_of_memory => Answer::Failed {
-                error_type: "Runtime.OutOfMemory".into(),
-                message: format!(
-                    "Runtime exited with error: out of memory (the module asked for more than its {mb} MB)"
-                ),
-                out_of_memory,
-            },
-            (End::Exit(code), _) => Answer::Failed {
-                error_type: "Runtime.ExitError".into(),
-                message: format!("Runtime exited with error: exit status {code}"),
-                out_of_memory,
-            },
-            (End::Trap(trap), _) => Answer::Failed {
-                error_type: "Runtime.Trap".into(),
-                message: format!("Runtime trapped: {trap}"),
-                out_of_memory,
-            },
-        };
-        (answer, printed)
+        (
+            answer(outcome, http_event, self.memory_bytes >> 20),
+            printed,
+        )
+    }
+}
+
+/// What a run answers, in order of precedence: a timeout; a command's output; an HTTP
+/// handler's whole response (even if the instance failed after it); then how the instance
+/// failed. `http_event`: whether the event was an HTTP request (and wants a response
+/// document back); `mb`: the function's memory.
+fn answer(outcome: crate::Outcome, http_event: bool, mb: usize) -> Answer {
+    let out_of_memory = outcome.memory_limit_hit;
+    match (outcome.end, outcome.served) {
+        (End::Timeout, _) => Answer::TimedOut,
+        (End::Exit(0), None) if outcome.stdout_dropped > 0 => Answer::ResponseTooLarge,
+        (End::Exit(0), None) => Answer::Response(outcome.stdout),
+        // An HTTP handler's answer counts once it is whole, even if the instance then
+        // failed.
+        (_, Some(Served::Answered(answer))) if http_event => {
+            Answer::Response(event::http_response(&answer))
+        }
+        (_, Some(Served::Answered(answer))) if answer.status < 400 => Answer::Response(answer.body),
+        (_, Some(Served::Answered(answer))) => Answer::Failed {
+            error_type: "HttpError".into(),
+            message: format!(
+                "the handler answered {} {}: {}",
+                answer.status,
+                http::StatusCode::from_u16(answer.status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or(""),
+                String::from_utf8_lossy(&answer.body[..answer.body.len().min(1024)])
+            ),
+            out_of_memory,
+        },
+        (_, Some(Served::TooLarge)) => Answer::ResponseTooLarge,
+        (End::Exit(0), Some(Served::Failed(why))) => Answer::Failed {
+            error_type: "Runtime.HandlerError".into(),
+            message: why,
+            out_of_memory,
+        },
+        (End::Exit(0), Some(Served::NoAnswer)) => Answer::Failed {
+            error_type: "Runtime.NoResponse".into(),
+            message: "the handler returned without setting its response".into(),
+            out_of_memory,
+        },
+        _ if out_of_memory => Answer::Failed {
+            error_type: "Runtime.OutOfMemory".into(),
+            message: format!(
+                "Runtime exited with error: out of memory (the module asked for more than its {mb} MB)"
+            ),
+            out_of_memory,
+        },
+        (End::Exit(code), _) => Answer::Failed {
+            error_type: "Runtime.ExitError".into(),
+            message: format!("Runtime exited with error: exit status {code}"),
+            out_of_memory,
+        },
+        (End::Trap(trap), _) => Answer::Failed {
+            error_type: "Runtime.Trap".into(),
+            message: format!("Runtime trapped: {trap}"),
+            out_of_memory,
+        },
     }
 }
 
