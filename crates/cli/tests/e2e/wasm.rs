@@ -106,9 +106,14 @@ fn kitchen() -> Result<Vec<u8>, String> {
     build_c("kitchen")
 }
 
+/// The fixture `built` (the kitchen module by default), or a return from the test saying
+/// why this host cannot build it.
 macro_rules! require_wasm {
     () => {
-        match kitchen() {
+        require_wasm!(kitchen())
+    };
+    ($built:expr) => {
+        match $built {
             Ok(module) => module,
             Err(why) => {
                 eprintln!("skipped: {why}");
@@ -467,13 +472,7 @@ async fn a_snapshot_starts_every_instance_initialized_and_with_fresh_entropy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_http_component_answers_through_invoke_and_a_function_url() {
-    let component = match python_component() {
-        Ok(component) => component,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
+    let component = require_wasm!(python_component());
     let server = Server::start(&[]);
     let api = server.api();
     create_module(&api, "web", "app.wasm", &component, json!({})).await;
@@ -583,13 +582,7 @@ async fn a_python_http_component_answers_through_invoke_and_a_function_url() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http_handler_asking_for_it_keeps_its_instance_between_calls() {
-    let component = match python_component() {
-        Ok(component) => component,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
+    let component = require_wasm!(python_component());
     let server = Server::start(&[]);
     let api = server.api();
     create_module(&api, "web", "app.wasm", &component, json!({})).await;
@@ -761,13 +754,7 @@ async fn fetched_by(api: &Api, url: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_component_with_egress_reaches_other_hosts_and_never_this_one() {
-    let component = match python_component() {
-        Ok(component) => component,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
+    let component = require_wasm!(python_component());
     if let Some(why) = crate::support::egress_unavailable() {
         eprintln!("skipped: {why}");
         return;
