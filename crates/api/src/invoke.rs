@@ -1,6 +1,7 @@
 //! Invoke: `POST /2015-03-31/functions/{name}/invocations`.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -10,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ember_core::arn::FunctionRef;
 use ember_core::limits::SYNC_PAYLOAD_BYTES;
-use ember_dispatch::InvokeRequest;
+use ember_dispatch::{InvokeRequest, Timing};
 use ember_events::EVENT_PAYLOAD_BYTES;
 
 use crate::error::ApiError;
@@ -126,7 +127,28 @@ pub async fn invoke(
     {
         h.insert("x-amz-log-result", v);
     }
+    if let Ok(v) = HeaderValue::from_str(&server_timing(&result.timing)) {
+        h.insert("server-timing", v);
+    }
     Ok(response)
+}
+
+/// The `Server-Timing` header: where the call's time went inside Ember, in milliseconds,
+/// stage by stage (a cold start's init split into sandbox, runtime and code).
+fn server_timing(t: &Timing) -> String {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let mut out = format!("placement;dur={:.3}", ms(t.placement));
+    if let Some(init) = &t.init {
+        let _ = write!(
+            out,
+            ", sandbox;dur={:.3}, runtime-init;dur={:.3}, code-init;dur={:.3}",
+            ms(init.sandbox),
+            ms(init.runtime),
+            ms(init.code)
+        );
+    }
+    let _ = write!(out, ", handler;dur={:.3}", ms(t.handler));
+    out
 }
 
 /// Decodes `X-Amz-Client-Context` (base64 of JSON) into the compact JSON the runtime gets

@@ -11,10 +11,10 @@ use ember_runtime_api::{Invocation, Phase, Reply, RuntimeApi};
 use ember_sandbox::{Answer, Backend, Call, Environment, EnvironmentSpec, ExitStatus, Handler};
 use tokio::sync::{oneshot, watch};
 
-use crate::DispatchError;
 use crate::logs::LogSink;
 use crate::output::Output;
 use crate::provisioned::Slot;
+use crate::{DispatchError, InitStages};
 
 /// What is reported when the process's status could not be read.
 const UNKNOWN_EXIT: ExitStatus = ExitStatus {
@@ -76,7 +76,7 @@ pub(crate) enum InitFailure {
 impl Env {
     /// Creates the sandbox and waits for the runtime's first `/next`.
     ///
-    /// Returns the environment and its init duration, or the init failure together with
+    /// Returns the environment and where its init went, or the init failure together with
     /// the environment (so its output can be collected before it is destroyed).
     pub async fn start(
         backend: &dyn Backend,
@@ -85,9 +85,11 @@ impl Env {
         function: Arc<str>,
         logs: LogSink,
         init_timeout: Duration,
-    ) -> Result<(Env, Result<Duration, InitFailure>), DispatchError> {
+    ) -> Result<(Env, Result<InitStages, InitFailure>), DispatchError> {
         let started = Instant::now();
         let mut sandbox = backend.create(spec).await?;
+        let created = Instant::now();
+        let sandbox_time = created - started;
         if let Some(handler) = sandbox.handler() {
             let output = Output::in_process(function, logs);
             let exit = sandbox.exit();
@@ -100,7 +102,11 @@ impl Env {
                 exit,
                 output,
             };
-            return Ok((env, Ok(started.elapsed())));
+            let stages = InitStages {
+                sandbox: sandbox_time,
+                ..InitStages::default()
+            };
+            return Ok((env, Ok(stages)));
         }
         let listener = sandbox
             .take_runtime_api_listener()
@@ -122,9 +128,20 @@ impl Env {
             }
         };
         let init = await_init(&api, &exit, init_timeout).await;
+        let ready = Instant::now();
         if init.is_ok() {
             sandbox.init_done();
         }
+        // Ember's runtimes connect before loading the function's code; a runtime that
+        // connects only for its first `/next` has all its init counted as its own start.
+        let connected = api
+            .first_connection()
+            .map_or(ready, |at| at.clamp(created, ready));
+        let stages = InitStages {
+            sandbox: sandbox_time,
+            runtime: connected - created,
+            code: ready - connected,
+        };
         let env = Env {
             generation,
             provisioned: None,
@@ -134,7 +151,7 @@ impl Env {
             exit,
             output,
         };
-        Ok((env, init.map(|()| started.elapsed())))
+        Ok((env, init.map(|()| stages)))
     }
 
     /// Hands one event to the runtime and waits for its answer, its exit or the deadline.

@@ -17,7 +17,10 @@ use ember_sandbox::{EnvironmentSpec, ExitStatus};
 use crate::environment::{Env, InitFailure, Outcome};
 use crate::metrics::ErrorKind;
 use crate::shared::{Lease, Starting};
-use crate::{Current, DispatchError, Function, FunctionError, Inner, InvokeRequest, InvokeResult};
+use crate::{
+    Current, DispatchError, Function, FunctionError, InitStages, Inner, InvokeRequest,
+    InvokeResult, Timing,
+};
 
 /// Counts a call as busy in its pool until it is done: released with its environment, or
 /// dropped on any other way out (a crash, a failed start, a throttle).
@@ -131,7 +134,7 @@ impl Inner {
         function: &Function,
         current: &Current,
         provisioned: bool,
-    ) -> Result<(Env, Result<Duration, InitFailure>), DispatchError> {
+    ) -> Result<(Env, Result<InitStages, InitFailure>), DispatchError> {
         let backend = self.backends.get(current.deployment.spec.backend())?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let spec = self.environment_spec(function, current, &id, provisioned);
@@ -167,7 +170,7 @@ impl Inner {
         let started = self.start_env(function, &current, false).await;
         match started {
             Ok((env, Ok(init))) => {
-                self.metrics.prewarmed(&function.name, init);
+                self.metrics.prewarmed(&function.name, init.total());
                 if self.still_current(function, &env) {
                     function.pool.lock().expect("pool lock").put_prewarmed(
                         env,
@@ -304,14 +307,7 @@ impl Inner {
                     .await
             }
             Err(failure) => Ok(self
-                .init_failed(
-                    function,
-                    current,
-                    env,
-                    failure,
-                    request_id,
-                    request.tail_log,
-                )
+                .init_failed(function, current, env, failure, request_id, &request)
                 .await),
         }
     }
@@ -323,8 +319,9 @@ impl Inner {
         env: Env,
         failure: InitFailure,
         request_id: &str,
-        tail_log: bool,
+        request: &InvokeRequest,
     ) -> InvokeResult {
+        let tail_log = request.tail_log;
         let (body, status_line) = match failure {
             InitFailure::Reported { body, error_type } => {
                 let kind = error_type.unwrap_or_else(|| "Runtime.Unknown".into());
@@ -374,6 +371,10 @@ impl Inner {
             function_error: Some(FunctionError::Unhandled),
             executed_version: Arc::clone(&function.version),
             log_tail: tail_log.then(|| tail(&log)),
+            timing: Timing {
+                placement: request.received.map_or(Duration::ZERO, |at| at.elapsed()),
+                ..Timing::default()
+            },
         }
     }
 
@@ -384,7 +385,7 @@ impl Inner {
         function: &Function,
         current: &Current,
         env: Lease<'_>,
-        init: Option<Duration>,
+        init: Option<InitStages>,
         request_id: &str,
         request: InvokeRequest,
     ) -> Result<InvokeResult, DispatchError> {
@@ -393,6 +394,11 @@ impl Inner {
         self.logs
             .write_platform(&function.name, Bytes::from(start_line.clone()));
         let began = Instant::now();
+        // Placement is the time to here that init does not account for.
+        let placement = request
+            .received
+            .map_or(Duration::ZERO, |at| began - at)
+            .saturating_sub(init.map_or(Duration::ZERO, |i| i.total()));
         let timeout = Duration::from_secs(u64::from(spec.timeout_s));
         let outcome = env
             .invoke(
@@ -480,7 +486,7 @@ impl Inner {
             duration_ms: duration.as_secs_f64() * 1000.0,
             memory_mb: spec.memory_mb,
             max_memory_used_mb: env.max_memory_used_mb(),
-            init_duration_ms: init.map(|d| d.as_secs_f64() * 1000.0),
+            init_duration_ms: init.map(|i| i.total().as_secs_f64() * 1000.0),
         };
         lines.push_str(&report::report_line(&report));
         let log_tail = request.tail_log.then(|| {
@@ -492,8 +498,12 @@ impl Inner {
         });
         self.logs.write_platform(&function.name, Bytes::from(lines));
 
-        self.metrics
-            .invoked(&function.name, duration, init, error_kind);
+        self.metrics.invoked(
+            &function.name,
+            duration,
+            init.map(|i| i.total()),
+            error_kind,
+        );
         self.meter.add(
             &function.name,
             &function.version,
@@ -523,6 +533,11 @@ impl Inner {
             function_error,
             executed_version: Arc::clone(&function.version),
             log_tail,
+            timing: Timing {
+                placement,
+                init,
+                handler: duration,
+            },
         })
     }
 

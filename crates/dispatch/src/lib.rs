@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ember_core::arn::Qualifier;
@@ -149,6 +149,8 @@ pub struct InvokeRequest {
     /// How long to wait for a concurrency slot before the call is throttled (an
     /// asynchronous event waits; a synchronous call gets its 429 at once).
     pub wait_for_capacity: Option<std::time::Duration>,
+    /// When the call reached the dispatcher (set there): placement is timed from it.
+    pub received: Option<Instant>,
 }
 
 /// Which kind of function error, for `X-Amz-Function-Error`.
@@ -178,6 +180,36 @@ pub struct InvokeResult {
     /// `$LATEST` or the version number that ran.
     pub executed_version: Arc<str>,
     pub log_tail: Option<Bytes>,
+    pub timing: Timing,
+}
+
+/// Where a new environment's init went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InitStages {
+    /// Creating the sandbox and starting the runtime's process inside it.
+    pub sandbox: Duration,
+    /// The runtime's own start, up to its first connection to the Runtime API.
+    pub runtime: Duration,
+    /// The function's init: from that connection to the runtime's first `/next`.
+    pub code: Duration,
+}
+
+impl InitStages {
+    pub fn total(&self) -> Duration {
+        self.sandbox + self.runtime + self.code
+    }
+}
+
+/// Where an invocation's time went inside Ember, stage by stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timing {
+    /// From the call's arrival at the dispatcher to the event's hand-over, less `init`:
+    /// admission, choosing (or waiting for) an environment, a thaw.
+    pub placement: Duration,
+    /// A cold start's init, when this call started its environment.
+    pub init: Option<InitStages>,
+    /// The function's handler: the event handed over until its answer.
+    pub handler: Duration,
 }
 
 /// The key of a version's pool: `name` for `$LATEST`, `name:N` for version N.
@@ -636,6 +668,8 @@ impl Dispatcher {
         qualifier: Option<&Qualifier>,
         request: InvokeRequest,
     ) -> Result<InvokeResult, DispatchError> {
+        let mut request = request;
+        request.received.get_or_insert_with(Instant::now);
         let this = self.clone();
         let name = name.to_owned();
         let qualifier = qualifier.cloned();

@@ -171,7 +171,7 @@ impl Inner {
         };
         match self.start_env(function, &current, true).await {
             Ok((mut env, Ok(init))) => {
-                self.metrics.provisioned(&function.name, init);
+                self.metrics.provisioned(&function.name, init.total());
                 // What init printed is in the log; it is not the first call's output.
                 let _ = env.output.collect().await;
                 if !self.still_current(function, &env) || p.allocated() >= p.target() {

@@ -86,6 +86,7 @@ mod tests {
             function_error: Some(FunctionError::Handled),
             executed_version: Arc::from("$LATEST"),
             log_tail: None,
+            timing: Default::default(),
         };
         let record = record(&Source {
             request_id: "r-1",

@@ -17,7 +17,8 @@ pub mod runtimes;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -74,6 +75,8 @@ struct State {
     in_flight: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     phase: watch::Sender<Phase>,
     response_limit: usize,
+    /// When the runtime first connected: its own start is over by then.
+    connected: Arc<OnceLock<Instant>>,
 }
 
 /// The Runtime API of one environment. Dropping it stops the server.
@@ -81,6 +84,7 @@ pub struct RuntimeApi {
     queue: mpsc::Sender<Invocation>,
     phase: watch::Receiver<Phase>,
     server: tokio::task::AbortHandle,
+    connected: Arc<OnceLock<Instant>>,
 }
 
 impl Drop for RuntimeApi {
@@ -98,18 +102,28 @@ impl RuntimeApi {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let (queue_tx, queue_rx) = mpsc::channel(1);
         let (phase_tx, phase_rx) = watch::channel(Phase::Initializing);
+        let connected = Arc::new(OnceLock::new());
         let state = Arc::new(State {
             queue: tokio::sync::Mutex::new(queue_rx),
             in_flight: Mutex::new(HashMap::new()),
             phase: phase_tx,
             response_limit,
+            connected: Arc::clone(&connected),
         });
         let server = tokio::spawn(accept_loop(listener, state)).abort_handle();
         Ok(RuntimeApi {
             queue: queue_tx,
             phase: phase_rx,
             server,
+            connected,
         })
+    }
+
+    /// When the runtime first connected, if it has: Ember's runtimes connect before they
+    /// load the function's code, so this splits the runtime's own start from the code's
+    /// init.
+    pub fn first_connection(&self) -> Option<Instant> {
+        self.connected.get().copied()
     }
 
     /// Watches the runtime's phase.
@@ -132,6 +146,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>) {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                let _ = state.connected.set(Instant::now());
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&state);
                 connections.spawn(async move {

@@ -492,3 +492,69 @@ def handler(event, context):
         );
     }
 }
+
+/// `Server-Timing` as a map from stage to milliseconds, in the header's order.
+fn stages(header: Option<&str>) -> Vec<(String, f64)> {
+    header
+        .expect("no Server-Timing header")
+        .split(", ")
+        .map(|entry| {
+            let (name, dur) = entry.split_once(";dur=").expect("a stage without dur");
+            (name.to_owned(), dur.parse().expect("a duration"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_start_reports_where_its_time_went_stage_by_stage() {
+    require_sandbox!();
+    let server = Server::start(&[]);
+    let api = server.api();
+    let code = b"import time\ntime.sleep(0.2)\n\ndef handler(event, context):\n    time.sleep(0.05)\n    return event\n";
+    let zip = crate::support::zip_files(&[("app.py", code, 0o644)]);
+    let r = api
+        .create(
+            "staged",
+            &zip,
+            json!({ "Runtime": "python3", "Handler": "app.handler" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    let t = std::time::Instant::now();
+    let cold = api.invoke("staged", json!({})).await;
+    let round_trip_ms = t.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(cold.status, 200, "{}", cold.text());
+    let cold = stages(cold.header("server-timing"));
+    let names: Vec<&str> = cold.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "placement",
+            "sandbox",
+            "runtime-init",
+            "code-init",
+            "handler"
+        ]
+    );
+    let ms = |name: &str| cold.iter().find(|(n, _)| n == name).unwrap().1;
+    // The module's 200 ms sleep is the code's init, not the runtime's start or the handler.
+    assert!(ms("code-init") >= 200.0, "{cold:?}");
+    assert!(
+        ms("runtime-init") > 0.0 && ms("runtime-init") < 200.0,
+        "{cold:?}"
+    );
+    assert!(ms("sandbox") > 0.0, "{cold:?}");
+    assert!(ms("handler") >= 50.0 && ms("handler") < 200.0, "{cold:?}");
+    let total: f64 = cold.iter().map(|(_, d)| d).sum();
+    assert!(
+        total <= round_trip_ms,
+        "{cold:?} add up to more than {round_trip_ms} ms"
+    );
+
+    let warm = api.invoke("staged", json!({})).await;
+    let warm = stages(warm.header("server-timing"));
+    let names: Vec<&str> = warm.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["placement", "handler"], "a warm call has no init");
+    assert!(warm[1].1 >= 50.0, "{warm:?}");
+}

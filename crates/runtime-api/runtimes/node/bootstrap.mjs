@@ -10,6 +10,7 @@
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import http from 'node:http';
+import net from 'node:net';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -167,5 +168,11 @@ async function answer(handler, requestId, next) {
   await request('POST', route + 'response', out);
 }
 
+// A first connection before the code loads: Ember tells the runtime's start from the
+// code's init by when it arrives.
+await new Promise((resolve) => {
+  const socket = net.connect(Number(PORT), HOST, () => { socket.destroy(); resolve(); });
+  socket.on('error', resolve);
+});
 const handler = await loadHandler(env._HANDLER);
 await Promise.all(Array.from({ length: CONCURRENCY }, () => serve(handler)));

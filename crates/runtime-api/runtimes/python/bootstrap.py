@@ -94,12 +94,15 @@ class RuntimeClient:
             self.sock.close()
         self.sock = None
 
+    def connect(self):
+        self.sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        self.sock.connect(self.address)
+        self.buf = b""
+
     def _exchange(self, method, path, body, headers):
         if self.sock is None:
-            self.sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
-            self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-            self.sock.connect(self.address)
-            self.buf = b""
+            self.connect()
         extra = "".join("%s: %s\r\n" % h for h in headers)
         head = "%s %s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s\r\n" % (
             method, PREFIX, path, API, len(body), extra)
@@ -268,6 +271,9 @@ def main():
     version = "python%d.%d" % sys.version_info[:2]
     sys.path[:0] = [task_root, "/opt/python", "/opt/python/lib/%s/site-packages" % version]
     client = RuntimeClient(API)
+    # Connected before the code loads: Ember tells the runtime's start from the code's init
+    # by when this connection arrives.
+    client.connect()
     handler = load_handler(client, os.environ["_HANDLER"])
     concurrency = int(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY", "1") or "1")
     if concurrency > 1:
