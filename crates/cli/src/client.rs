@@ -31,6 +31,11 @@ impl Answer {
 }
 
 impl Client {
+    /// The server's URL, `http://host:port`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn new(base: &str) -> Client {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);

@@ -1,42 +1,42 @@
-//! `ember bench`: Ember's invoke latency beside baselines measured in the same run.
+//! `ember bench`: every figure a user of a serverless platform compares, measured in one
+//! run against baselines measured alongside, and written up as a report with charts.
 //!
-//! It starts a private server (temporary data directory, ephemeral port), deploys a
-//! `provided` function (the compiled `ember echo-runtime`) and a Python function, and
-//! measures:
+//! It starts a private server (temporary data directory, ephemeral port), deploys the same
+//! workloads (`workloads.rs`: hello, 10 ms of CPU, a 1 MB echo, a 300 ms init) on each
+//! runtime (`provided`, `python3`, `nodejs`, `wasm`), and measures:
 //!
-//! - **warm latency**: sequential invocations of a warm environment, p50 and p99, against a
-//!   direct HTTP round trip to a trivial hyper server in its own process (`ember
-//!   echo-server`), over the same kind of client. The same server inside the benchmark's
-//!   own process is shown too, for reference: there client and server share a runtime and
-//!   can hand requests over without a context switch, which no real hop does;
-//! - **throughput**: invocations per second with several clients at once, against the same
-//!   direct hop;
-//! - **frozen warm latency**: the same calls with idle environments frozen (`FreezeIdle`),
-//!   which costs a thaw before and a freeze after each call;
-//! - **signed warm latency**: the same `provided` calls with every request SigV4-signed
-//!   and verified (an access key is created on the private server, last);
-//! - **cold start**: request in → response out when no environment exists (the function's
-//!   configuration is touched before each sample to retire the previous environment),
-//!   against `python3 -c pass` for Python and against exec'ing the same runtime for
-//!   `provided`.
+//! - **warm latency** p50/p99/p99.9, one client and 16, beside a direct HTTP round trip to a
+//!   trivial hyper server in another process (`ember echo-server`): the floor of any hop;
+//! - **throughput** at 1, 16 and 64 clients (`load.rs`, the one load generator every server
+//!   here is driven by);
+//! - **cold starts** per runtime and backend (`process`, `runc`, `gvisor`, `wasm`), split into
+//!   Ember's stages from each response's `Server-Timing`, beside each runtime's bare start;
+//! - **heavy init**: cold, warm and provisioned first calls;
+//! - **scale-out**: 0 → 100 environments in a burst;
+//! - **density**: memory per idle environment, Ember's share, and how many fit in 4 GiB;
+//! - **latency against load**: p99 at 10–90% of the throughput ceiling (an open loop);
+//! - **a runtime without a platform**: `awslambdaric` against a minimal Runtime API;
+//! - **WebAssembly** (`wasm.rs`) beside `workerd` and `deno`;
+//! - frozen, signed and asynchronous calls.
 //!
-//! - **per backend**: the warm, frozen and cold figures again with the functions on the
-//!   `runc` and `gvisor` backends, where the host has them (cold starts also as a ratio to
-//!   the `process` backend's).
-//!
-//! - **WebAssembly** (`wasm.rs`): a wasm hello world through Invoke and a function URL,
-//!   its instantiation, cold start and memory per idle environment, and its throughput
-//!   beside `workerd` and `deno` serving the same hello world.
-//!
-//! It prints a table with ratios and writes every figure to a JSON file.
+//! Everything lands in `<out>/<timestamp>/`: `results.json`, `report.md` and SVG charts
+//! (`charts.rs`). `--publish DIR` also writes the report as `DIR/benchmarks.md` with its
+//! charts in `DIR/benchmarks/`; `--compare FILE` sets this run's ratios beside an earlier
+//! `results.json`'s.
 
+mod charts;
+mod load;
+mod results;
+mod runtime_client;
 mod wasm;
+mod workloads;
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use http_body_util::{BodyExt, Full};
@@ -45,45 +45,909 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use crate::client::Client;
-use crate::commands::{FunctionSettings, create_or_update};
+use crate::commands::create_or_update;
+use load::{Request, Stop};
+use results::{
+    ColdStart, Density, Extras, Floor, HeavyInit, Latency, LoadCurve, LoadPoint, Machine, Rate,
+    Results, RuntimeFigures, ScaleOut, Stages,
+};
+use workloads::{RUNTIMES, Runtime};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Sequential warm invocations per function.
+    /// Sequential warm invocations per latency figure.
     #[arg(long, default_value_t = 2000)]
     warm: usize,
-    /// Cold starts per runtime.
-    #[arg(long, default_value_t = 20)]
+    /// Cold starts per runtime and backend.
+    #[arg(long, default_value_t = 10)]
     cold: usize,
-    /// Concurrent clients for the throughput figure.
-    #[arg(long, default_value_t = 4)]
-    clients: usize,
-    /// Where to write the figures.
-    #[arg(long, default_value = "ember-bench.json")]
+    /// Seconds each throughput and load point runs.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Where the results go: a directory per run, named by its start time.
+    #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// Also write the report to DIR/benchmarks.md, its charts to DIR/benchmarks/.
+    #[arg(long, value_name = "DIR")]
+    publish: Option<PathBuf>,
+    /// An earlier run's results.json: its headline ratios are set beside this run's.
+    #[arg(long, value_name = "FILE")]
+    compare: Option<PathBuf>,
     /// Where the peers (`workerd`, `deno`) are installed with npm: their binaries are
     /// looked for in `<peers>/node_modules/.bin`, then on PATH.
     #[arg(long, default_value = "bench-peers")]
     peers: PathBuf,
 }
 
-const PAYLOAD: &[u8] = br#"{"hello":"world"}"#;
-
-/// Latency percentiles of a sample, in microseconds.
-#[derive(Debug, Clone, Copy)]
-struct Summary {
-    p50_us: f64,
-    p99_us: f64,
+impl BenchArgs {
+    fn run_for(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds.max(0.1))
+    }
 }
 
-fn summarize(mut samples: Vec<Duration>) -> Summary {
-    samples.sort();
-    let at =
-        |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e6;
-    Summary {
-        p50_us: at(0.50),
-        p99_us: at(0.99),
+/// How far apart two runs' ratios may be and still count as repeatable.
+const REPEATABLE: f64 = 0.15;
+
+/// The event of the asynchronous figures.
+const PAYLOAD: &[u8] = workloads::HELLO;
+
+/// Concurrencies of the throughput figures.
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+
+/// Environments in the scale-out burst.
+const BURST: usize = 100;
+
+/// Idle environments for the density figure.
+const IDLE: u32 = 50;
+
+fn invoke_path(name: &str) -> String {
+    format!("/2015-03-31/functions/{name}/invocations")
+}
+
+/// Time since the Unix epoch as `2026-11-23T01-02-03Z` (a directory name).
+fn timestamp() -> String {
+    let stamp = ember_core::time::lambda_timestamp(SystemTime::now());
+    format!("{}Z", stamp[..19].replace(':', "-"))
+}
+
+fn machine() -> Machine {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU".into(), |(_, v)| v.trim().to_owned());
+    let memory_gib = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let os = read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map_or("Linux".into(), |v| v.trim_matches('"').to_owned());
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gib,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        os,
     }
+}
+
+/// Proportional resident memory of a process, in bytes.
+fn pss_bytes(pid: u32) -> Option<f64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kb: f64 = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024.0)
+}
+
+fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kb * 1024.0)
+}
+
+/// Every descendant of `root`, by parent links in `/proc`.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command may hold spaces and parentheses: fields start after the last ')'.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        parent.push((pid, ppid));
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// The stages of a `Server-Timing` header, in microseconds.
+fn stages(header: Option<&str>) -> Stages {
+    let mut s = Stages::default();
+    for entry in header.unwrap_or_default().split(", ") {
+        let Some((name, dur)) = entry.split_once(";dur=") else {
+            continue;
+        };
+        let us = dur.parse::<f64>().unwrap_or(0.0) * 1000.0;
+        match name {
+            "placement" => s.placement_us = us,
+            "sandbox" => s.sandbox_us = us,
+            "runtime-init" => s.runtime_init_us = us,
+            "code-init" => s.code_init_us = us,
+            "handler" => s.handler_us = us,
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Each stage's median.
+fn median_stages(all: &[Stages]) -> Stages {
+    let med = |f: fn(&Stages) -> f64| {
+        let mut v: Vec<f64> = all.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    Stages {
+        placement_us: med(|s| s.placement_us),
+        sandbox_us: med(|s| s.sandbox_us),
+        runtime_init_us: med(|s| s.runtime_init_us),
+        code_init_us: med(|s| s.code_init_us),
+        handler_us: med(|s| s.handler_us),
+    }
+}
+
+/// Calls `name` once, failing on a function error; its latency and `Server-Timing`.
+async fn call_once(
+    client: &Client,
+    path: &str,
+    payload: &[u8],
+) -> anyhow::Result<(Duration, Stages)> {
+    let t = Instant::now();
+    let answer = client
+        .request(Method::POST, path, &[], payload.to_vec())
+        .await?;
+    let elapsed = t.elapsed();
+    if answer.status != 200 || answer.headers.contains_key("x-amz-function-error") {
+        bail!(
+            "{path} failed ({}): {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)])
+        );
+    }
+    Ok((elapsed, stages(answer.header("server-timing"))))
+}
+
+/// Retires `name`'s environments: a configuration change does.
+async fn retire(client: &Client, name: &str, note: &str) -> anyhow::Result<()> {
+    let body = serde_json::to_vec(&json!({ "Description": note }))?;
+    client
+        .call(
+            Method::PUT,
+            &format!("/2015-03-31/functions/{name}/configuration"),
+            &[],
+            body,
+        )
+        .await?;
+    Ok(())
+}
+
+/// `n` cold starts of `name`: latencies and their stages.
+async fn cold_starts(
+    client: &Client,
+    name: &str,
+    payload: &[u8],
+    n: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Stages>)> {
+    let path = invoke_path(name);
+    let (mut latencies, mut all) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        retire(client, name, &format!("cold sample {i}")).await?;
+        let (t, s) = call_once(client, &path, payload).await?;
+        if s.sandbox_us == 0.0 && s.runtime_init_us == 0.0 && s.code_init_us == 0.0 {
+            bail!("{name}'s call after a configuration change was not a cold start");
+        }
+        latencies.push(t);
+        all.push(s);
+    }
+    Ok((latencies, all))
+}
+
+/// Publishes a version of `name` with `n` provisioned environments and waits until they
+/// are ready; the version's qualifier.
+async fn provision(client: &Client, name: &str, n: u32) -> anyhow::Result<String> {
+    let version: serde_json::Value = serde_json::from_slice(
+        &client
+            .call(
+                Method::POST,
+                &format!("/2015-03-31/functions/{name}/versions"),
+                &[],
+                b"{}".to_vec(),
+            )
+            .await?
+            .body,
+    )?;
+    let qualifier = version["Version"]
+        .as_str()
+        .context("no version")?
+        .to_owned();
+    let path =
+        format!("/2019-09-30/functions/{name}/provisioned-concurrency?Qualifier={qualifier}");
+    let body = serde_json::to_vec(&json!({ "ProvisionedConcurrentExecutions": n }))?;
+    client.call(Method::PUT, &path, &[], body).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let state: serde_json::Value =
+            serde_json::from_slice(&client.call(Method::GET, &path, &[], Vec::new()).await?.body)?;
+        if state["Status"] == "READY" {
+            return Ok(qualifier);
+        }
+        if Instant::now() > deadline {
+            bail!("{n} provisioned environments of {name} were not ready within 120 s: {state}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn unprovision(client: &Client, name: &str, qualifier: &str) -> anyhow::Result<()> {
+    let path =
+        format!("/2019-09-30/functions/{name}/provisioned-concurrency?Qualifier={qualifier}");
+    client.call(Method::DELETE, &path, &[], Vec::new()).await?;
+    Ok(())
+}
+
+/// Every client's calls before a figure is taken: enough for every client to have its own
+/// warm environment first (a cold start is not what a throughput figure measures).
+const WARM_UP: Stop = Stop::Count(20);
+
+/// Throughput at each of [`CONCURRENCY`], each after a warm-up.
+async fn rates(base: &str, request: &Request, run_for: Duration) -> anyhow::Result<Vec<Rate>> {
+    let mut out = Vec::new();
+    for clients in CONCURRENCY {
+        load::closed(base, request, clients, WARM_UP).await?;
+        let sampled = load::closed(base, request, clients, Stop::After(run_for)).await?;
+        out.push(Rate {
+            clients,
+            rps: sampled.rate(),
+        });
+    }
+    Ok(out)
+}
+
+/// The latency distribution's shape for the chart: (percentile, µs).
+fn quantiles(mut samples: Vec<Duration>) -> Vec<(f64, f64)> {
+    samples.sort_unstable();
+    let qs = [
+        1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9,
+    ];
+    if samples.is_empty() {
+        return Vec::new();
+    }
+    qs.iter()
+        .map(|q| {
+            let i = ((samples.len() as f64 - 1.0) * q / 100.0).round() as usize;
+            (*q, samples[i].as_secs_f64() * 1e6)
+        })
+        .collect()
+}
+
+/// One runtime's warm, load, workload and heavy-init figures.
+async fn runtime_figures(
+    client: &Client,
+    base: &str,
+    runtime: Runtime,
+    args: &BenchArgs,
+) -> anyhow::Result<(RuntimeFigures, Vec<(f64, f64)>)> {
+    eprintln!("{}: warm, load and workloads…", runtime.name());
+    let name = runtime.function();
+    let hello = Request::post(&invoke_path(&name), workloads::HELLO);
+    load::sequential(base, &hello, (args.warm / 10).max(50)).await?;
+    let samples = load::sequential(base, &hello, args.warm).await?;
+    let shape = quantiles(samples.clone());
+    let hello_latency = Latency::of(samples);
+    load::closed(base, &hello, 16, WARM_UP).await?;
+    let loaded = load::closed(base, &hello, 16, Stop::After(args.run_for())).await?;
+    let rates = rates(base, &hello, args.run_for()).await?;
+
+    let cpu = Request::post(
+        &invoke_path(&runtime.cpu_function()),
+        workloads::cpu_event(),
+    );
+    load::sequential(base, &cpu, 5).await?;
+    let cpu = Latency::of(load::sequential(base, &cpu, (args.warm / 20).max(20)).await?);
+    let echo = Request::post(&invoke_path(&name), workloads::echo_event());
+    load::sequential(base, &echo, 3).await?;
+    let echo = Latency::of(load::sequential(base, &echo, (args.warm / 40).max(20)).await?);
+
+    let init_name = runtime.init_function();
+    let n = args.cold.clamp(1, 5);
+    let (cold, cold_stages) = cold_starts(client, &init_name, workloads::HELLO, n).await?;
+    let init_hello = Request::post(&invoke_path(&init_name), workloads::HELLO);
+    let warm = Latency::of(load::sequential(base, &init_hello, (args.warm / 10).max(50)).await?);
+    let qualifier = provision(client, &init_name, 1).await?;
+    let path = format!("/2015-03-31/functions/{init_name}:{qualifier}/invocations");
+    let mut provisioned = Vec::new();
+    for _ in 0..n {
+        provisioned.push(call_once(client, &path, workloads::HELLO).await?.0);
+    }
+    unprovision(client, &init_name, &qualifier).await?;
+    Ok((
+        RuntimeFigures {
+            runtime: runtime.name().into(),
+            hello: hello_latency,
+            hello_loaded: Latency::of(loaded.latencies),
+            rates,
+            cpu,
+            echo_1mb: echo,
+            heavy_init: HeavyInit {
+                cold: Latency::of(cold),
+                cold_stages: median_stages(&cold_stages),
+                warm,
+                provisioned: Latency::of(provisioned),
+            },
+        },
+        shape,
+    ))
+}
+
+/// 100 calls at once to `runtime`'s holding function with no environment.
+async fn scale_out(client: &Client, runtime: Runtime, cold: f64) -> anyhow::Result<ScaleOut> {
+    eprintln!("{}: scale-out…", runtime.name());
+    let name = runtime.sleep_function();
+    retire(client, &name, "scale-out").await?;
+    let path = invoke_path(&name);
+    let event = runtime.sleep_event(1000);
+    let start = Instant::now();
+    let calls: Vec<_> = (0..BURST)
+        .map(|_| {
+            let (client, path, event) = (client.clone(), path.clone(), event.clone());
+            tokio::spawn(async move {
+                let (_, s) = call_once(&client, &path, event.as_bytes()).await?;
+                // The environment took its call when the handler began.
+                let took = start.elapsed().as_secs_f64() * 1000.0 - s.handler_us / 1000.0;
+                anyhow::Ok((took, s.sandbox_us > 0.0 || s.runtime_init_us > 0.0))
+            })
+        })
+        .collect();
+    let mut ready = Vec::new();
+    let mut fresh = 0;
+    for call in calls {
+        let (took, cold) = call.await??;
+        ready.push(took);
+        fresh += usize::from(cold);
+    }
+    ready.sort_by(f64::total_cmp);
+    let seconds = ready.last().copied().unwrap_or(0.0) / 1000.0;
+    retire(client, &name, "after scale-out").await?;
+    Ok(ScaleOut {
+        runtime: runtime.name().into(),
+        environments: fresh,
+        seconds,
+        per_second: fresh as f64 / seconds.max(1e-9),
+        ready_ms: ready,
+        one_cold_ms: cold / 1000.0,
+    })
+}
+
+/// Memory of `IDLE` idle provisioned environments of `runtime`.
+async fn density(
+    client: &Client,
+    runtime: Runtime,
+    server_pid: u32,
+    bare: Option<f64>,
+) -> anyhow::Result<Density> {
+    eprintln!("{}: density…", runtime.name());
+    let name = runtime.function();
+    retire(client, &name, "density").await?;
+    let processes = |pids: &[u32]| pids.iter().filter_map(|p| pss_bytes(*p)).sum::<f64>();
+    let before_pids = descendants(server_pid);
+    let before = processes(&before_pids);
+    let server_before = rss_bytes(server_pid)?;
+    let qualifier = provision(client, &name, IDLE).await?;
+    // Let the runtimes settle into their idle `/next`.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = processes(&descendants(server_pid));
+    let server_after = rss_bytes(server_pid)?;
+    unprovision(client, &name, &qualifier).await?;
+    let n = f64::from(IDLE);
+    // A wasm environment has no processes of its own: all it holds is in Ember's.
+    let environment_bytes = if runtime == Runtime::Wasm {
+        0.0
+    } else {
+        ((after - before) / n).max(0.0)
+    };
+    let platform_bytes = ((server_after - server_before) / n).max(0.0);
+    Ok(Density {
+        runtime: runtime.name().into(),
+        environments: IDLE as usize,
+        environment_bytes,
+        platform_bytes,
+        fit_in_4gib: 4.0 * 1024.0 * 1024.0 * 1024.0 / (environment_bytes + platform_bytes),
+        bare_bytes: bare,
+    })
+}
+
+/// The memory of a bare interpreter (or runtime binary) sitting idle: [`IDLE`] of them at
+/// once, as many as the density figure's environments, so they share what they can as
+/// those do.
+async fn bare_bytes(runtime: Runtime) -> Option<f64> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+    let api = listener.local_addr().ok()?.to_string();
+    let exe = std::env::current_exe().ok()?;
+    let command = || {
+        let mut c = match runtime {
+            Runtime::Python => {
+                let mut c = Command::new("/usr/bin/python3");
+                c.args(["-c", "import time; time.sleep(60)"]);
+                c
+            }
+            Runtime::Node => {
+                let mut c = Command::new("/usr/bin/node");
+                c.args(["-e", "setTimeout(() => {}, 60000)"]);
+                c
+            }
+            // The runtime binary waiting on a Runtime API that never answers.
+            Runtime::Provided => {
+                let mut c = Command::new(&exe);
+                c.arg("echo-runtime").env("AWS_LAMBDA_RUNTIME_API", &api);
+                c
+            }
+            Runtime::Wasm => return None,
+        };
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Some(c)
+    };
+    let mut children = Vec::new();
+    for _ in 0..IDLE {
+        if let Ok(child) = command()?.spawn() {
+            children.push(child);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let total: f64 = children.iter().filter_map(|c| pss_bytes(c.id())).sum();
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop(listener);
+    (!children.is_empty()).then(|| total / children.len() as f64)
+}
+
+/// p99 of provided hello at 10–90% of its ceiling, beside the direct hop at the same rates.
+async fn load_curve(base: &str, direct: &str, args: &BenchArgs) -> anyhow::Result<LoadCurve> {
+    eprintln!("latency against load…");
+    let runtime = Runtime::Provided;
+    let hello = Request::post(&invoke_path(&runtime.function()), workloads::HELLO);
+    let echo = Request::post("/", workloads::HELLO);
+    load::closed(base, &hello, 64, WARM_UP).await?;
+    let ceiling = load::closed(base, &hello, 64, Stop::After(args.run_for()))
+        .await?
+        .rate();
+    let mut points = Vec::new();
+    for percent in [10, 30, 50, 70, 90] {
+        let rate = ceiling * f64::from(percent) / 100.0;
+        let latency = load::open(base, &hello, rate, args.run_for(), 64).await?;
+        let direct = load::open(direct, &echo, rate, args.run_for(), 64).await?;
+        points.push(LoadPoint {
+            percent,
+            offered_rps: rate,
+            latency: Latency::of(latency),
+            direct: Latency::of(direct),
+        });
+    }
+    Ok(LoadCurve {
+        runtime: runtime.name().into(),
+        ceiling_rps: ceiling,
+        points,
+    })
+}
+
+/// Frozen, signed and asynchronous calls of the provided function.
+async fn extras(
+    client: &Client,
+    base: &str,
+    args: &BenchArgs,
+    sync_per_s: f64,
+) -> anyhow::Result<Extras> {
+    eprintln!("frozen, signed and asynchronous calls…");
+    let name = Runtime::Provided.function();
+    let path = invoke_path(&name);
+    let n = args.warm.min(1000);
+    let settings = format!("/ember/v1/functions/{name}/settings");
+    let freeze = |on: bool| serde_json::to_vec(&json!({ "FreezeIdle": on }));
+    client
+        .call(Method::PUT, &settings, &[], freeze(true)?)
+        .await?;
+    let hello = Request::post(&path, workloads::HELLO);
+    load::sequential(base, &hello, 50).await?;
+    let frozen = Latency::of(load::sequential(base, &hello, n).await?);
+    client
+        .call(Method::PUT, &settings, &[], freeze(false)?)
+        .await?;
+
+    let enqueue = Latency::of(enqueue_latency(client, &name, n).await?);
+    events_drained(client, &name, Duration::from_secs(300)).await?;
+    let events_per_s = event_throughput(client, &name, 4, n).await?;
+
+    // Last, because from the first key on every request must be signed.
+    let key: serde_json::Value = serde_json::from_slice(
+        &client
+            .call(Method::POST, "/ember/v1/keys", &[], vec![])
+            .await?
+            .body,
+    )?;
+    let signed = client.signed(
+        key["AccessKeyId"].as_str().context("no key id")?,
+        key["SecretAccessKey"].as_str().context("no secret")?,
+        "us-east-1",
+    );
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + 50 {
+        let (t, _) = call_once(&signed, &path, workloads::HELLO).await?;
+        if i >= 50 {
+            samples.push(t);
+        }
+    }
+    Ok(Extras {
+        frozen,
+        signed: Latency::of(samples),
+        event_enqueue: enqueue,
+        events_per_s,
+        sync_per_s,
+    })
+}
+
+/// Whether the server can run functions on `isolation`: a function moved onto it answers.
+async fn deploy_on(
+    client: &Client,
+    runtime: Runtime,
+    isolation: &str,
+) -> anyhow::Result<Option<String>> {
+    let mut packages = workloads::packages(runtime)?;
+    let mut package = packages.remove(0);
+    let name = format!("{}-{isolation}", package.name);
+    package.settings.isolation = Some(isolation.into());
+    match create_or_update(client, &name, &package.zip, &package.settings).await {
+        Ok(_) => Ok(Some(name)),
+        Err(e) if isolation != "process" => {
+            eprintln!("{} on {isolation}: {e:#}", runtime.name());
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let began = Instant::now();
+    let started = timestamp();
+    let dir = args.out.join(&started);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let server = Server::start()?;
+    let server_pid = server.child.id();
+    let client = Client::new(&server.endpoint);
+    let base = server.endpoint.clone();
+    let mut skipped = Vec::new();
+
+    eprintln!("deploying the benchmark functions…");
+    let mut runtimes = Vec::new();
+    for runtime in RUNTIMES {
+        if let Some(why) = runtime.unavailable() {
+            skipped.push(format!("{}: {why}", runtime.name()));
+            continue;
+        }
+        for package in workloads::packages(runtime)? {
+            create_or_update(&client, &package.name, &package.zip, &package.settings)
+                .await
+                .with_context(|| format!("deploying {}", package.name))?;
+        }
+        runtimes.push(runtime);
+    }
+
+    eprintln!("baselines…");
+    let echo = EchoProcess::start()?;
+    let direct_url = echo.url.clone();
+    let hello = Request::post("/", workloads::HELLO);
+    load::sequential(&direct_url, &hello, (args.warm / 10).max(50)).await?;
+    let direct_samples = load::sequential(&direct_url, &hello, args.warm).await?;
+    let mut shapes = vec![charts::Line {
+        name: "direct hop".into(),
+        points: quantiles(direct_samples.clone()),
+    }];
+    let big = Request::post("/", workloads::echo_event());
+    load::sequential(&direct_url, &big, 3).await?;
+    let direct_1mb =
+        Latency::of(load::sequential(&direct_url, &big, (args.warm / 40).max(20)).await?);
+    load::closed(&direct_url, &hello, 16, WARM_UP).await?;
+    let direct_loaded = load::closed(&direct_url, &hello, 16, Stop::After(args.run_for())).await?;
+    let direct_rates = rates(&direct_url, &hello, args.run_for()).await?;
+    let mut bare_starts = BTreeMap::new();
+    let exe = std::env::current_exe()?;
+    let exe = exe.to_str().context("exe path")?;
+    let commands: [(&str, &str, &[&str]); 3] = [
+        ("python3 -c pass", "/usr/bin/python3", &["-c", "pass"]),
+        ("node -e 0", "/usr/bin/node", &["-e", "0"]),
+        ("exec of the Rust binary", exe, &["--version"]),
+    ];
+    for (label, program, argv) in commands {
+        if Path::new(program).exists() {
+            bare_starts.insert(
+                label.to_owned(),
+                Latency::of(time_command(args.cold.max(5), program, argv)?),
+            );
+        }
+    }
+    let mut bare_bytes_by = BTreeMap::new();
+    for runtime in &runtimes {
+        if let Some(b) = bare_bytes(*runtime).await {
+            bare_bytes_by.insert(runtime.name().to_owned(), b);
+        }
+    }
+    let floor = Floor {
+        direct: Latency::of(direct_samples),
+        direct_1mb,
+        direct_loaded: Latency::of(direct_loaded.latencies),
+        direct_rates,
+        bare_starts,
+        bare_bytes: bare_bytes_by,
+    };
+
+    let mut figures = Vec::new();
+    for runtime in &runtimes {
+        let (f, shape) = runtime_figures(&client, &base, *runtime, &args).await?;
+        shapes.push(charts::Line {
+            name: runtime.name().into(),
+            points: shape,
+        });
+        figures.push(f);
+    }
+
+    eprintln!("cold starts by runtime and backend…");
+    let mut cold = Vec::new();
+    for runtime in &runtimes {
+        let (backends, baseline): (&[&str], _) = match runtime {
+            Runtime::Wasm => (&["wasm"], ("direct hop", floor.direct.p50_us)),
+            Runtime::Python => (
+                &["process", "runc", "gvisor"],
+                (
+                    "python3 -c pass",
+                    floor
+                        .bare_starts
+                        .get("python3 -c pass")
+                        .map_or(0.0, |l| l.p50_us),
+                ),
+            ),
+            Runtime::Node => (
+                &["process", "runc", "gvisor"],
+                (
+                    "node -e 0",
+                    floor.bare_starts.get("node -e 0").map_or(0.0, |l| l.p50_us),
+                ),
+            ),
+            Runtime::Provided => (
+                &["process", "runc", "gvisor"],
+                (
+                    "exec of the Rust binary",
+                    floor
+                        .bare_starts
+                        .get("exec of the Rust binary")
+                        .map_or(0.0, |l| l.p50_us),
+                ),
+            ),
+        };
+        for backend in backends {
+            let name = if *backend == "wasm" {
+                Some(runtime.function())
+            } else {
+                deploy_on(&client, *runtime, backend).await?
+            };
+            let Some(name) = name else {
+                skipped.push(format!(
+                    "{} on {backend}: this host cannot run it",
+                    runtime.name()
+                ));
+                continue;
+            };
+            let (latencies, all) = cold_starts(&client, &name, workloads::HELLO, args.cold).await?;
+            cold.push(ColdStart {
+                runtime: runtime.name().into(),
+                backend: (*backend).into(),
+                latency: Latency::of(latencies),
+                stages: median_stages(&all),
+                baseline: baseline.0.into(),
+                baseline_us: baseline.1,
+            });
+            if *backend != "wasm" && *backend != "process" {
+                retire(&client, &name, "done").await?;
+            }
+        }
+    }
+
+    let mut scale = Vec::new();
+    for runtime in &runtimes {
+        let one = cold
+            .iter()
+            .find(|c| {
+                c.runtime == runtime.name() && (c.backend == "process" || c.backend == "wasm")
+            })
+            .map_or(0.0, |c| c.latency.p50_us);
+        scale.push(scale_out(&client, *runtime, one).await?);
+    }
+    let mut dense = Vec::new();
+    for runtime in &runtimes {
+        let bare = floor.bare_bytes.get(runtime.name()).copied();
+        dense.push(density(&client, *runtime, server_pid, bare).await?);
+    }
+    let load = load_curve(&base, &direct_url, &args).await?;
+
+    let python = figures
+        .iter()
+        .find(|f| f.runtime == "python3")
+        .map(|f| f.hello);
+    let runtime_client = match python {
+        Some(ember_python) => match runtime_client::measure(args.warm, args.cold).await {
+            Ok((warm, start)) => Some(results::RuntimeClient {
+                awslambdaric: warm,
+                ember_python,
+                awslambdaric_start: start,
+            }),
+            Err(e) => {
+                skipped.push(format!("awslambdaric: {e:#}"));
+                None
+            }
+        },
+        None => None,
+    };
+
+    let peers = wasm::figures(&client, &direct_url, &args).await?;
+    for (name, why) in &peers.missing {
+        skipped.push(format!("{name}: {why}"));
+    }
+    let sync_per_s = figures
+        .iter()
+        .find(|f| f.runtime == "provided")
+        .and_then(|f| f.rates.iter().find(|r| r.clients == 1))
+        .map_or(0.0, |r| r.rps);
+    let extras = extras(&client, &base, &args, sync_per_s).await?;
+    drop(echo);
+    drop(server);
+
+    let mut results = Results {
+        started,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        seconds: began.elapsed().as_secs_f64(),
+        machine: machine(),
+        floor,
+        runtimes: figures,
+        cold,
+        scale_out: scale,
+        density: dense,
+        load: Some(load),
+        runtime_client,
+        peers,
+        extras,
+        skipped,
+        headline: BTreeMap::new(),
+    };
+    results.headline = results.headline_ratios();
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    charts::write_all(&dir, &results, &shapes)?;
+    let report = results.markdown("");
+    std::fs::write(dir.join("report.md"), &report)?;
+    if let Some(docs) = &args.publish {
+        let charts_dir = docs.join("benchmarks");
+        std::fs::create_dir_all(&charts_dir)?;
+        charts::write_all(&charts_dir, &results, &shapes)?;
+        std::fs::write(docs.join("benchmarks.md"), results.markdown("benchmarks/"))?;
+        eprintln!(
+            "report published to {}",
+            docs.join("benchmarks.md").display()
+        );
+    }
+    println!("{report}");
+    if let Some(previous) = &args.compare {
+        compare(previous, &results)?;
+    }
+    println!("\nresults, report and charts in {}", dir.display());
+    Ok(())
+}
+
+/// One headline ratio in two runs.
+struct Change {
+    name: String,
+    before: f64,
+    now: f64,
+}
+
+impl Change {
+    fn relative(&self) -> f64 {
+        self.now / self.before - 1.0
+    }
+
+    fn repeatable(&self) -> bool {
+        self.relative().abs() <= REPEATABLE
+    }
+}
+
+/// The headline ratios both runs have.
+fn changes(before: &Results, now: &Results) -> Vec<Change> {
+    now.headline
+        .iter()
+        .filter_map(|(name, &now)| {
+            Some(Change {
+                name: name.clone(),
+                before: *before.headline.get(name)?,
+                now,
+            })
+        })
+        .collect()
+}
+
+/// Sets this run's headline ratios beside an earlier run's.
+fn compare(previous: &Path, now: &Results) -> anyhow::Result<()> {
+    let before: Results = serde_json::from_slice(
+        &std::fs::read(previous).with_context(|| format!("reading {}", previous.display()))?,
+    )
+    .with_context(|| format!("{} is not an ember bench results.json", previous.display()))?;
+    println!(
+        "\n## Repeatability: this run against {}\n",
+        previous.display()
+    );
+    println!(
+        "| ratio | before | now | change | within ±{:.0}% |\n|---|---:|---:|---:|---|",
+        REPEATABLE * 100.0
+    );
+    let all = changes(&before, now);
+    for c in &all {
+        println!(
+            "| {} | {:.2} | {:.2} | {:+.1}% | {} |",
+            c.name,
+            c.before,
+            c.now,
+            c.relative() * 100.0,
+            if c.repeatable() { "yes" } else { "no" }
+        );
+    }
+    let off = all.iter().filter(|c| !c.repeatable()).count();
+    println!(
+        "\n{off} of {} ratios moved more than ±{:.0}%.",
+        all.len(),
+        REPEATABLE * 100.0
+    );
+    Ok(())
 }
 
 /// A private `ember server`.
@@ -169,15 +1033,6 @@ impl Drop for EchoProcess {
     }
 }
 
-/// A trivial HTTP server inside this process (see the module docs for why it is only a
-/// reference).
-async fn direct_server() -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(serve_echo(listener));
-    Ok(format!("http://{addr}"))
-}
-
 /// Answers every request with its body.
 async fn serve_echo(listener: tokio::net::TcpListener) {
     loop {
@@ -202,40 +1057,6 @@ async fn serve_echo(listener: tokio::net::TcpListener) {
                 .await;
         });
     }
-}
-
-async fn sequential(client: &Client, path: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let answer = client
-            .request(Method::POST, path, &[], PAYLOAD.to_vec())
-            .await?;
-        samples.push(t.elapsed());
-        if answer.status != 200 || answer.headers.contains_key("x-amz-function-error") {
-            bail!(
-                "{path} answered {}: {}",
-                answer.status,
-                String::from_utf8_lossy(&answer.body)
-            );
-        }
-    }
-    Ok(samples)
-}
-
-/// Requests per second with `clients` concurrent sequential clients, `n` requests in all.
-async fn throughput(client: &Client, path: &str, clients: usize, n: usize) -> anyhow::Result<f64> {
-    let start = Instant::now();
-    let done = in_parallel(clients, || {
-        let (client, path) = (client.clone(), path.to_owned());
-        async move {
-            sequential(&client, &path, n / clients)
-                .await
-                .map(|s| s.len())
-        }
-    })
-    .await?;
-    Ok(done as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Runs `clients` tasks made by `task` at once; the sum of what they return.
@@ -322,47 +1143,6 @@ async fn event_throughput(
     Ok(sent as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn cold_starts(client: &Client, name: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
-    let config = format!("/2015-03-31/functions/{name}/configuration");
-    let invoke = format!("/2015-03-31/functions/{name}/invocations");
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        // A configuration change retires the warm environment: the next call starts cold.
-        let body = serde_json::to_vec(&json!({ "Description": format!("cold sample {i}") }))?;
-        client.call(Method::PUT, &config, &[], body).await?;
-        let t = Instant::now();
-        let answer = client
-            .request(Method::POST, &invoke, &[], PAYLOAD.to_vec())
-            .await?;
-        samples.push(t.elapsed());
-        if answer.status != 200 || answer.headers.contains_key("x-amz-function-error") {
-            bail!("{name} failed: {}", String::from_utf8_lossy(&answer.body));
-        }
-    }
-    Ok(samples)
-}
-
-/// Which peers could not be measured, and why.
-fn peer_notes(wasm: &wasm::WasmFigures) -> String {
-    [("workerd", &wasm.workerd), ("deno", &wasm.deno)]
-        .iter()
-        .filter_map(|(name, status)| status.as_ref().err().map(|e| format!("; {name}: {e}")))
-        .collect()
-}
-
-/// The wasm URL's peak throughput over workerd's, if workerd ran.
-fn best_ratio(wasm: &wasm::WasmFigures) -> Option<f64> {
-    let url = wasm.throughput.iter().map(|r| r.url).fold(0.0, f64::max);
-    let workerd = wasm
-        .throughput
-        .iter()
-        .filter_map(|r| r.workerd)
-        .fold(None, |best: Option<f64>, r| {
-            Some(best.map_or(r, |b| b.max(r)))
-        })?;
-    Some(url / workerd)
-}
-
 fn time_command(n: usize, program: &str, args: &[&str]) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
@@ -380,431 +1160,66 @@ fn time_command(n: usize, program: &str, args: &[&str]) -> anyhow::Result<Vec<Du
     Ok(samples)
 }
 
-/// One OCI backend's figures.
-struct BackendFigures {
-    isolation: &'static str,
-    warm_provided: Summary,
-    warm_python: Summary,
-    frozen: Summary,
-    cold_python: Summary,
-    cold_provided: Summary,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Deploys the benchmark functions on `isolation` and measures them; `None` when the
-/// server cannot run that isolation.
-async fn backend_figures(
-    client: &Client,
-    isolation: &'static str,
-    provided_zip: &[u8],
-    python_zip: &[u8],
-    args: &BenchArgs,
-    warmup: usize,
-) -> anyhow::Result<Option<BackendFigures>> {
-    eprintln!("the {isolation} backend…");
-    let provided = format!("bench-provided-{isolation}");
-    let python = format!("bench-python-{isolation}");
-    let settings = |runtime: &str, handler: Option<&str>| FunctionSettings {
-        runtime: Some(runtime.into()),
-        handler: handler.map(Into::into),
-        memory: Some(1769),
-        ..Default::default()
-    };
-    create_or_update(client, &provided, provided_zip, &settings("provided", None)).await?;
-    create_or_update(
-        client,
-        &python,
-        python_zip,
-        &settings("python3", Some("app.handler")),
-    )
-    .await?;
-    for name in [&provided, &python] {
-        let body = serde_json::to_vec(&json!({ "Isolation": isolation }))?;
-        let path = format!("/ember/v1/functions/{name}/settings");
-        if client.call(Method::PUT, &path, &[], body).await.is_err() {
-            return Ok(None);
-        }
-    }
-    let n = args.warm;
-    let mut warm = Vec::new();
-    for name in [&provided, &python] {
-        let path = format!("/2015-03-31/functions/{name}/invocations");
-        sequential(client, &path, warmup).await?;
-        warm.push(summarize(sequential(client, &path, n).await?));
-    }
-    let settings_path = format!("/ember/v1/functions/{provided}/settings");
-    let freeze = |on: bool| serde_json::to_vec(&json!({ "FreezeIdle": on }));
-    client
-        .call(Method::PUT, &settings_path, &[], freeze(true)?)
-        .await?;
-    let path = format!("/2015-03-31/functions/{provided}/invocations");
-    sequential(client, &path, warmup).await?;
-    let frozen = summarize(sequential(client, &path, n).await?);
-    client
-        .call(Method::PUT, &settings_path, &[], freeze(false)?)
-        .await?;
-    let cold_python = summarize(cold_starts(client, &python, args.cold).await?);
-    let cold_provided = summarize(cold_starts(client, &provided, args.cold).await?);
-    Ok(Some(BackendFigures {
-        isolation,
-        warm_provided: warm[0],
-        warm_python: warm[1],
-        frozen,
-        cold_python,
-        cold_provided,
-    }))
-}
-
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let server = Server::start()?;
-    let client = Client::new(&server.endpoint);
-    let exe = std::fs::read(std::env::current_exe()?)?;
-    let bootstrap = b"#!/bin/sh\nexec /var/task/ember echo-runtime\n";
-    let provided_zip =
-        crate::package::zip_files(&[("bootstrap", bootstrap, true), ("ember", &exe, true)])?;
-    let python_zip = crate::package::zip_files(&[(
-        "app.py",
-        b"def handler(event, context):\n    return event\n",
-        false,
-    )])?;
-    eprintln!("deploying the benchmark functions…");
-    let settings = |runtime: &str, handler: Option<&str>| FunctionSettings {
-        runtime: Some(runtime.into()),
-        handler: handler.map(Into::into),
-        memory: Some(1769),
-        ..Default::default()
-    };
-    create_or_update(
-        &client,
-        "bench-provided",
-        &provided_zip,
-        &settings("provided", None),
-    )
-    .await?;
-    create_or_update(
-        &client,
-        "bench-python",
-        &python_zip,
-        &settings("python3", Some("app.handler")),
-    )
-    .await?;
-
-    let echo = EchoProcess::start()?;
-    let direct = Client::new(&echo.url);
-    let in_process = Client::new(&direct_server().await?);
-    let warmup = (args.warm / 10).max(50);
-    let n = args.warm;
-    eprintln!("warm latency ({n} sequential calls each)…");
-    sequential(&direct, "/", warmup).await?;
-    let direct_lat = summarize(sequential(&direct, "/", n).await?);
-    sequential(&in_process, "/", warmup).await?;
-    let in_process_lat = summarize(sequential(&in_process, "/", n).await?);
-    let mut warm = Vec::new();
-    for name in ["bench-provided", "bench-python"] {
-        let path = format!("/2015-03-31/functions/{name}/invocations");
-        sequential(&client, &path, warmup).await?;
-        warm.push((name, summarize(sequential(&client, &path, n).await?)));
-    }
-    eprintln!("throughput ({} clients)…", args.clients);
-    let direct_rps = throughput(&direct, "/", args.clients, n).await?;
-    let provided_rps = throughput(
-        &client,
-        "/2015-03-31/functions/bench-provided/invocations",
-        args.clients,
-        n,
-    )
-    .await?;
-
-    eprintln!("asynchronous events…");
-    let enqueue = summarize(enqueue_latency(&client, "bench-provided", n).await?);
-    events_drained(&client, "bench-provided", Duration::from_secs(300)).await?;
-    let events_per_s = event_throughput(&client, "bench-provided", args.clients, n).await?;
-
-    eprintln!("cold starts ({} each)…", args.cold);
-    let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .context("no python3 in /usr")?;
-    let python_pass = summarize(time_command(args.cold, python, &["-c", "pass"])?);
-    let cold_python = summarize(cold_starts(&client, "bench-python", args.cold).await?);
-    let cold_provided = summarize(cold_starts(&client, "bench-provided", args.cold).await?);
-    let exe_path = std::env::current_exe()?;
-    let exec_floor = summarize(time_command(
-        args.cold,
-        exe_path.to_str().context("exe path")?,
-        &["--version"],
-    )?);
-
-    // Freezing idle environments: what a thaw (and the freeze after the call) adds.
-    eprintln!("warm latency with idle environments frozen…");
-    let settings = "/ember/v1/functions/bench-provided/settings";
-    client
-        .call(
-            Method::PUT,
-            settings,
-            &[],
-            br#"{"FreezeIdle": true}"#.to_vec(),
-        )
-        .await?;
-    let provided_path = "/2015-03-31/functions/bench-provided/invocations";
-    sequential(&client, provided_path, warmup).await?;
-    let frozen_lat = summarize(sequential(&client, provided_path, n).await?);
-    client
-        .call(
-            Method::PUT,
-            settings,
-            &[],
-            br#"{"FreezeIdle": false}"#.to_vec(),
-        )
-        .await?;
-
-    let wasm = wasm::figures(&client, &direct, &args, warmup, server.child.id()).await?;
-
-    // The same functions on the OCI backends, where this host has them.
-    let mut backends = Vec::new();
-    for isolation in ["runc", "gvisor"] {
-        match backend_figures(
-            &client,
-            isolation,
-            &provided_zip,
-            &python_zip,
-            &args,
-            warmup,
-        )
-        .await?
-        {
-            Some(figures) => backends.push(figures),
-            None => eprintln!("isolation {isolation} is unavailable on this server: skipped"),
-        }
+    #[test]
+    fn server_timing_becomes_stages_in_microseconds() {
+        let s = stages(Some(
+            "placement;dur=0.193, sandbox;dur=2.177, runtime-init;dur=36.5, code-init;dur=299.016, handler;dur=0.302",
+        ));
+        assert_eq!(s.placement_us, 193.0);
+        assert_eq!(s.sandbox_us, 2177.0);
+        assert_eq!(s.runtime_init_us, 36_500.0);
+        assert!((s.code_init_us - 299_016.0).abs() < 1e-6);
+        assert_eq!(s.handler_us, 302.0);
+        let warm = stages(Some("placement;dur=0.05, handler;dur=1"));
+        assert_eq!((warm.sandbox_us, warm.handler_us), (0.0, 1000.0));
+        assert_eq!(stages(None).handler_us, 0.0);
     }
 
-    // Last, because from the first key on every request must be signed.
-    eprintln!("warm latency with signed requests…");
-    let key: serde_json::Value = serde_json::from_slice(
-        &client
-            .call(Method::POST, "/ember/v1/keys", &[], vec![])
-            .await?
-            .body,
-    )?;
-    let signed = client.signed(
-        key["AccessKeyId"].as_str().context("no key id")?,
-        key["SecretAccessKey"].as_str().context("no secret")?,
-        "us-east-1",
-    );
-    sequential(&signed, provided_path, warmup).await?;
-    let signed_lat = summarize(sequential(&signed, provided_path, n).await?);
+    #[test]
+    fn stage_medians_are_taken_stage_by_stage() {
+        let at = |sandbox_us, handler_us| Stages {
+            sandbox_us,
+            handler_us,
+            ..Stages::default()
+        };
+        let m = median_stages(&[at(1.0, 30.0), at(3.0, 10.0), at(2.0, 20.0)]);
+        assert_eq!((m.sandbox_us, m.handler_us), (2.0, 20.0));
+    }
 
-    let (provided, python_warm) = (warm[0].1, warm[1].1);
-    let added_p50 = provided.p50_us - direct_lat.p50_us;
-    let python_target_us = 1.5 * (python_pass.p50_us + 10_000.0);
-    println!("\nEmber benchmark (one run; baselines measured alongside)\n");
-    println!(
-        "{:<44} {:>10} {:>10} {:>8}",
-        "measure", "p50 µs", "p99 µs", "× base"
-    );
-    let row = |label: &str, s: Summary, base: Option<Summary>| {
-        let ratio = base.map_or(String::new(), |b| format!("{:.2}", s.p50_us / b.p50_us));
-        println!(
-            "{label:<44} {:>10.1} {:>10.1} {ratio:>8}",
-            s.p50_us, s.p99_us
-        );
-    };
-    row(
-        "direct HTTP hop to another process (baseline)",
-        direct_lat,
-        None,
-    );
-    row(
-        "HTTP hop within one process (reference)",
-        in_process_lat,
-        None,
-    );
-    row(
-        "warm invoke, provided (echo-runtime)",
-        provided,
-        Some(direct_lat),
-    );
-    row("warm invoke, python3", python_warm, Some(direct_lat));
-    row(
-        "warm invoke, provided, SigV4-signed",
-        signed_lat,
-        Some(direct_lat),
-    );
-    row(
-        "warm invoke, provided, frozen when idle",
-        frozen_lat,
-        Some(direct_lat),
-    );
-    row("python3 -c pass (baseline)", python_pass, None);
-    row("cold start, python3", cold_python, Some(python_pass));
-    row("exec of the runtime binary (baseline)", exec_floor, None);
-    row("cold start, provided", cold_provided, Some(exec_floor));
-    for b in &backends {
-        let label = |what: &str| format!("{what}, {}", b.isolation);
-        row(
-            &label("warm invoke, provided"),
-            b.warm_provided,
-            Some(direct_lat),
-        );
-        row(
-            &label("warm invoke, python3"),
-            b.warm_python,
-            Some(direct_lat),
-        );
-        row(
-            &label("warm invoke, provided, frozen"),
-            b.frozen,
-            Some(direct_lat),
-        );
-        row(
-            &label("cold start, python3"),
-            b.cold_python,
-            Some(python_pass),
-        );
-        row(
-            &label("cold start, provided"),
-            b.cold_provided,
-            Some(exec_floor),
-        );
+    #[test]
+    fn a_child_process_is_among_the_descendants_and_has_memory() {
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let found = descendants(std::process::id());
+        let pss = pss_bytes(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?}");
+        assert!(pss.is_some_and(|b| b > 0.0));
     }
-    row(
-        "wasm invoke (fresh instance each call)",
-        wasm.invoke,
-        Some(direct_lat),
-    );
-    row("wasm function URL", wasm.url, Some(direct_lat));
-    row("wasm instantiate + run, in process", wasm.instantiate, None);
-    row("cold start, wasm", wasm.cold, Some(direct_lat));
-    println!(
-        "\nthroughput, requests/s (same load generator){}",
-        peer_notes(&wasm)
-    );
-    println!(
-        "{:>8} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "clients", "wasm URL", "workerd", "deno", "direct hop", "URL/workerd"
-    );
-    let rate = |r: Option<f64>| r.map_or("—".to_owned(), |r| format!("{r:.0}"));
-    for r in &wasm.throughput {
-        println!(
-            "{:>8} {:>12.0} {:>12} {:>12} {:>12.0} {:>12}",
-            r.clients,
-            r.url,
-            rate(r.workerd),
-            rate(r.deno),
-            r.direct,
-            r.workerd
-                .map_or("—".to_owned(), |w| format!("{:.2}", r.url / w)),
-        );
-    }
-    let added_wasm = wasm.invoke.p50_us - direct_lat.p50_us;
-    println!(
-        "wasm invoke adds {added_wasm:.1} µs at p50 over the direct hop (target ≤ 1000 µs: {})",
-        if added_wasm <= 1000.0 {
-            "met"
-        } else {
-            "missed"
-        }
-    );
-    if let Some(best) = best_ratio(&wasm) {
-        println!(
-            "wasm function URL throughput at its peak / workerd at its peak: {best:.2} (target ≥ 2: {})",
-            if best >= 2.0 { "met" } else { "missed" }
-        );
-    }
-    if let Some(bytes) = wasm.idle_environment_bytes {
-        println!(
-            "server memory per idle wasm environment: {:.1} KB ({} provisioned)",
-            bytes / 1024.0,
-            200
-        );
-    }
-    println!(
-        "\nthroughput with {} clients: direct {:.0}/s, provided {:.0}/s ({:.2} × direct)",
-        args.clients,
-        direct_rps,
-        provided_rps,
-        provided_rps / direct_rps
-    );
-    println!(
-        "asynchronous events, provided: enqueue p50 {:.1} µs, p99 {:.1} µs; {:.0} events/s end to end \
-         (enqueue → run → acknowledged, {} clients) = {:.2} × the synchronous rate",
-        enqueue.p50_us,
-        enqueue.p99_us,
-        events_per_s,
-        args.clients,
-        events_per_s / provided_rps
-    );
-    println!(
-        "platform-added warm latency (provided p50 − direct p50): {added_p50:.1} µs (target ≤ 200 µs: {})",
-        if added_p50 <= 200.0 { "met" } else { "missed" }
-    );
-    println!(
-        "freezing idle environments adds {:.1} µs at p50 (a thaw before each call, a freeze after)",
-        frozen_lat.p50_us - provided.p50_us
-    );
-    println!(
-        "python cold start p50 / (python3 -c pass + 10 ms): {:.2} (target ≤ 1.5: {})",
-        cold_python.p50_us / (python_pass.p50_us + 10_000.0),
-        if cold_python.p50_us <= python_target_us {
-            "met"
-        } else {
-            "missed"
-        }
-    );
 
-    let figure = |s: Summary| json!({ "p50_us": s.p50_us, "p99_us": s.p99_us });
-    let report = json!({
-        "warm_samples": n,
-        "cold_samples": args.cold,
-        "direct_hop": figure(direct_lat),
-        "in_process_hop": figure(in_process_lat),
-        "warm_provided": figure(provided),
-        "warm_python": figure(python_warm),
-        "warm_provided_signed": figure(signed_lat),
-        "warm_provided_frozen": figure(frozen_lat),
-        "freeze_added_p50_us": frozen_lat.p50_us - provided.p50_us,
-        "platform_added_warm_p50_us": added_p50,
-        "throughput_clients": args.clients,
-        "throughput_direct_rps": direct_rps,
-        "throughput_provided_rps": provided_rps,
-        "event_enqueue_provided": figure(enqueue),
-        "events_per_s_provided": events_per_s,
-        "events_over_sync_rate": events_per_s / provided_rps,
-        "python_c_pass": figure(python_pass),
-        "cold_python": figure(cold_python),
-        "cold_python_ratio": cold_python.p50_us / (python_pass.p50_us + 10_000.0),
-        "exec_floor": figure(exec_floor),
-        "cold_provided": figure(cold_provided),
-        "wasm": {
-            "invoke": figure(wasm.invoke),
-            "url": figure(wasm.url),
-            "instantiate": figure(wasm.instantiate),
-            "cold": figure(wasm.cold),
-            "added_p50_us": added_wasm,
-            "idle_environment_bytes": wasm.idle_environment_bytes,
-            "workerd": wasm.workerd.as_ref().err(),
-            "deno": wasm.deno.as_ref().err(),
-            "url_over_workerd_at_peak": best_ratio(&wasm),
-            "throughput": wasm.throughput.iter().map(|r| json!({
-                "clients": r.clients,
-                "wasm_url_rps": r.url,
-                "workerd_rps": r.workerd,
-                "deno_rps": r.deno,
-                "direct_rps": r.direct,
-            })).collect::<Vec<_>>(),
-        },
-        "backends": backends.iter().map(|b| json!({
-            "isolation": b.isolation,
-            "warm_provided": figure(b.warm_provided),
-            "warm_python": figure(b.warm_python),
-            "warm_provided_frozen": figure(b.frozen),
-            "freeze_added_p50_us": b.frozen.p50_us - b.warm_provided.p50_us,
-            "cold_python": figure(b.cold_python),
-            "cold_python_over_process": b.cold_python.p50_us / cold_python.p50_us,
-            "cold_provided": figure(b.cold_provided),
-            "cold_provided_over_process": b.cold_provided.p50_us / cold_provided.p50_us,
-        })).collect::<Vec<_>>(),
-    });
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
-    println!("\nfigures written to {}", args.out.display());
-    Ok(())
+    #[test]
+    fn a_ratio_that_moved_more_than_fifteen_percent_is_not_repeatable() {
+        let mut before = results::tests::sample();
+        before.headline = BTreeMap::from([
+            ("steady".to_owned(), 2.0),
+            ("moved".to_owned(), 2.0),
+            ("only before".to_owned(), 1.0),
+        ]);
+        let mut now = before.clone();
+        now.headline = BTreeMap::from([
+            ("steady".to_owned(), 2.2),
+            ("moved".to_owned(), 2.4),
+            ("only now".to_owned(), 1.0),
+        ]);
+        let all = changes(&before, &now);
+        let verdicts: Vec<(&str, bool)> = all
+            .iter()
+            .map(|c| (c.name.as_str(), c.repeatable()))
+            .collect();
+        assert_eq!(verdicts, [("moved", false), ("steady", true)]);
+    }
 }

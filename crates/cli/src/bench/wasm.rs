@@ -15,15 +15,17 @@
 //! The peers are npm packages (`npm install --prefix bench-peers workerd deno`); where one
 //! is missing its columns say so and the rest is measured.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hyper::Method;
-use serde_json::json;
 
-use super::{BenchArgs, Summary, cold_starts, sequential, summarize, throughput};
+use super::BenchArgs;
+use super::load::{self, Request};
+use super::results::{Latency, Peers};
 use crate::client::Client;
 use crate::commands::{FunctionSettings, create_or_update};
 
@@ -42,35 +44,6 @@ pub const HELLO_WAT: &str = r#"(module
 /// The same hello world for the JavaScript peers.
 const HELLO_JS: &str = "export default { async fetch() { return new Response(\"hello\"); } };\n";
 const HELLO_DENO: &str = "Deno.serve({ hostname: \"127.0.0.1\", port: Number(Deno.args[0]), onListen() {} }, () => new Response(\"hello\"));\n";
-
-/// Concurrencies of the throughput figure.
-pub const CONCURRENCY: [usize; 3] = [1, 16, 64];
-
-/// Provisioned environments for the memory figure.
-const IDLE_ENVIRONMENTS: u32 = 200;
-
-pub struct WasmFigures {
-    pub invoke: Summary,
-    pub url: Summary,
-    pub instantiate: Summary,
-    pub cold: Summary,
-    /// Requests per second at each of [`CONCURRENCY`].
-    pub throughput: Vec<Rates>,
-    pub workerd: Result<(), String>,
-    pub deno: Result<(), String>,
-    pub idle_environment_bytes: Option<f64>,
-}
-
-/// Requests per second with `clients` concurrent clients.
-#[derive(Debug, Clone, Copy)]
-pub struct Rates {
-    pub clients: usize,
-    pub url: f64,
-    /// `None` where the peer could not run.
-    pub workerd: Option<f64>,
-    pub deno: Option<f64>,
-    pub direct: f64,
-}
 
 /// A peer server process, killed when dropped.
 struct Peer {
@@ -225,83 +198,21 @@ async fn instantiation(n: usize) -> anyhow::Result<Vec<Duration>> {
     Ok(samples.split_off(n / 10))
 }
 
-fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kb * 1024.0)
-}
-
-/// The server's resident memory per idle provisioned environment of `name`.
-async fn idle_environment_bytes(
-    client: &Client,
-    name: &str,
-    server_pid: u32,
-) -> anyhow::Result<f64> {
-    let version: serde_json::Value = serde_json::from_slice(
-        &client
-            .call(
-                Method::POST,
-                &format!("/2015-03-31/functions/{name}/versions"),
-                &[],
-                b"{}".to_vec(),
-            )
-            .await?
-            .body,
-    )?;
-    let qualifier = version["Version"]
-        .as_str()
-        .context("no version")?
-        .to_owned();
-    let path =
-        format!("/2019-09-30/functions/{name}/provisioned-concurrency?Qualifier={qualifier}");
-    let before = rss_bytes(server_pid)?;
-    let body =
-        serde_json::to_vec(&json!({ "ProvisionedConcurrentExecutions": IDLE_ENVIRONMENTS }))?;
-    client.call(Method::PUT, &path, &[], body).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let state: serde_json::Value =
-            serde_json::from_slice(&client.call(Method::GET, &path, &[], Vec::new()).await?.body)?;
-        if state["Status"] == "READY" {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{IDLE_ENVIRONMENTS} provisioned environments were not ready within 60 s: {state}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let after = rss_bytes(server_pid)?;
-    client.call(Method::DELETE, &path, &[], Vec::new()).await?;
-    Ok((after - before) / f64::from(IDLE_ENVIRONMENTS))
-}
-
 /// Deploys the wasm hello world and measures it beside its peers.
-pub async fn figures(
-    client: &Client,
-    direct: &Client,
-    args: &BenchArgs,
-    warmup: usize,
-    server_pid: u32,
-) -> anyhow::Result<WasmFigures> {
-    eprintln!("WebAssembly…");
+pub async fn figures(client: &Client, direct: &str, args: &BenchArgs) -> anyhow::Result<Peers> {
+    eprintln!("WebAssembly and its peers…");
+    let name = "bench-wasm-hello";
     let zip = crate::package::zip_files(&[("hello.wat", HELLO_WAT.as_bytes(), false)])?;
     let settings = FunctionSettings {
         runtime: Some("wasm".into()),
         handler: Some("hello.wat".into()),
         ..Default::default()
     };
-    create_or_update(client, "bench-wasm", &zip, &settings).await?;
+    create_or_update(client, name, &zip, &settings).await?;
     let url = client
         .call(
             Method::POST,
-            "/2021-10-31/functions/bench-wasm/url",
+            &format!("/2021-10-31/functions/{name}/url"),
             &[],
             br#"{"AuthType": "NONE"}"#.to_vec(),
         )
@@ -311,71 +222,50 @@ pub async fn figures(
     {
         return Err(e);
     }
-    let invoke_path = "/2015-03-31/functions/bench-wasm/invocations";
-    let url_path = "/url/bench-wasm/";
+    let base = client.base();
+    let invoke = Request::post(&super::invoke_path(name), super::workloads::HELLO);
+    let url = Request::post(&format!("/url/{name}/"), super::workloads::HELLO);
     let n = args.warm;
-    sequential(client, invoke_path, warmup).await?;
-    let invoke = summarize(sequential(client, invoke_path, n).await?);
-    sequential(client, url_path, warmup).await?;
-    let url = summarize(sequential(client, url_path, n).await?);
-    let instantiate = summarize(instantiation(n).await?);
-    let cold = summarize(cold_starts(client, "bench-wasm", args.cold).await?);
+    let warmup = (n / 10).max(50);
+    load::sequential(base, &invoke, warmup).await?;
+    let invoke_latency = Latency::of(load::sequential(base, &invoke, n).await?);
+    load::sequential(base, &url, warmup).await?;
+    let url_latency = Latency::of(load::sequential(base, &url, n).await?);
+    let instantiate = Latency::of(instantiation(n).await?);
 
     let peers = &args.peers;
     let workerd = start_workerd(peers).await;
     let deno = start_deno(peers).await;
-    let workerd_client = workerd.as_ref().ok().map(|p| Client::new(&p.url));
-    let deno_client = deno.as_ref().ok().map(|p| Client::new(&p.url));
-    let mut rates = Vec::new();
-    for clients in CONCURRENCY {
-        // Every client makes the same number of calls, at least 200, about 2 s in all.
-        let total = (clients * 200).max(args.warm.min(20_000));
-        let rate = |c: Option<&Client>, path: &'static str| {
-            let c = c.cloned();
-            async move {
-                match c {
-                    Some(c) => {
-                        throughput(&c, path, clients, total / 10).await?;
-                        throughput(&c, path, clients, total).await.map(Some)
-                    }
-                    None => Ok(None),
-                }
+    let root = Request::post("/", super::workloads::HELLO);
+    let mut rates = BTreeMap::new();
+    let mut missing = BTreeMap::new();
+    rates.insert(
+        "wasm URL".to_owned(),
+        super::rates(base, &url, args.run_for()).await?,
+    );
+    for (peer, started) in [("workerd", &workerd), ("deno", &deno)] {
+        match started {
+            Ok(p) => {
+                rates.insert(
+                    peer.to_owned(),
+                    super::rates(&p.url, &root, args.run_for()).await?,
+                );
             }
-        };
-        let url_rps = rate(Some(client), url_path).await?.unwrap_or_default();
-        let workerd_rps = rate(workerd_client.as_ref(), "/").await?;
-        let deno_rps = rate(deno_client.as_ref(), "/").await?;
-        let direct_rps = rate(Some(direct), "/").await?.unwrap_or_default();
-        rates.push(Rates {
-            clients,
-            url: url_rps,
-            workerd: workerd_rps,
-            deno: deno_rps,
-            direct: direct_rps,
-        });
-    }
-    drop((workerd_client, deno_client));
-    let peer_status = |p: &anyhow::Result<Peer>| match p {
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("{e:#}")),
-    };
-    let (workerd_status, deno_status) = (peer_status(&workerd), peer_status(&deno));
-    drop((workerd, deno));
-    let idle = match idle_environment_bytes(client, "bench-wasm", server_pid).await {
-        Ok(bytes) => Some(bytes),
-        Err(e) => {
-            eprintln!("memory per idle environment not measured: {e:#}");
-            None
+            Err(e) => {
+                missing.insert(peer.to_owned(), format!("{e:#}"));
+            }
         }
-    };
-    Ok(WasmFigures {
-        invoke,
-        url,
-        instantiate,
-        cold,
-        throughput: rates,
-        workerd: workerd_status,
-        deno: deno_status,
-        idle_environment_bytes: idle,
+    }
+    rates.insert(
+        "direct hop".to_owned(),
+        super::rates(direct, &root, args.run_for()).await?,
+    );
+    drop((workerd, deno));
+    Ok(Peers {
+        wasm_invoke: invoke_latency,
+        wasm_url: url_latency,
+        wasm_instantiate: instantiate,
+        rates,
+        missing,
     })
 }

@@ -5,6 +5,7 @@
 //! sandbox (root, cgroups) say why they skip when the host cannot run it.
 
 mod aws;
+mod bench;
 mod cli;
 mod conformance;
 mod events;

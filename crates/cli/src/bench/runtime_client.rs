@@ -1,0 +1,185 @@
+//! What a runtime costs with no platform around it: AWS's Python runtime interface client,
+//! `awslambdaric`, polling a minimal Runtime API served here (`/next` hands over a queued
+//! event, `/response` answers it; nothing else).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{mpsc, oneshot};
+
+use super::results::Latency;
+
+const HANDLER: &str = "def handler(event, context):\n    return event\n";
+
+struct Api {
+    events: tokio::sync::Mutex<mpsc::Receiver<(String, Bytes)>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Bytes>>>,
+    first_next: Mutex<Option<Instant>>,
+}
+
+async fn handle(
+    api: Arc<Api>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if req.method() == Method::GET && path == "/2018-06-01/runtime/invocation/next" {
+        api.first_next
+            .lock()
+            .expect("first next")
+            .get_or_insert_with(Instant::now);
+        let next = api.events.lock().await.recv().await;
+        let Some((id, event)) = next else {
+            return Ok(Response::builder()
+                .status(StatusCode::GONE)
+                .body(Full::default())
+                .expect("a response"));
+        };
+        let deadline = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+            + 30_000;
+        // awslambdaric takes the event for JSON only when it is told so.
+        return Ok(Response::builder()
+            .header("content-type", "application/json")
+            .header("lambda-runtime-aws-request-id", &id)
+            .header("lambda-runtime-deadline-ms", deadline.to_string())
+            .header(
+                "lambda-runtime-invoked-function-arn",
+                "arn:aws:lambda:us-east-1:000000000000:function:bare",
+            )
+            .header(
+                "lambda-runtime-trace-id",
+                "Root=1-00000000-000000000000000000000000",
+            )
+            .body(Full::new(event))
+            .expect("a response"));
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let answered = path
+        .strip_prefix("/2018-06-01/runtime/invocation/")
+        .and_then(|rest| rest.rsplit_once('/'))
+        .and_then(|(id, _)| api.waiting.lock().expect("waiting").remove(id));
+    if let Some(tx) = answered {
+        let _ = tx.send(body);
+    }
+    Ok(Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .expect("a response"))
+}
+
+/// Warm latency (`n` events, one at a time, after a warm-up) and start time (spawn to
+/// first `/next`, `starts` times) of `python3 -m awslambdaric` on the bare Runtime API.
+pub async fn measure(n: usize, starts: usize) -> anyhow::Result<(Latency, Latency)> {
+    eprintln!("awslambdaric on a bare Runtime API…");
+    let check = Command::new("python3")
+        .args(["-c", "import awslambdaric"])
+        .stderr(Stdio::null())
+        .status()
+        .context("no python3 on PATH")?;
+    if !check.success() {
+        bail!("python3 cannot import awslambdaric (pip install awslambdaric)");
+    }
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("app.py"), HANDLER)?;
+    let mut start_samples = Vec::new();
+    let mut warm = Vec::new();
+    for round in 0..starts.max(1) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let (tx, rx) = mpsc::channel(1);
+        let api = Arc::new(Api {
+            events: tokio::sync::Mutex::new(rx),
+            waiting: Mutex::new(HashMap::new()),
+            first_next: Mutex::new(None),
+        });
+        let serving = Arc::clone(&api);
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let api = Arc::clone(&serving);
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req| handle(Arc::clone(&api), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let spawned = Instant::now();
+        let mut child = Command::new("python3")
+            .args(["-m", "awslambdaric", "app.handler"])
+            .current_dir(dir.path())
+            .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
+            .env("PYTHONPATH", dir.path())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "bare")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start python3 -m awslambdaric")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let first = loop {
+            if let Some(at) = *api.first_next.lock().expect("first next") {
+                break at;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("awslambdaric exited before its first /next: {status}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("awslambdaric did not ask for an event within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        start_samples.push(first - spawned);
+        let calls = if round == 0 { n + n / 10 } else { 0 };
+        for i in 0..calls {
+            let id = format!("bench-{i}");
+            let (answer_tx, answer_rx) = oneshot::channel();
+            api.waiting
+                .lock()
+                .expect("waiting")
+                .insert(id.clone(), answer_tx);
+            let t = Instant::now();
+            tx.send((id, Bytes::from_static(super::workloads::HELLO)))
+                .await
+                .context("the Runtime API stopped")?;
+            let answer = tokio::time::timeout(Duration::from_secs(10), answer_rx)
+                .await
+                .context("awslambdaric did not answer within 10 s")??;
+            if i >= n / 10 {
+                warm.push(t.elapsed());
+            }
+            let same = serde_json::from_slice::<serde_json::Value>(&answer).ok()
+                == serde_json::from_slice::<serde_json::Value>(super::workloads::HELLO).ok();
+            if !same {
+                bail!(
+                    "awslambdaric answered {:?}",
+                    String::from_utf8_lossy(&answer)
+                );
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        server.abort();
+    }
+    Ok((Latency::of(warm), Latency::of(start_samples)))
+}
