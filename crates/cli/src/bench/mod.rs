@@ -844,7 +844,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let mut results = Results {
         started,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        // The program as a user names it; the arguments exactly as given.
+        command: std::iter::once("ember".to_owned())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
         seconds: began.elapsed().as_secs_f64(),
         machine: machine(),
         floor,
