@@ -666,9 +666,8 @@ impl Dispatcher {
         &self,
         name: &str,
         qualifier: Option<&Qualifier>,
-        request: InvokeRequest,
+        mut request: InvokeRequest,
     ) -> Result<InvokeResult, DispatchError> {
-        let mut request = request;
         request.received.get_or_insert_with(Instant::now);
         let this = self.clone();
         let name = name.to_owned();

@@ -146,7 +146,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>) {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let _ = state.connected.set(Instant::now());
+                state.connected.get_or_init(Instant::now);
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&state);
                 connections.spawn(async move {

@@ -136,12 +136,12 @@ fn machine() -> Machine {
     }
 }
 
-/// Proportional resident memory of a process, in bytes.
-fn pss_bytes(pid: u32) -> Option<f64> {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let kb: f64 = rollup
+/// A `Key:  N kB` line of a `/proc/<pid>/` file, in bytes.
+fn proc_bytes(pid: u32, file: &str, key: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    let kb: f64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
         .next()?
         .parse()
@@ -149,15 +149,13 @@ fn pss_bytes(pid: u32) -> Option<f64> {
     Some(kb * 1024.0)
 }
 
+/// Proportional resident memory of a process, in bytes.
+fn pss_bytes(pid: u32) -> Option<f64> {
+    proc_bytes(pid, "smaps_rollup", "Pss:")
+}
+
 fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kb * 1024.0)
+    proc_bytes(pid, "status", "VmRSS:").with_context(|| format!("no VmRSS for process {pid}"))
 }
 
 /// Every descendant of `root`, by parent links in `/proc`.
@@ -692,20 +690,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let direct_loaded = load::closed(&direct_url, &hello, 16, Stop::After(args.run_for())).await?;
     let direct_rates = rates(&direct_url, &hello, args.run_for()).await?;
     let mut bare_starts = BTreeMap::new();
-    let exe = std::env::current_exe()?;
-    let exe = exe.to_str().context("exe path")?;
-    let commands: [(&str, &str, &[&str]); 3] = [
-        ("python3 -c pass", "/usr/bin/python3", &["-c", "pass"]),
-        ("node -e 0", "/usr/bin/node", &["-e", "0"]),
-        ("exec of the Rust binary", exe, &["--version"]),
-    ];
-    for (label, program, argv) in commands {
-        if Path::new(program).exists() {
-            bare_starts.insert(
-                label.to_owned(),
-                Latency::of(time_command(args.cold.max(5), program, argv)?),
-            );
-        }
+    for (label, program, argv) in runtimes.iter().filter_map(|r| r.bare_start()) {
+        let program = program
+            .to_str()
+            .context("a program path that is not UTF-8")?;
+        bare_starts.insert(
+            label.to_owned(),
+            Latency::of(time_command(args.cold.max(5), program, argv)?),
+        );
     }
     let mut bare_bytes_by = BTreeMap::new();
     for runtime in &runtimes {
@@ -735,36 +727,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("cold starts by runtime and backend…");
     let mut cold = Vec::new();
     for runtime in &runtimes {
-        let (backends, baseline): (&[&str], _) = match runtime {
-            Runtime::Wasm => (&["wasm"], ("direct hop", floor.direct.p50_us)),
-            Runtime::Python => (
-                &["process", "runc", "gvisor"],
-                (
-                    "python3 -c pass",
-                    floor
-                        .bare_starts
-                        .get("python3 -c pass")
-                        .map_or(0.0, |l| l.p50_us),
-                ),
+        let baseline = match runtime.bare_start() {
+            Some((label, _, _)) => (
+                label,
+                floor.bare_starts.get(label).map_or(0.0, |l| l.p50_us),
             ),
-            Runtime::Node => (
-                &["process", "runc", "gvisor"],
-                (
-                    "node -e 0",
-                    floor.bare_starts.get("node -e 0").map_or(0.0, |l| l.p50_us),
-                ),
-            ),
-            Runtime::Provided => (
-                &["process", "runc", "gvisor"],
-                (
-                    "exec of the Rust binary",
-                    floor
-                        .bare_starts
-                        .get("exec of the Rust binary")
-                        .map_or(0.0, |l| l.p50_us),
-                ),
-            ),
+            None => ("direct hop", floor.direct.p50_us),
         };
+        let backends = runtime.backends();
         for backend in backends {
             let name = if *backend == "wasm" {
                 Some(runtime.function())
@@ -1037,30 +1007,44 @@ impl Drop for EchoProcess {
     }
 }
 
-/// Answers every request with its body.
-async fn serve_echo(listener: tokio::net::TcpListener) {
+/// Serves HTTP/1.1 on `listener`, each connection on its own task, every request answered
+/// by `handle`.
+async fn serve<F, Fut>(listener: tokio::net::TcpListener, handle: F)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<hyper::Response<Full<bytes::Bytes>>, Infallible>>
+        + Send
+        + 'static,
+{
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let handle = handle.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let body = req
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(body)))
-                },
-            );
             let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handle))
                 .await;
         });
     }
+}
+
+/// Answers every request with its body.
+async fn serve_echo(listener: tokio::net::TcpListener) {
+    serve(
+        listener,
+        |req: hyper::Request<hyper::body::Incoming>| async move {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, Infallible>(hyper::Response::new(Full::new(body)))
+        },
+    )
+    .await;
 }
 
 /// Runs `clients` tasks made by `task` at once; the sum of what they return.

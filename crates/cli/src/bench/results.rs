@@ -229,6 +229,22 @@ fn bytes(b: f64) -> String {
     }
 }
 
+/// A table of latencies beside the direct hop: `label | p50 | p99 | × direct hop`, the
+/// ratio left empty where a row has no baseline.
+fn latency_table(m: &mut String, rows: &[(&str, &Latency, Option<f64>)]) {
+    let _ = writeln!(m, "| | p50 | p99 | × direct hop |\n|---|---:|---:|---:|");
+    for (label, l, base) in rows {
+        let _ = writeln!(
+            m,
+            "| {label} | {} | {} | {} |",
+            us(l.p50_us),
+            us(l.p99_us),
+            base.map_or(String::new(), |b| ratio(l.p50_us, b))
+        );
+    }
+    m.push('\n');
+}
+
 impl Results {
     /// The ratios a repeat run is compared on: each a figure over its same-run baseline.
     pub fn headline_ratios(&self) -> BTreeMap<String, f64> {
@@ -599,17 +615,14 @@ impl Results {
              the same hello world served by Cloudflare's `workerd` and by `deno`'s \
              `Deno.serve`, driven by the same load generator.\n"
         );
-        let _ = writeln!(
-            m,
-            "| | p50 | p99 | × direct hop |\n|---|---:|---:|---:|\n| wasm Invoke | {} | {} | {} |\n| wasm function URL | {} | {} | {} |\n| instantiate + run, in process | {} | {} | |\n",
-            us(p.wasm_invoke.p50_us),
-            us(p.wasm_invoke.p99_us),
-            ratio(p.wasm_invoke.p50_us, f.direct.p50_us),
-            us(p.wasm_url.p50_us),
-            us(p.wasm_url.p99_us),
-            ratio(p.wasm_url.p50_us, f.direct.p50_us),
-            us(p.wasm_instantiate.p50_us),
-            us(p.wasm_instantiate.p99_us),
+        let direct = Some(f.direct.p50_us);
+        latency_table(
+            &mut m,
+            &[
+                ("wasm Invoke", &p.wasm_invoke, direct),
+                ("wasm function URL", &p.wasm_url, direct),
+                ("instantiate + run, in process", &p.wasm_instantiate, None),
+            ],
         );
         let names: Vec<&String> = p.rates.keys().collect();
         let _ = writeln!(
@@ -635,18 +648,17 @@ impl Results {
 
         let e = &self.extras;
         let _ = writeln!(m, "\n## Other paths\n");
-        let _ = writeln!(
-            m,
-            "| | p50 | p99 | × direct hop |\n|---|---:|---:|---:|\n| provided, frozen when idle (a thaw before, a freeze after) | {} | {} | {} |\n| provided, every request SigV4-signed | {} | {} | {} |\n| `Event` invoke, enqueue | {} | {} | {} |\n",
-            us(e.frozen.p50_us),
-            us(e.frozen.p99_us),
-            ratio(e.frozen.p50_us, f.direct.p50_us),
-            us(e.signed.p50_us),
-            us(e.signed.p99_us),
-            ratio(e.signed.p50_us, f.direct.p50_us),
-            us(e.event_enqueue.p50_us),
-            us(e.event_enqueue.p99_us),
-            ratio(e.event_enqueue.p50_us, f.direct.p50_us),
+        latency_table(
+            &mut m,
+            &[
+                (
+                    "provided, frozen when idle (a thaw before, a freeze after)",
+                    &e.frozen,
+                    direct,
+                ),
+                ("provided, every request SigV4-signed", &e.signed, direct),
+                ("`Event` invoke, enqueue", &e.event_enqueue, direct),
+            ],
         );
         let _ = writeln!(
             m,

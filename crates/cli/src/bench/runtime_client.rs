@@ -12,7 +12,6 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, oneshot};
 
 use super::results::Latency;
@@ -108,22 +107,9 @@ pub async fn measure(n: usize, starts: usize) -> anyhow::Result<(Latency, Latenc
             first_next: Mutex::new(None),
         });
         let serving = Arc::clone(&api);
-        let server = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let api = Arc::clone(&serving);
-                tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |req| handle(Arc::clone(&api), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let server = tokio::spawn(super::serve(listener, move |req| {
+            handle(Arc::clone(&serving), req)
+        }));
         let spawned = Instant::now();
         let mut child = Command::new("python3")
             .args(["-m", "awslambdaric", "app.handler"])

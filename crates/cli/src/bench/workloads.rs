@@ -12,6 +12,8 @@
 //! Every handler spins on a monotonic clock rather than looping a fixed count, so "10 ms
 //! of CPU" is 10 ms on every runtime.
 
+use std::path::PathBuf;
+
 use anyhow::Context;
 
 use crate::commands::FunctionSettings;
@@ -79,6 +81,33 @@ impl Runtime {
         match self {
             Runtime::Wasm => "{}".into(),
             _ => format!("{{\"sleep_ms\":{ms}}}"),
+        }
+    }
+
+    /// The command whose run is the runtime's bare start on the host (the baseline of its
+    /// cold starts): its label, program and arguments. Wasm has no process to start.
+    pub fn bare_start(self) -> Option<(&'static str, PathBuf, &'static [&'static str])> {
+        match self {
+            Runtime::Python => Some((
+                "python3 -c pass",
+                "/usr/bin/python3".into(),
+                &["-c", "pass"],
+            )),
+            Runtime::Node => Some(("node -e 0", "/usr/bin/node".into(), &["-e", "0"])),
+            Runtime::Provided => Some((
+                "exec of the Rust binary",
+                std::env::current_exe().ok()?,
+                &["--version"],
+            )),
+            Runtime::Wasm => None,
+        }
+    }
+
+    /// The backends its cold starts are measured on.
+    pub fn backends(self) -> &'static [&'static str] {
+        match self {
+            Runtime::Wasm => &["wasm"],
+            _ => &["process", "runc", "gvisor"],
         }
     }
 
