@@ -138,7 +138,7 @@ pub async fn destroyed_environments_leave_nothing_behind(isolation: &'static str
     api.isolate("ephemeral", isolation).await;
     // And a working function, to see the platform still answering afterwards.
     api.create_kitchen_on(isolation, "steady", json!({})).await;
-    let mounts_before = mount_count(server.pid());
+    let mounts_before = mounts_of(&server);
 
     let rounds = leak_rounds(isolation);
     let workers: Vec<_> = (0..2)
@@ -185,7 +185,7 @@ pub async fn destroyed_environments_leave_nothing_behind(isolation: &'static str
         "the server still holds {namespaces} network namespaces"
     );
     assert_eq!(
-        mount_count(server.pid()),
+        mounts_of(&server),
         mounts_before,
         "mounts were left behind in the server's mount namespace"
     );
@@ -249,9 +249,15 @@ fn open_network_namespaces(pid: u32) -> usize {
         .count()
 }
 
-fn mount_count(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+/// Mounts in the server's mount namespace under its data directory: where any mount the
+/// server made there (bundles, root filesystems) would be. Other tests running at the same
+/// time add and remove mounts of their own elsewhere in that namespace (`ip netns`, their
+/// own servers), so the namespace's total is not this server's doing.
+fn mounts_of(server: &Server) -> usize {
+    let dir = server.data_dir.to_string_lossy().into_owned();
+    std::fs::read_to_string(format!("/proc/{}/mountinfo", server.pid()))
         .unwrap()
         .lines()
+        .filter(|line| line.contains(&dir))
         .count()
 }
