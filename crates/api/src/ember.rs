@@ -47,7 +47,8 @@ pub async fn environments(
 
 /// `GET /ember/v1/stats?Function=NAME`: per function, counters since the server started,
 /// environments by state now, and peak concurrency per 10-second slot over the last 15
-/// minutes (the last slot is the one in progress).
+/// minutes (the last slot is the one in progress); and, across all functions, the retired
+/// environments still being torn down.
 pub async fn stats(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -63,6 +64,7 @@ pub async fn stats(
     Ok(Json(serde_json::json!({
         "SlotSeconds": ember_dispatch::STATS_SLOT.as_secs(),
         "Functions": stats,
+        "EnvironmentsDestroying": state.registry.dispatcher().destroying(),
     }))
     .into_response())
 }

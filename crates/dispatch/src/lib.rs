@@ -598,7 +598,12 @@ impl Dispatcher {
     /// Every metric, as OpenMetrics text.
     pub fn metrics_text(&self) -> String {
         let now: Vec<_> = self.now_by_name().into_values().collect();
-        self.inner.metrics.encode(&now)
+        self.inner.metrics.encode(&now, self.destroying())
+    }
+
+    /// Retired environments still being torn down, across every function.
+    pub fn destroying(&self) -> usize {
+        *self.inner.destroying.borrow()
     }
 
     /// The figures of one function (`Some`) or of all, for a person to read.

@@ -102,6 +102,7 @@ pub(crate) struct Metrics {
     spillovers: Family<FunctionLabel, Counter>,
     concurrent: Family<FunctionLabel, Gauge>,
     environments: Family<EnvLabels, Gauge>,
+    destroying: Gauge,
     provisioned: Family<FunctionLabel, Gauge>,
     utilization: Family<FunctionLabel, Gauge<f64, AtomicU64>>,
 }
@@ -132,6 +133,7 @@ impl Default for Metrics {
             spillovers: Family::default(),
             concurrent: Family::default(),
             environments: Family::default(),
+            destroying: Gauge::default(),
             provisioned: Family::default(),
             utilization: Family::default(),
         };
@@ -206,6 +208,11 @@ impl Default for Metrics {
                 "ember_environments",
                 "Execution environments now, by state",
                 metrics.environments.clone(),
+            );
+            r.register(
+                "ember_environments_destroying",
+                "Retired execution environments still being torn down, all functions",
+                metrics.destroying.clone(),
             );
         }
         metrics
@@ -319,8 +326,11 @@ impl Metrics {
             .sum();
     }
 
-    /// Encodes everything, with the gauges set from `now`: what exists at this moment.
-    pub fn encode(&self, now: &[FunctionNow]) -> String {
+    /// Encodes everything, with the gauges set from `now` and `destroying`: what exists at
+    /// this moment.
+    pub fn encode(&self, now: &[FunctionNow], destroying: usize) -> String {
+        self.destroying
+            .set(i64::try_from(destroying).unwrap_or(i64::MAX));
         self.concurrent.clear();
         self.environments.clear();
         self.provisioned.clear();

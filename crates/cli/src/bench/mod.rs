@@ -19,10 +19,18 @@
 //! - **WebAssembly** (`wasm.rs`) beside `workerd` and `deno`;
 //! - frozen, signed and asynchronous calls.
 //!
+//! Two runs on one machine should agree on every ratio within ±15%, so a figure and its
+//! baseline are taken in turns rather than one after the other: sequential calls in
+//! [`TURNS`] turns per target, throughput as the median of [`ROUNDS`] rounds per target,
+//! cold starts alternating with the runtime's bare start, each after the environments
+//! before are torn down (`EnvironmentsDestroying` of `/ember/v1/stats` back at 0), the
+//! scale-out figure as the median of [`BURSTS`] bursts; and each section starts once the
+//! host's CPU is quiet (the kernel tears namespaces and cgroups down in the background).
+//!
 //! Everything lands in `<out>/<timestamp>/`: `results.json`, `report.md` and SVG charts
 //! (`charts.rs`). `--publish DIR` also writes the report as `DIR/benchmarks.md` with its
-//! charts in `DIR/benchmarks/`; `--compare FILE` sets this run's ratios beside an earlier
-//! `results.json`'s.
+//! charts in `DIR/benchmarks/`; `--compare FILE` adds a section setting this run's ratios
+//! beside an earlier `results.json`'s.
 
 mod charts;
 mod load;
@@ -33,6 +41,7 @@ mod workloads;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -58,11 +67,12 @@ pub struct BenchArgs {
     /// Sequential warm invocations per latency figure.
     #[arg(long, default_value_t = 2000)]
     warm: usize,
-    /// Cold starts per runtime and backend.
-    #[arg(long, default_value_t = 10)]
+    /// Cold starts per runtime and backend (five times as many on wasm), and scale-out
+    /// bursts per runtime (up to five).
+    #[arg(long, default_value_t = 15)]
     cold: usize,
-    /// Seconds each throughput and load point runs.
-    #[arg(long, default_value_t = 2.0)]
+    /// Seconds each throughput and load point runs (a throughput point in five rounds).
+    #[arg(long, default_value_t = 5.0)]
     seconds: f64,
     /// Where the results go: a directory per run, named by its start time.
     #[arg(long, default_value = "bench-results")]
@@ -77,11 +87,19 @@ pub struct BenchArgs {
     /// looked for in `<peers>/node_modules/.bin`, then on PATH.
     #[arg(long, default_value = "bench-peers")]
     peers: PathBuf,
+    /// Seconds each section waits at most for the host's CPU to quiet down before it
+    /// starts (0: it does not wait).
+    #[arg(long, default_value_t = 30.0)]
+    settle: f64,
 }
 
 impl BenchArgs {
     fn run_for(&self) -> Duration {
         Duration::from_secs_f64(self.seconds.max(0.1))
+    }
+
+    fn settle(&self) -> Duration {
+        Duration::from_secs_f64(self.settle.max(0.0))
     }
 }
 
@@ -259,25 +277,94 @@ async fn retire(client: &Client, name: &str, note: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `n` cold starts of `name`: latencies and their stages.
-async fn cold_starts(
+/// CPU time the host spent busy and in all, in clock ticks, from `/proc/stat`.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let idle = fields.get(3)? + fields.get(4)?;
+    let all: u64 = fields.iter().take(8).sum();
+    Some((all - idle, all))
+}
+
+/// Host CPU busier than this (a share of all cores) is not quiet.
+const QUIET: f64 = 0.10;
+
+/// Until the host's CPU is quiet for a quarter of a second, or `at_most` has passed: the kernel
+/// tears down a section's namespaces and cgroups in the background, and that work would
+/// otherwise land on the next section's figures. How long it waited.
+async fn quiet(at_most: Duration) -> Duration {
+    let began = Instant::now();
+    let Some(mut last) = cpu_ticks() else {
+        return Duration::ZERO;
+    };
+    while began.elapsed() < at_most {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Some(now) = cpu_ticks() else { break };
+        let (busy, all) = (now.0 - last.0, now.1 - last.1);
+        last = now;
+        if all > 0 && (busy as f64) < QUIET * all as f64 {
+            break;
+        }
+    }
+    began.elapsed()
+}
+
+/// Starts a section of the run: says which, and waits for a quiet host first.
+async fn section(what: &str, args: &BenchArgs) {
+    let waited = quiet(args.settle()).await;
+    if waited > Duration::from_secs(1) {
+        eprintln!(
+            "{what} (after {:.0} s for the host to quiet down)",
+            waited.as_secs_f64()
+        );
+    } else {
+        eprintln!("{what}");
+    }
+}
+
+/// Until every retired environment is torn down: a teardown running beside the next
+/// measurement would be measured with it.
+async fn settled(client: &Client) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats: serde_json::Value = serde_json::from_slice(
+            &client
+                .call(Method::GET, "/ember/v1/stats", &[], Vec::new())
+                .await?
+                .body,
+        )?;
+        if stats["EnvironmentsDestroying"] == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("retired environments were still being torn down after 60 s: {stats}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// One cold start of `name` (its environments retired and torn down first): its latency
+/// and stages.
+async fn cold_start(
     client: &Client,
     name: &str,
     payload: &[u8],
-    n: usize,
-) -> anyhow::Result<(Vec<Duration>, Vec<Stages>)> {
-    let path = invoke_path(name);
-    let (mut latencies, mut all) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for i in 0..n {
-        retire(client, name, &format!("cold sample {i}")).await?;
-        let (t, s) = call_once(client, &path, payload).await?;
-        if s.sandbox_us == 0.0 && s.runtime_init_us == 0.0 && s.code_init_us == 0.0 {
-            bail!("{name}'s call after a configuration change was not a cold start");
-        }
-        latencies.push(t);
-        all.push(s);
+    i: usize,
+) -> anyhow::Result<(Duration, Stages)> {
+    retire(client, name, &format!("cold sample {i}")).await?;
+    settled(client).await?;
+    let (t, s) = call_once(client, &invoke_path(name), payload).await?;
+    if s.sandbox_us == 0.0 && s.runtime_init_us == 0.0 && s.code_init_us == 0.0 {
+        bail!("{name}'s call after a configuration change was not a cold start");
     }
-    Ok((latencies, all))
+    Ok((t, s))
 }
 
 /// Publishes a version of `name` with `n` provisioned environments and waits until they
@@ -327,18 +414,123 @@ async fn unprovision(client: &Client, name: &str, qualifier: &str) -> anyhow::Re
 /// warm environment first (a cold start is not what a throughput figure measures).
 const WARM_UP: Stop = Stop::Count(20);
 
-/// Throughput at each of [`CONCURRENCY`], each after a warm-up.
-async fn rates(base: &str, request: &Request, run_for: Duration) -> anyhow::Result<Vec<Rate>> {
-    let mut out = Vec::new();
-    for clients in CONCURRENCY {
-        load::closed(base, request, clients, WARM_UP).await?;
-        let sampled = load::closed(base, request, clients, Stop::After(run_for)).await?;
-        out.push(Rate {
-            clients,
-            rps: sampled.rate(),
-        });
+/// Turns a sequential figure is taken in. Every target's samples are taken in turns with
+/// every other's (a figure's and its baseline's alike), so a drift of the machine over the
+/// run (another process, the page cache, the CPU's clock) moves them together rather than
+/// their ratio.
+const TURNS: usize = 5;
+
+/// Rounds, taken in turns likewise, of each throughput point: its rate is their median.
+const ROUNDS: usize = 5;
+
+/// A server and the request it gets: one side of a figure taken in turns.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    base: &'a str,
+    request: &'a Request,
+}
+
+/// `n` sequential calls to each target in [`TURNS`] turns, after `warm_up` calls each.
+async fn sequential_in_turns(
+    targets: &[Target<'_>],
+    warm_up: usize,
+    n: usize,
+) -> anyhow::Result<Vec<Vec<Duration>>> {
+    for t in targets {
+        load::sequential(t.base, t.request, warm_up).await?;
+    }
+    let mut out = vec![Vec::with_capacity(n); targets.len()];
+    for _ in 0..TURNS {
+        for (t, samples) in targets.iter().zip(&mut out) {
+            samples.extend(load::sequential(t.base, t.request, n.div_ceil(TURNS)).await?);
+        }
     }
     Ok(out)
+}
+
+/// Each target under `clients` closed-loop clients for `run_for` in all, in [`ROUNDS`]
+/// rounds taken in turns after a warm-up: the median round's rate, and every latency.
+async fn closed_in_rounds(
+    targets: &[Target<'_>],
+    clients: usize,
+    run_for: Duration,
+) -> anyhow::Result<Vec<(f64, Vec<Duration>)>> {
+    for t in targets {
+        load::closed(t.base, t.request, clients, WARM_UP).await?;
+    }
+    let window = run_for / ROUNDS as u32;
+    let mut out = vec![(Vec::new(), Vec::new()); targets.len()];
+    for _ in 0..ROUNDS {
+        for (t, (rates, latencies)) in targets.iter().zip(&mut out) {
+            let sampled = load::closed(t.base, t.request, clients, Stop::After(window)).await?;
+            rates.push(sampled.rate());
+            latencies.extend(sampled.latencies);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(mut rates, latencies)| {
+            rates.sort_by(f64::total_cmp);
+            (rates[rates.len() / 2], latencies)
+        })
+        .collect())
+}
+
+/// Each target's throughput at each of [`CONCURRENCY`].
+async fn rates_in_rounds(
+    targets: &[Target<'_>],
+    run_for: Duration,
+) -> anyhow::Result<Vec<Vec<Rate>>> {
+    let mut out = vec![Vec::new(); targets.len()];
+    for clients in CONCURRENCY {
+        let point = closed_in_rounds(targets, clients, run_for).await?;
+        for (rates, (rps, _)) in out.iter_mut().zip(point) {
+            rates.push(Rate { clients, rps });
+        }
+    }
+    Ok(out)
+}
+
+/// A warm figure of the direct hop or of one runtime's functions.
+struct Warm {
+    /// Sequential hello calls.
+    hello: Vec<Duration>,
+    /// Hello calls from 16 clients at once.
+    loaded: Vec<Duration>,
+    rates: Vec<Rate>,
+    /// Sequential 1 MB echoes.
+    echo: Vec<Duration>,
+}
+
+/// The warm figures of each `(server, hello, echo)`, all taken in turns.
+async fn warm_in_turns(
+    targets: &[(&str, Request, Request)],
+    args: &BenchArgs,
+) -> anyhow::Result<Vec<Warm>> {
+    let hello: Vec<_> = targets
+        .iter()
+        .map(|(base, request, _)| Target { base, request })
+        .collect();
+    let echo: Vec<_> = targets
+        .iter()
+        .map(|(base, _, request)| Target { base, request })
+        .collect();
+    let sequential = sequential_in_turns(&hello, (args.warm / 10).max(50), args.warm).await?;
+    let loaded = closed_in_rounds(&hello, 16, args.run_for()).await?;
+    let rates = rates_in_rounds(&hello, args.run_for()).await?;
+    let echoes = sequential_in_turns(&echo, 3, (args.warm / 10).max(20)).await?;
+    Ok(sequential
+        .into_iter()
+        .zip(loaded)
+        .zip(rates)
+        .zip(echoes)
+        .map(|(((hello, (_, loaded)), rates), echo)| Warm {
+            hello,
+            loaded,
+            rates,
+            echo,
+        })
+        .collect())
 }
 
 /// The latency distribution's shape for the chart: (percentile, µs).
@@ -358,39 +550,38 @@ fn quantiles(mut samples: Vec<Duration>) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// One runtime's warm, load, workload and heavy-init figures.
+/// One runtime's figures: its warm ones (taken in turns with the others), the CPU-bound
+/// workload and heavy init.
 async fn runtime_figures(
     client: &Client,
     base: &str,
     runtime: Runtime,
+    warm: Warm,
     args: &BenchArgs,
-) -> anyhow::Result<(RuntimeFigures, Vec<(f64, f64)>)> {
-    eprintln!("{}: warm, load and workloads…", runtime.name());
-    let name = runtime.function();
-    let hello = Request::post(&invoke_path(&name), workloads::HELLO);
-    load::sequential(base, &hello, (args.warm / 10).max(50)).await?;
-    let samples = load::sequential(base, &hello, args.warm).await?;
-    let shape = quantiles(samples.clone());
-    let hello_latency = Latency::of(samples);
-    load::closed(base, &hello, 16, WARM_UP).await?;
-    let loaded = load::closed(base, &hello, 16, Stop::After(args.run_for())).await?;
-    let rates = rates(base, &hello, args.run_for()).await?;
-
+) -> anyhow::Result<RuntimeFigures> {
+    section(
+        &format!("{}: 10 ms of CPU and heavy init…", runtime.name()),
+        args,
+    )
+    .await;
     let cpu = Request::post(
         &invoke_path(&runtime.cpu_function()),
         workloads::cpu_event(),
     );
     load::sequential(base, &cpu, 5).await?;
     let cpu = Latency::of(load::sequential(base, &cpu, (args.warm / 20).max(20)).await?);
-    let echo = Request::post(&invoke_path(&name), workloads::echo_event());
-    load::sequential(base, &echo, 3).await?;
-    let echo = Latency::of(load::sequential(base, &echo, (args.warm / 40).max(20)).await?);
 
     let init_name = runtime.init_function();
     let n = args.cold.clamp(1, 5);
-    let (cold, cold_stages) = cold_starts(client, &init_name, workloads::HELLO, n).await?;
+    let (mut cold, mut cold_stages) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let (t, s) = cold_start(client, &init_name, workloads::HELLO, i).await?;
+        cold.push(t);
+        cold_stages.push(s);
+    }
     let init_hello = Request::post(&invoke_path(&init_name), workloads::HELLO);
-    let warm = Latency::of(load::sequential(base, &init_hello, (args.warm / 10).max(50)).await?);
+    let warm_init =
+        Latency::of(load::sequential(base, &init_hello, (args.warm / 10).max(50)).await?);
     let qualifier = provision(client, &init_name, 1).await?;
     let path = format!("/2015-03-31/functions/{init_name}:{qualifier}/invocations");
     let mut provisioned = Vec::new();
@@ -398,31 +589,75 @@ async fn runtime_figures(
         provisioned.push(call_once(client, &path, workloads::HELLO).await?.0);
     }
     unprovision(client, &init_name, &qualifier).await?;
-    Ok((
-        RuntimeFigures {
-            runtime: runtime.name().into(),
-            hello: hello_latency,
-            hello_loaded: Latency::of(loaded.latencies),
-            rates,
-            cpu,
-            echo_1mb: echo,
-            heavy_init: HeavyInit {
-                cold: Latency::of(cold),
-                cold_stages: median_stages(&cold_stages),
-                warm,
-                provisioned: Latency::of(provisioned),
-            },
+    Ok(RuntimeFigures {
+        runtime: runtime.name().into(),
+        hello: Latency::of(warm.hello),
+        hello_loaded: Latency::of(warm.loaded),
+        rates: warm.rates,
+        cpu,
+        echo_1mb: Latency::of(warm.echo),
+        heavy_init: HeavyInit {
+            cold: Latency::of(cold),
+            cold_stages: median_stages(&cold_stages),
+            warm: warm_init,
+            provisioned: Latency::of(provisioned),
         },
-        shape,
-    ))
+    })
 }
 
-/// 100 calls at once to `runtime`'s holding function with no environment.
-async fn scale_out(client: &Client, runtime: Runtime, cold: f64) -> anyhow::Result<ScaleOut> {
-    eprintln!("{}: scale-out…", runtime.name());
+/// Bursts per scale-out figure: the median one is kept.
+const BURSTS: usize = 5;
+
+/// Single cold starts before each burst: the baseline of the scale-out figure.
+const COLD_PER_BURST: usize = 3;
+
+/// [`BURST`] calls at once to `runtime`'s holding function with no environment, in
+/// [`BURSTS`] bursts (no more than `--cold`), in turns with single cold starts of its
+/// hello function; each turn on a quiet host (the burst before leaves a hundred
+/// namespaces and cgroups for the kernel to tear down).
+async fn scale_out(
+    client: &Client,
+    runtime: Runtime,
+    args: &BenchArgs,
+) -> anyhow::Result<ScaleOut> {
     let name = runtime.sleep_function();
-    retire(client, &name, "scale-out").await?;
-    let path = invoke_path(&name);
+    let mut bursts = Vec::new();
+    let mut singles = Vec::new();
+    for i in 0..BURSTS.min(args.cold.max(1)) {
+        quiet(args.settle()).await;
+        for j in 0..COLD_PER_BURST {
+            let sample = i * COLD_PER_BURST + j;
+            let (t, _) = cold_start(client, &runtime.function(), workloads::HELLO, sample).await?;
+            singles.push(t);
+        }
+        retire(client, &name, &format!("scale-out {i}")).await?;
+        settled(client).await?;
+        quiet(args.settle()).await;
+        bursts.push(burst(client, runtime).await?);
+    }
+    retire(client, &name, "after scale-out").await?;
+    bursts.sort_by(|a, b| {
+        a.0.last()
+            .copied()
+            .unwrap_or(0.0)
+            .total_cmp(&b.0.last().copied().unwrap_or(0.0))
+    });
+    let (ready, fresh) = bursts.swap_remove(bursts.len() / 2);
+    let seconds = ready.last().copied().unwrap_or(0.0) / 1000.0;
+    Ok(ScaleOut {
+        runtime: runtime.name().into(),
+        environments: fresh,
+        seconds,
+        per_second: fresh as f64 / seconds.max(1e-9),
+        ready_ms: ready,
+        one_cold_ms: Latency::of(singles).p50_us / 1000.0,
+    })
+}
+
+/// One burst: when each call's environment took it (ms from the burst's start, sorted),
+/// and how many environments were new.
+async fn burst(client: &Client, runtime: Runtime) -> anyhow::Result<(Vec<f64>, usize)> {
+    let path = invoke_path(&runtime.sleep_function());
     let event = runtime.sleep_event(1000);
     let start = Instant::now();
     let calls: Vec<_> = (0..BURST)
@@ -444,16 +679,7 @@ async fn scale_out(client: &Client, runtime: Runtime, cold: f64) -> anyhow::Resu
         fresh += usize::from(cold);
     }
     ready.sort_by(f64::total_cmp);
-    let seconds = ready.last().copied().unwrap_or(0.0) / 1000.0;
-    retire(client, &name, "after scale-out").await?;
-    Ok(ScaleOut {
-        runtime: runtime.name().into(),
-        environments: fresh,
-        seconds,
-        per_second: fresh as f64 / seconds.max(1e-9),
-        ready_ms: ready,
-        one_cold_ms: cold / 1000.0,
-    })
+    Ok((ready, fresh))
 }
 
 /// Memory of `IDLE` idle provisioned environments of `runtime`.
@@ -463,9 +689,9 @@ async fn density(
     server_pid: u32,
     bare: Option<f64>,
 ) -> anyhow::Result<Density> {
-    eprintln!("{}: density…", runtime.name());
     let name = runtime.function();
     retire(client, &name, "density").await?;
+    settled(client).await?;
     let processes = |pids: &[u32]| pids.iter().filter_map(|p| pss_bytes(*p)).sum::<f64>();
     let before_pids = descendants(server_pid);
     let before = processes(&before_pids);
@@ -544,7 +770,7 @@ async fn bare_bytes(runtime: Runtime) -> Option<f64> {
 
 /// p99 of provided hello at 10–90% of its ceiling, beside the direct hop at the same rates.
 async fn load_curve(base: &str, direct: &str, args: &BenchArgs) -> anyhow::Result<LoadCurve> {
-    eprintln!("latency against load…");
+    section("latency against load…", args).await;
     let runtime = Runtime::Provided;
     let hello = Request::post(&invoke_path(&runtime.function()), workloads::HELLO);
     let echo = Request::post("/", workloads::HELLO);
@@ -578,7 +804,7 @@ async fn extras(
     args: &BenchArgs,
     sync_per_s: f64,
 ) -> anyhow::Result<Extras> {
-    eprintln!("frozen, signed and asynchronous calls…");
+    section("frozen, signed and asynchronous calls…", args).await;
     let name = Runtime::Provided.function();
     let path = invoke_path(&name);
     let n = args.warm.min(1000);
@@ -672,92 +898,124 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         runtimes.push(runtime);
     }
 
-    eprintln!("baselines…");
-    let echo = EchoProcess::start()?;
-    let direct_url = echo.url.clone();
-    let hello = Request::post("/", workloads::HELLO);
-    load::sequential(&direct_url, &hello, (args.warm / 10).max(50)).await?;
-    let direct_samples = load::sequential(&direct_url, &hello, args.warm).await?;
-    let mut shapes = vec![charts::Line {
-        name: "direct hop".into(),
-        points: quantiles(direct_samples.clone()),
-    }];
-    let big = Request::post("/", workloads::echo_event());
-    load::sequential(&direct_url, &big, 3).await?;
-    let direct_1mb =
-        Latency::of(load::sequential(&direct_url, &big, (args.warm / 40).max(20)).await?);
-    load::closed(&direct_url, &hello, 16, WARM_UP).await?;
-    let direct_loaded = load::closed(&direct_url, &hello, 16, Stop::After(args.run_for())).await?;
-    let direct_rates = rates(&direct_url, &hello, args.run_for()).await?;
-    let mut bare_starts = BTreeMap::new();
-    for (label, program, argv) in runtimes.iter().filter_map(|r| r.bare_start()) {
-        let program = program
-            .to_str()
-            .context("a program path that is not UTF-8")?;
-        bare_starts.insert(
-            label.to_owned(),
-            Latency::of(time_command(args.cold.max(5), program, argv)?),
-        );
-    }
     let mut bare_bytes_by = BTreeMap::new();
     for runtime in &runtimes {
         if let Some(b) = bare_bytes(*runtime).await {
             bare_bytes_by.insert(runtime.name().to_owned(), b);
         }
     }
-    let floor = Floor {
-        direct: Latency::of(direct_samples),
-        direct_1mb,
-        direct_loaded: Latency::of(direct_loaded.latencies),
-        direct_rates,
-        bare_starts,
+
+    section(
+        "warm latency and throughput, in turns with the direct hop…",
+        &args,
+    )
+    .await;
+    let echo = EchoProcess::start()?;
+    let direct_url = echo.url.clone();
+    let targets: Vec<_> = std::iter::once((
+        direct_url.as_str(),
+        Request::post("/", workloads::HELLO),
+        Request::post("/", workloads::echo_event()),
+    ))
+    .chain(runtimes.iter().map(|r| {
+        let path = invoke_path(&r.function());
+        (
+            base.as_str(),
+            Request::post(&path, workloads::HELLO),
+            Request::post(&path, workloads::echo_event()),
+        )
+    }))
+    .collect();
+    let mut warm = warm_in_turns(&targets, &args).await?.into_iter();
+    let direct = warm.next().context("no direct hop figures")?;
+    let mut shapes = vec![charts::Line {
+        name: "direct hop".into(),
+        points: quantiles(direct.hello.clone()),
+    }];
+    let mut floor = Floor {
+        direct: Latency::of(direct.hello),
+        direct_1mb: Latency::of(direct.echo),
+        direct_loaded: Latency::of(direct.loaded),
+        direct_rates: direct.rates,
+        bare_starts: BTreeMap::new(),
         bare_bytes: bare_bytes_by,
     };
-
     let mut figures = Vec::new();
-    for runtime in &runtimes {
-        let (f, shape) = runtime_figures(&client, &base, *runtime, &args).await?;
+    for (runtime, warm) in runtimes.iter().zip(warm) {
         shapes.push(charts::Line {
             name: runtime.name().into(),
-            points: shape,
+            points: quantiles(warm.hello.clone()),
         });
-        figures.push(f);
+        figures.push(runtime_figures(&client, &base, *runtime, warm, &args).await?);
     }
 
-    eprintln!("cold starts by runtime and backend…");
+    // A runtime with no process to start (wasm) has the direct hop as its baseline, called
+    // in turns with its cold starts by the same client.
+    let direct_client = Client::new(&direct_url);
+    call_once(&direct_client, "/", workloads::HELLO).await?;
     let mut cold = Vec::new();
     for runtime in &runtimes {
-        let baseline = match runtime.bare_start() {
-            Some((label, _, _)) => (
-                label,
-                floor.bare_starts.get(label).map_or(0.0, |l| l.p50_us),
+        section(
+            &format!(
+                "{}: cold starts by backend, in turns with its bare start…",
+                runtime.name()
             ),
-            None => ("direct hop", floor.direct.p50_us),
-        };
-        let backends = runtime.backends();
-        for backend in backends {
+            &args,
+        )
+        .await;
+        let mut on = Vec::new();
+        for backend in runtime.backends() {
             let name = if *backend == "wasm" {
                 Some(runtime.function())
             } else {
                 deploy_on(&client, *runtime, backend).await?
             };
-            let Some(name) = name else {
-                skipped.push(format!(
+            match name {
+                Some(name) => on.push((*backend, name)),
+                None => skipped.push(format!(
                     "{} on {backend}: this host cannot run it",
                     runtime.name()
-                ));
-                continue;
-            };
-            let (latencies, all) = cold_starts(&client, &name, workloads::HELLO, args.cold).await?;
+                )),
+            }
+        }
+        // A wasm cold start is under a millisecond: it takes more samples to hold still.
+        let n = if *runtime == Runtime::Wasm {
+            args.cold * 5
+        } else {
+            args.cold
+        };
+        let bare = runtime.bare_start();
+        let mut bare_samples = Vec::new();
+        let mut samples = vec![(Vec::new(), Vec::new()); on.len()];
+        for i in 0..n {
+            for ((_, name), (latencies, all)) in on.iter().zip(&mut samples) {
+                let (t, s) = cold_start(&client, name, workloads::HELLO, i).await?;
+                latencies.push(t);
+                all.push(s);
+                bare_samples.push(match &bare {
+                    Some((_, program, argv)) => time_command(program, argv)?,
+                    None => call_once(&direct_client, "/", workloads::HELLO).await?.0,
+                });
+            }
+        }
+        let baseline = match bare {
+            Some((label, _, _)) => {
+                let latency = Latency::of(bare_samples);
+                floor.bare_starts.insert(label.to_owned(), latency);
+                (label, latency.p50_us)
+            }
+            None => ("direct hop", Latency::of(bare_samples).p50_us),
+        };
+        for ((backend, name), (latencies, all)) in on.into_iter().zip(samples) {
             cold.push(ColdStart {
                 runtime: runtime.name().into(),
-                backend: (*backend).into(),
+                backend: backend.into(),
                 latency: Latency::of(latencies),
                 stages: median_stages(&all),
                 baseline: baseline.0.into(),
                 baseline_us: baseline.1,
             });
-            if *backend != "wasm" && *backend != "process" {
+            if backend != "wasm" && backend != "process" {
                 retire(&client, &name, "done").await?;
             }
         }
@@ -765,17 +1023,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let mut scale = Vec::new();
     for runtime in &runtimes {
-        let one = cold
-            .iter()
-            .find(|c| {
-                c.runtime == runtime.name() && (c.backend == "process" || c.backend == "wasm")
-            })
-            .map_or(0.0, |c| c.latency.p50_us);
-        scale.push(scale_out(&client, *runtime, one).await?);
+        section(&format!("{}: scale-out…", runtime.name()), &args).await;
+        scale.push(scale_out(&client, *runtime, &args).await?);
     }
     let mut dense = Vec::new();
     for runtime in &runtimes {
         let bare = floor.bare_bytes.get(runtime.name()).copied();
+        section(&format!("{}: density…", runtime.name()), &args).await;
         dense.push(density(&client, *runtime, server_pid, bare).await?);
     }
     let load = load_curve(&base, &direct_url, &args).await?;
@@ -785,7 +1039,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .find(|f| f.runtime == "python3")
         .map(|f| f.hello);
     let runtime_client = match python {
-        Some(ember_python) => match runtime_client::measure(args.warm, args.cold).await {
+        Some(ember_python) => match runtime_client::measure(&args).await {
             Ok((warm, start)) => Some(results::RuntimeClient {
                 awslambdaric: warm,
                 ember_python,
@@ -839,22 +1093,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&results)?,
     )?;
     charts::write_all(&dir, &results, &shapes)?;
-    let report = results.markdown("");
+    let repeat = match &args.compare {
+        Some(previous) => compare(previous, &results)?,
+        None => String::new(),
+    };
+    let report = results.markdown("") + &repeat;
     std::fs::write(dir.join("report.md"), &report)?;
     if let Some(docs) = &args.publish {
         let charts_dir = docs.join("benchmarks");
         std::fs::create_dir_all(&charts_dir)?;
         charts::write_all(&charts_dir, &results, &shapes)?;
-        std::fs::write(docs.join("benchmarks.md"), results.markdown("benchmarks/"))?;
+        std::fs::write(
+            docs.join("benchmarks.md"),
+            results.markdown("benchmarks/") + &repeat,
+        )?;
         eprintln!(
             "report published to {}",
             docs.join("benchmarks.md").display()
         );
     }
     println!("{report}");
-    if let Some(previous) = &args.compare {
-        compare(previous, &results)?;
-    }
     println!("\nresults, report and charts in {}", dir.display());
     Ok(())
 }
@@ -890,23 +1148,27 @@ fn changes(before: &Results, now: &Results) -> Vec<Change> {
         .collect()
 }
 
-/// Sets this run's headline ratios beside an earlier run's.
-fn compare(previous: &Path, now: &Results) -> anyhow::Result<()> {
+/// This run's headline ratios beside an earlier run's, as a section of the report.
+fn compare(previous: &Path, now: &Results) -> anyhow::Result<String> {
     let before: Results = serde_json::from_slice(
         &std::fs::read(previous).with_context(|| format!("reading {}", previous.display()))?,
     )
     .with_context(|| format!("{} is not an ember bench results.json", previous.display()))?;
-    println!(
-        "\n## Repeatability: this run against {}\n",
-        previous.display()
+    let mut m = String::new();
+    let _ = writeln!(
+        m,
+        "\n## Repeatability\n\nThis run's headline ratios beside those of the run started {}.\n",
+        before.started
     );
-    println!(
+    let _ = writeln!(
+        m,
         "| ratio | before | now | change | within ±{:.0}% |\n|---|---:|---:|---:|---|",
         REPEATABLE * 100.0
     );
     let all = changes(&before, now);
     for c in &all {
-        println!(
+        let _ = writeln!(
+            m,
             "| {} | {:.2} | {:.2} | {:+.1}% | {} |",
             c.name,
             c.before,
@@ -916,12 +1178,19 @@ fn compare(previous: &Path, now: &Results) -> anyhow::Result<()> {
         );
     }
     let off = all.iter().filter(|c| !c.repeatable()).count();
-    println!(
-        "\n{off} of {} ratios moved more than ±{:.0}%.",
+    let _ = writeln!(
+        m,
+        "\n{} of {} ratios within ±{:.0}%{}.",
+        all.len() - off,
         all.len(),
-        REPEATABLE * 100.0
+        REPEATABLE * 100.0,
+        if off == 0 {
+            ""
+        } else {
+            "; the others moved more"
+        }
     );
-    Ok(())
+    Ok(m)
 }
 
 /// A private `ember server`.
@@ -1131,21 +1400,20 @@ async fn event_throughput(
     Ok(sent as f64 / start.elapsed().as_secs_f64())
 }
 
-fn time_command(n: usize, program: &str, args: &[&str]) -> anyhow::Result<Vec<Duration>> {
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let status = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()?;
-        samples.push(t.elapsed());
-        if !status.success() {
-            bail!("{program} {args:?} failed: {status}");
-        }
+/// One run of `program` to its end.
+fn time_command(program: &Path, args: &[&str]) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let status = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {}", program.display()))?;
+    let elapsed = t.elapsed();
+    if !status.success() {
+        bail!("{} {args:?} failed: {status}", program.display());
     }
-    Ok(samples)
+    Ok(elapsed)
 }
 
 #[cfg(test)]
@@ -1209,5 +1477,15 @@ mod tests {
             .map(|c| (c.name.as_str(), c.repeatable()))
             .collect();
         assert_eq!(verdicts, [("moved", false), ("steady", true)]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = dir.path().join("results.json");
+        std::fs::write(&earlier, serde_json::to_vec(&before).unwrap()).unwrap();
+        let section = compare(&earlier, &now).unwrap();
+        assert!(
+            section.contains("| moved | 2.00 | 2.40 | +20.0% | no |"),
+            "{section}"
+        );
+        assert!(section.contains("1 of 2 ratios within ±15%"), "{section}");
     }
 }

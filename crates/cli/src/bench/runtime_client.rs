@@ -83,8 +83,9 @@ async fn handle(
 
 /// Warm latency (`n` events, one at a time, after a warm-up) and start time (spawn to
 /// first `/next`, `starts` times) of `python3 -m awslambdaric` on the bare Runtime API.
-pub async fn measure(n: usize, starts: usize) -> anyhow::Result<(Latency, Latency)> {
-    eprintln!("awslambdaric on a bare Runtime API…");
+pub async fn measure(args: &super::BenchArgs) -> anyhow::Result<(Latency, Latency)> {
+    super::section("awslambdaric on a bare Runtime API…", args).await;
+    let (n, starts) = (args.warm, args.cold);
     let check = Command::new("python3")
         .args(["-c", "import awslambdaric"])
         .stderr(Stdio::null())

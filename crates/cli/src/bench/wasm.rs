@@ -200,7 +200,7 @@ async fn instantiation(n: usize) -> anyhow::Result<Vec<Duration>> {
 
 /// Deploys the wasm hello world and measures it beside its peers.
 pub async fn figures(client: &Client, direct: &str, args: &BenchArgs) -> anyhow::Result<Peers> {
-    eprintln!("WebAssembly and its peers…");
+    super::section("WebAssembly and its peers…", args).await;
     let name = "bench-wasm-hello";
     let zip = crate::package::zip_files(&[("hello.wat", HELLO_WAT.as_bytes(), false)])?;
     let settings = FunctionSettings {
@@ -237,29 +237,36 @@ pub async fn figures(client: &Client, direct: &str, args: &BenchArgs) -> anyhow:
     let workerd = start_workerd(peers).await;
     let deno = start_deno(peers).await;
     let root = Request::post("/", super::workloads::HELLO);
-    let mut rates = BTreeMap::new();
     let mut missing = BTreeMap::new();
-    rates.insert(
-        "wasm URL".to_owned(),
-        super::rates(base, &url, args.run_for()).await?,
-    );
+    // The function URL, the peers that started and the direct hop, in turns.
+    let mut names = vec!["wasm URL".to_owned()];
+    let mut targets = vec![super::Target {
+        base,
+        request: &url,
+    }];
     for (peer, started) in [("workerd", &workerd), ("deno", &deno)] {
         match started {
             Ok(p) => {
-                rates.insert(
-                    peer.to_owned(),
-                    super::rates(&p.url, &root, args.run_for()).await?,
-                );
+                names.push(peer.to_owned());
+                targets.push(super::Target {
+                    base: &p.url,
+                    request: &root,
+                });
             }
             Err(e) => {
                 missing.insert(peer.to_owned(), format!("{e:#}"));
             }
         }
     }
-    rates.insert(
-        "direct hop".to_owned(),
-        super::rates(direct, &root, args.run_for()).await?,
-    );
+    names.push("direct hop".to_owned());
+    targets.push(super::Target {
+        base: direct,
+        request: &root,
+    });
+    let rates: BTreeMap<_, _> = names
+        .into_iter()
+        .zip(super::rates_in_rounds(&targets, args.run_for()).await?)
+        .collect();
     drop((workerd, deno));
     Ok(Peers {
         wasm_invoke: invoke_latency,

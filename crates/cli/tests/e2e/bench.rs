@@ -11,7 +11,17 @@ fn one_command_writes_the_results_the_report_and_its_charts() {
     let out = tempfile::tempdir().unwrap();
     let docs = out.path().join("docs");
     let run = Command::new(EMBER)
-        .args(["bench", "--warm", "20", "--cold", "1", "--seconds", "0.2"])
+        .args([
+            "bench",
+            "--warm",
+            "20",
+            "--cold",
+            "1",
+            "--seconds",
+            "0.2",
+            "--settle",
+            "0",
+        ])
         .arg("--out")
         .arg(out.path())
         .arg("--publish")

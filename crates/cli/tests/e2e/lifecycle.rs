@@ -186,6 +186,20 @@ async fn changing_the_configuration_retires_old_environments() {
         .wait_environments("cfg", Duration::from_secs(5), |c| c == (1, 0))
         .await;
     assert_eq!(counts, (1, 0), "the retired environment is still counted");
+    // Once the server says nothing is being torn down, only the new environment is left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = api.get("/ember/v1/stats").await.json();
+        if stats["EnvironmentsDestroying"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still destroying after 10 s: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.environment_cgroups(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
