@@ -418,16 +418,28 @@ const WARM_UP: Stop = Stop::Count(20);
 /// every other's (a figure's and its baseline's alike), so a drift of the machine over the
 /// run (another process, the page cache, the CPU's clock) moves them together rather than
 /// their ratio.
-const TURNS: usize = 5;
+const TURNS: usize = FLOOR_PROCESSES;
 
 /// Rounds, taken in turns likewise, of each throughput point: its rate is their median.
 const ROUNDS: usize = 5;
 
+/// Processes of the direct hop's server. A one-client round trip between two processes
+/// costs 40 µs on one pair and 80 µs on the next, depending on where the scheduler puts
+/// them; the floor is taken over many, one per turn.
+const FLOOR_PROCESSES: usize = 20;
+
 /// A server and the request it gets: one side of a figure taken in turns.
 #[derive(Clone, Copy)]
 struct Target<'a> {
-    base: &'a str,
+    /// Processes of the same server: each turn goes to the next.
+    servers: &'a [String],
     request: &'a Request,
+}
+
+impl Target<'_> {
+    fn base(&self, turn: usize) -> &str {
+        &self.servers[turn % self.servers.len()]
+    }
 }
 
 /// `n` sequential calls to each target in [`TURNS`] turns, after `warm_up` calls each.
@@ -437,12 +449,15 @@ async fn sequential_in_turns(
     n: usize,
 ) -> anyhow::Result<Vec<Vec<Duration>>> {
     for t in targets {
-        load::sequential(t.base, t.request, warm_up).await?;
+        for base in t.servers {
+            load::sequential(base, t.request, warm_up).await?;
+        }
     }
     let mut out = vec![Vec::with_capacity(n); targets.len()];
-    for _ in 0..TURNS {
+    for turn in 0..TURNS {
         for (t, samples) in targets.iter().zip(&mut out) {
-            samples.extend(load::sequential(t.base, t.request, n.div_ceil(TURNS)).await?);
+            let base = t.base(turn);
+            samples.extend(load::sequential(base, t.request, n.div_ceil(TURNS)).await?);
         }
     }
     Ok(out)
@@ -456,13 +471,16 @@ async fn closed_in_rounds(
     run_for: Duration,
 ) -> anyhow::Result<Vec<(f64, Vec<Duration>)>> {
     for t in targets {
-        load::closed(t.base, t.request, clients, WARM_UP).await?;
+        for turn in 0..ROUNDS.min(t.servers.len()) {
+            load::closed(t.base(turn), t.request, clients, WARM_UP).await?;
+        }
     }
     let window = run_for / ROUNDS as u32;
     let mut out = vec![(Vec::new(), Vec::new()); targets.len()];
-    for _ in 0..ROUNDS {
+    for round in 0..ROUNDS {
         for (t, (rates, latencies)) in targets.iter().zip(&mut out) {
-            let sampled = load::closed(t.base, t.request, clients, Stop::After(window)).await?;
+            let base = t.base(round);
+            let sampled = load::closed(base, t.request, clients, Stop::After(window)).await?;
             rates.push(sampled.rate());
             latencies.extend(sampled.latencies);
         }
@@ -502,18 +520,18 @@ struct Warm {
     echo: Vec<Duration>,
 }
 
-/// The warm figures of each `(server, hello, echo)`, all taken in turns.
+/// The warm figures of each `(servers, hello, echo)`, all taken in turns.
 async fn warm_in_turns(
-    targets: &[(&str, Request, Request)],
+    targets: &[(&[String], Request, Request)],
     args: &BenchArgs,
 ) -> anyhow::Result<Vec<Warm>> {
     let hello: Vec<_> = targets
         .iter()
-        .map(|(base, request, _)| Target { base, request })
+        .map(|(servers, request, _)| Target { servers, request })
         .collect();
     let echo: Vec<_> = targets
         .iter()
-        .map(|(base, _, request)| Target { base, request })
+        .map(|(servers, _, request)| Target { servers, request })
         .collect();
     let sequential = sequential_in_turns(&hello, (args.warm / 10).max(50), args.warm).await?;
     let loaded = closed_in_rounds(&hello, 16, args.run_for()).await?;
@@ -910,17 +928,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         &args,
     )
     .await;
-    let echo = EchoProcess::start()?;
-    let direct_url = echo.url.clone();
+    let echoes = (0..FLOOR_PROCESSES)
+        .map(|_| EchoProcess::start())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let floor_urls: Vec<String> = echoes.iter().map(|e| e.url.clone()).collect();
+    let direct_url = floor_urls[0].clone();
+    let ember = [base.clone()];
     let targets: Vec<_> = std::iter::once((
-        direct_url.as_str(),
+        floor_urls.as_slice(),
         Request::post("/", workloads::HELLO),
         Request::post("/", workloads::echo_event()),
     ))
     .chain(runtimes.iter().map(|r| {
         let path = invoke_path(&r.function());
         (
-            base.as_str(),
+            ember.as_slice(),
             Request::post(&path, workloads::HELLO),
             Request::post(&path, workloads::echo_event()),
         )
@@ -1053,7 +1075,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let peers = wasm::figures(&client, &direct_url, &args).await?;
+    let peers = wasm::figures(&client, &floor_urls, &args).await?;
     for (name, why) in &peers.missing {
         skipped.push(format!("{name}: {why}"));
     }
@@ -1063,7 +1085,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .and_then(|f| f.rates.iter().find(|r| r.clients == 1))
         .map_or(0.0, |r| r.rps);
     let extras = extras(&client, &base, &args, sync_per_s).await?;
-    drop(echo);
+    drop(echoes);
     drop(server);
 
     let mut results = Results {

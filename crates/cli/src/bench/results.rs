@@ -316,7 +316,8 @@ impl Results {
              figure is shown beside its baseline from the same run; ratios are the figure's \
              p50 over the baseline's unless said otherwise. Latencies are request in → answer \
              out at the client. A figure and its baseline are taken in turns (sequential \
-             calls in 5 turns each, throughput as the median of 5 rounds each), cold starts \
+             calls in 20 turns each, the direct hop's on 20 processes of its server, one per \
+             turn; throughput as the median of 5 rounds each), cold starts \
              alternate with the runtime's bare start and begin once the environments before \
              are torn down, the scale-out figure is the median of 5 bursts, and every \
              section starts on a quiet host (CPU under 10% busy), so that a drift of the \

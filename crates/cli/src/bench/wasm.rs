@@ -198,8 +198,13 @@ async fn instantiation(n: usize) -> anyhow::Result<Vec<Duration>> {
     Ok(samples.split_off(n / 10))
 }
 
-/// Deploys the wasm hello world and measures it beside its peers.
-pub async fn figures(client: &Client, direct: &str, args: &BenchArgs) -> anyhow::Result<Peers> {
+/// Deploys the wasm hello world and measures it beside its peers and the direct hop
+/// (`direct`: its server's processes).
+pub async fn figures(
+    client: &Client,
+    direct: &[String],
+    args: &BenchArgs,
+) -> anyhow::Result<Peers> {
     super::section("WebAssembly and its peers…", args).await;
     let name = "bench-wasm-hello";
     let zip = crate::package::zip_files(&[("hello.wat", HELLO_WAT.as_bytes(), false)])?;
@@ -240,8 +245,9 @@ pub async fn figures(client: &Client, direct: &str, args: &BenchArgs) -> anyhow:
     let mut missing = BTreeMap::new();
     // The function URL, the peers that started and the direct hop, in turns.
     let mut names = vec!["wasm URL".to_owned()];
+    let ember = [base.to_owned()];
     let mut targets = vec![super::Target {
-        base,
+        servers: &ember,
         request: &url,
     }];
     for (peer, started) in [("workerd", &workerd), ("deno", &deno)] {
@@ -249,7 +255,7 @@ pub async fn figures(client: &Client, direct: &str, args: &BenchArgs) -> anyhow:
             Ok(p) => {
                 names.push(peer.to_owned());
                 targets.push(super::Target {
-                    base: &p.url,
+                    servers: std::slice::from_ref(&p.url),
                     request: &root,
                 });
             }
@@ -260,7 +266,7 @@ pub async fn figures(client: &Client, direct: &str, args: &BenchArgs) -> anyhow:
     }
     names.push("direct hop".to_owned());
     targets.push(super::Target {
-        base: direct,
+        servers: direct,
         request: &root,
     });
     let rates: BTreeMap<_, _> = names
