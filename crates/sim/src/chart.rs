@@ -5,13 +5,16 @@ use plotters::prelude::*;
 
 use crate::Report;
 
-const COLORS: [RGBColor; 6] = [
+/// Line colours that read on white, in the order lines take them (Ember's charts share it).
+pub const COLORS: [RGBColor; 8] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x94, 0x67, 0xbd),
     RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0x17, 0xbe, 0xcf),
 ];
 
 /// What a panel plots from each timeline sample.

@@ -6,18 +6,9 @@ use plotters::coord::Shift;
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 
-use super::results::{Rate, Results};
+use ember_sim::chart::COLORS;
 
-const COLORS: [RGBColor; 8] = [
-    RGBColor(0x1f, 0x77, 0xb4),
-    RGBColor(0xd6, 0x27, 0x28),
-    RGBColor(0x2c, 0xa0, 0x2c),
-    RGBColor(0xff, 0x7f, 0x0e),
-    RGBColor(0x94, 0x67, 0xbd),
-    RGBColor(0x8c, 0x56, 0x4b),
-    RGBColor(0x7f, 0x7f, 0x7f),
-    RGBColor(0x17, 0xbe, 0xcf),
-];
+use super::results::{Rate, Results};
 
 type Fail = Box<dyn std::error::Error>;
 

@@ -43,6 +43,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -329,25 +330,50 @@ async fn section(what: &str, args: &BenchArgs) {
     }
 }
 
+/// Calls `check` every `every` until it answers `Break`; past `limit`, fails with the state
+/// it answered last (`Continue`).
+async fn poll_until<T, F, Fut>(limit: Duration, every: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<ControlFlow<T, String>>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let state = match check().await? {
+            ControlFlow::Break(done) => return Ok(done),
+            ControlFlow::Continue(state) => state,
+        };
+        if Instant::now() > deadline {
+            bail!("{state} after {limit:?}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// `GET path` of the server, as JSON.
+async fn get_json(client: &Client, path: &str) -> anyhow::Result<serde_json::Value> {
+    let answer = client.call(Method::GET, path, &[], Vec::new()).await?;
+    Ok(serde_json::from_slice(&answer.body)?)
+}
+
 /// Until every retired environment is torn down: a teardown running beside the next
 /// measurement would be measured with it.
 async fn settled(client: &Client) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let stats: serde_json::Value = serde_json::from_slice(
-            &client
-                .call(Method::GET, "/ember/v1/stats", &[], Vec::new())
-                .await?
-                .body,
-        )?;
-        if stats["EnvironmentsDestroying"] == 0 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("retired environments were still being torn down after 60 s: {stats}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    poll_until(
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+        || async move {
+            let stats = get_json(client, "/ember/v1/stats").await?;
+            Ok(if stats["EnvironmentsDestroying"] == 0 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(format!(
+                    "retired environments still being torn down: {stats}"
+                ))
+            })
+        },
+    )
+    .await
 }
 
 /// One cold start of `name` (its environments retired and torn down first): its latency
@@ -389,18 +415,23 @@ async fn provision(client: &Client, name: &str, n: u32) -> anyhow::Result<String
         format!("/2019-09-30/functions/{name}/provisioned-concurrency?Qualifier={qualifier}");
     let body = serde_json::to_vec(&json!({ "ProvisionedConcurrentExecutions": n }))?;
     client.call(Method::PUT, &path, &[], body).await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let state: serde_json::Value =
-            serde_json::from_slice(&client.call(Method::GET, &path, &[], Vec::new()).await?.body)?;
-        if state["Status"] == "READY" {
-            return Ok(qualifier);
-        }
-        if Instant::now() > deadline {
-            bail!("{n} provisioned environments of {name} were not ready within 120 s: {state}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let path = &path;
+    poll_until(
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || async move {
+            let state = get_json(client, path).await?;
+            Ok(if state["Status"] == "READY" {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(format!(
+                    "{n} provisioned environments of {name} not ready: {state}"
+                ))
+            })
+        },
+    )
+    .await?;
+    Ok(qualifier)
 }
 
 async fn unprovision(client: &Client, name: &str, qualifier: &str) -> anyhow::Result<()> {
@@ -1321,17 +1352,21 @@ where
     }
 }
 
+/// A request's whole body; empty if it could not be read.
+async fn body_bytes(req: hyper::Request<hyper::body::Incoming>) -> bytes::Bytes {
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 /// Answers every request with its body.
 async fn serve_echo(listener: tokio::net::TcpListener) {
     serve(
         listener,
         |req: hyper::Request<hyper::body::Incoming>| async move {
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = body_bytes(req).await;
             Ok::<_, Infallible>(hyper::Response::new(Full::new(body)))
         },
     )
@@ -1372,12 +1407,8 @@ async fn enqueue_latency(client: &Client, name: &str, n: usize) -> anyhow::Resul
 
 /// Waits until `name` has no unfinished asynchronous events.
 async fn events_drained(client: &Client, name: &str, limit: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let answer = client
-            .request(Method::GET, "/ember/v1/events", &[], vec![])
-            .await?;
-        let body: serde_json::Value = serde_json::from_slice(&answer.body)?;
+    poll_until(limit, Duration::from_millis(5), || async move {
+        let body = get_json(client, "/ember/v1/events").await?;
         let left: u64 = body["Functions"]
             .as_array()
             .into_iter()
@@ -1390,14 +1421,13 @@ async fn events_drained(client: &Client, name: &str, limit: Duration) -> anyhow:
                     .sum::<u64>()
             })
             .sum();
-        if left == 0 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{left} events of {name} still unfinished after {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        Ok(if left == 0 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(format!("{left} events of {name} still unfinished"))
+        })
+    })
+    .await
 }
 
 /// Asynchronous events per second end to end: `n` events enqueued by `clients` clients

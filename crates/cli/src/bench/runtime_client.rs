@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::ops::ControlFlow;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 
@@ -62,12 +63,7 @@ async fn handle(
             .body(Full::new(event))
             .expect("a response"));
     }
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = super::body_bytes(req).await;
     let answered = path
         .strip_prefix("/2018-06-01/runtime/invocation/")
         .and_then(|rest| rest.rsplit_once('/'))
@@ -122,20 +118,25 @@ pub async fn measure(args: &super::BenchArgs) -> anyhow::Result<(Latency, Latenc
             .stderr(Stdio::null())
             .spawn()
             .context("cannot start python3 -m awslambdaric")?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let first = loop {
-            if let Some(at) = *api.first_next.lock().expect("first next") {
-                break at;
+        let first = super::poll_until(Duration::from_secs(20), Duration::from_millis(1), || {
+            let first = *api.first_next.lock().expect("first next");
+            let exited = child.try_wait();
+            async move {
+                if let Some(at) = first {
+                    return Ok(ControlFlow::Break(at));
+                }
+                if let Some(status) = exited? {
+                    bail!("awslambdaric exited before its first /next: {status}");
+                }
+                Ok(ControlFlow::Continue(
+                    "awslambdaric has not asked for an event".to_owned(),
+                ))
             }
-            if let Some(status) = child.try_wait()? {
-                bail!("awslambdaric exited before its first /next: {status}");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("awslambdaric did not ask for an event within 20 s");
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
+        })
+        .await
+        .inspect_err(|_| {
+            let _ = child.kill();
+        })?;
         start_samples.push(first - spawned);
         let calls = if round == 0 { n + n / 10 } else { 0 };
         for i in 0..calls {

@@ -16,6 +16,7 @@
 //! is missing its columns say so and the rest is measured.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -111,21 +112,21 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Waits until `url` answers 200.
 async fn answering(client: &Client, child: &mut Child, what: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(answer) = client.request(Method::GET, "/", &[], Vec::new()).await
-            && answer.status == 200
-        {
-            return Ok(());
+    super::poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        let exited = child.try_wait();
+        async move {
+            if let Ok(answer) = client.request(Method::GET, "/", &[], Vec::new()).await
+                && answer.status == 200
+            {
+                return Ok(ControlFlow::Break(()));
+            }
+            if let Some(status) = exited? {
+                bail!("{what} exited before answering: {status}");
+            }
+            Ok(ControlFlow::Continue(format!("{what} not answering")))
         }
-        if let Some(status) = child.try_wait()? {
-            bail!("{what} exited before answering: {status}");
-        }
-        if Instant::now() > deadline {
-            bail!("{what} did not answer within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 async fn start_workerd(peers: &Path) -> anyhow::Result<Peer> {
