@@ -89,6 +89,43 @@ pub(crate) fn run_script(program: &Path, args: &[&str], script: &str) -> io::Res
     }
 }
 
+/// The first address of the pools.
+const POOLS: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 0);
+
+/// The pool of `slot`.
+fn pool_base(slot: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(POOLS) + slot * (POOL * 4))
+}
+
+/// The slot whose pool begins at `base`, if one does.
+fn pool_slot(base: Ipv4Addr) -> Option<u32> {
+    let offset = u32::from(base).checked_sub(u32::from(POOLS))?;
+    (offset % (POOL * 4) == 0 && offset / (POOL * 4) < SLOTS).then_some(offset / (POOL * 4))
+}
+
+/// Locks `slot`'s file, unless a live server holds it.
+fn lock_slot(slot: u32) -> io::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(Path::new(SLOT_LOCKS).join(format!("{slot}.lock")))?;
+    Ok(nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).ok())
+}
+
+/// What `nft args` prints.
+fn nft_output(nft: &Path, args: &[&str]) -> io::Result<String> {
+    let out = Command::new(nft).args(args).stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{} failed: {}",
+            nft.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Claims a free pool, starting from one derived from the server's hash so that a server
 /// usually gets the same pool each time.
 fn claim_pool(hash: &str) -> io::Result<(Ipv4Addr, nix::fcntl::Flock<std::fs::File>)> {
@@ -96,21 +133,41 @@ fn claim_pool(hash: &str) -> io::Result<(Ipv4Addr, nix::fcntl::Flock<std::fs::Fi
     let start = u32::from_str_radix(hash.get(..3).unwrap_or("0"), 16).unwrap_or(0) % SLOTS;
     for offset in 0..SLOTS {
         let slot = (start + offset) % SLOTS;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(Path::new(SLOT_LOCKS).join(format!("{slot}.lock")))?;
-        if let Ok(claim) =
-            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        {
-            let base = u32::from(Ipv4Addr::new(10, 128, 0, 0)) + slot * (POOL * 4);
-            return Ok((Ipv4Addr::from(base), claim));
+        if let Some(claim) = lock_slot(slot)? {
+            return Ok((pool_base(slot), claim));
         }
     }
     Err(io::Error::other(
         "every egress address pool on this host is taken",
     ))
+}
+
+/// Ember's tables in `ruleset` (`nft list ruleset`), each with the pool its rules name.
+fn ember_tables(ruleset: &str) -> Vec<(String, Option<Ipv4Addr>)> {
+    let mut tables: Vec<(String, Option<Ipv4Addr>)> = Vec::new();
+    for line in ruleset.lines().map(str::trim) {
+        if let Some(name) = line
+            .strip_prefix("table ip ")
+            .and_then(|rest| rest.strip_suffix(" {"))
+        {
+            if name.starts_with("ember_") {
+                tables.push((name.to_owned(), None));
+            }
+        } else if line.starts_with("table ") {
+            // Another family's or another program's table: its rules are not Ember's.
+            tables.push((String::new(), None));
+        } else if let Some((_, pool)) = tables.last_mut().filter(|(name, _)| !name.is_empty())
+            && pool.is_none()
+            && let Some(address) = line
+                .split_once("saddr ")
+                .and_then(|(_, rest)| rest.split_once('/'))
+                .and_then(|(address, _)| address.parse().ok())
+        {
+            *pool = Some(address);
+        }
+    }
+    tables.retain(|(name, _)| !name.is_empty());
+    tables
 }
 
 impl EgressNetwork {
@@ -143,8 +200,51 @@ impl EgressNetwork {
         format!("{}/20", self.base)
     }
 
+    /// Removes the tables of servers that are gone: one killed outright (SIGKILL, an OOM
+    /// kill, a power cut) never removed its own, and every table left behind hooks each
+    /// packet the host sends, loopback included. A table is stale when no live server
+    /// holds its pool's lock.
+    fn sweep(&self) {
+        let ruleset = match nft_output(&self.nft, &["list", "ruleset"]) {
+            Ok(ruleset) => ruleset,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the nftables tables");
+                return;
+            }
+        };
+        for (table, pool) in ember_tables(&ruleset) {
+            if table == self.table {
+                continue;
+            }
+            // A table of this server's own pool is a dead server's (this one holds the
+            // pool); any other pool's lock is held while its table goes, so no server
+            // claims the pool meanwhile.
+            let _unclaimed = if pool == Some(self.base) {
+                None
+            } else {
+                match pool.and_then(pool_slot).map_or(Ok(None), lock_slot) {
+                    Ok(Some(claim)) => Some(claim),
+                    _ => continue,
+                }
+            };
+            match run_script(
+                &self.nft,
+                &["-f", "-"],
+                &format!("delete table ip {table}\n"),
+            ) {
+                Ok(()) => {
+                    tracing::info!(table, "removed the egress table of a server that is gone")
+                }
+                Err(e) => {
+                    tracing::warn!(table, error = %e, "could not remove a stale egress table")
+                }
+            }
+        }
+    }
+
     fn install(&self) -> io::Result<()> {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+        self.sweep();
         let (table, pool, port) = (&self.table, self.pool(), self.api_port);
         // Deleting first makes the install idempotent (a crashed server's table is replaced).
         let _ = run_script(
@@ -229,5 +329,52 @@ link set {host_if} up
             host_if = self.host_interface,
         );
         run_script(&self.network.ip, &["-batch", "-"], &script)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ember_tables_are_found_with_their_pools_and_others_are_left_out() {
+        let ruleset = "table inet filter {
+	chain input {
+		type filter hook input priority filter; policy accept;
+		ip saddr 10.128.0.0/20 drop
+	}
+}
+table ip ember_f08817a39d77 {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr 10.176.128.0/20 ip daddr != 10.176.128.0/20 masquerade
+	}
+}
+table ip ember_01a2705ceab4 {
+}
+table ip6 ember_6e55fa6c5eb6 {
+}
+";
+        assert_eq!(
+            ember_tables(ruleset),
+            vec![
+                (
+                    "ember_f08817a39d77".to_owned(),
+                    Some(Ipv4Addr::new(10, 176, 128, 0))
+                ),
+                ("ember_01a2705ceab4".to_owned(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pool_address_leads_back_to_its_slot() {
+        assert_eq!(pool_slot(pool_base(0)), Some(0));
+        assert_eq!(pool_slot(pool_base(SLOTS - 1)), Some(SLOTS - 1));
+        assert_eq!(pool_slot(Ipv4Addr::new(10, 176, 128, 0)), Some(776));
+        // Not the start of a pool, or outside them all.
+        assert_eq!(pool_slot(Ipv4Addr::new(10, 176, 128, 4)), None);
+        assert_eq!(pool_slot(Ipv4Addr::new(10, 0, 0, 0)), None);
+        assert_eq!(pool_slot(Ipv4Addr::new(10, 192, 0, 0)), None);
     }
 }

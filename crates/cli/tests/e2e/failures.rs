@@ -362,3 +362,26 @@ async fn a_function_flooding_its_output_is_capped_and_only_it_pays() {
         again.log_tail()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_outright_leaves_no_firewall_table_once_another_starts() {
+    if let Some(why) = crate::support::egress_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut killed = Server::start(&[]);
+    let table = killed.egress_table();
+    let tables = crate::support::nft_tables();
+    assert!(tables.contains(&table), "{table} not among {tables:?}");
+    // Killed outright, the server could not remove its table: every packet the host sends
+    // would go through it for good.
+    killed.kill();
+    assert!(crate::support::nft_tables().contains(&table));
+    let mut next = Server::start(&[]);
+    let tables = crate::support::nft_tables();
+    assert!(!tables.contains(&table), "{table} still among {tables:?}");
+    assert!(tables.contains(&next.egress_table()), "{tables:?}");
+    // A server stopped the usual way removes its own.
+    next.stop();
+    assert!(!crate::support::nft_tables().contains(&next.egress_table()));
+}

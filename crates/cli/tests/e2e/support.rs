@@ -70,6 +70,23 @@ pub fn egress_unavailable() -> Option<String> {
     None
 }
 
+/// The names of the host's nftables tables.
+pub fn nft_tables() -> Vec<String> {
+    let out = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        .collect()
+}
+
 /// Returns early from a test, saying why, when `isolation`'s backend cannot run here.
 #[macro_export]
 macro_rules! require_backend {
@@ -180,6 +197,11 @@ impl Server {
         dirs.iter()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .count()
+    }
+
+    /// The name of the server's nftables table (egress): `ember_` and its instance hash.
+    pub fn egress_table(&self) -> String {
+        instance(&self.data_dir).replacen('-', "_", 1)
     }
 
     /// The server's process id.
@@ -405,13 +427,18 @@ impl Api {
     }
 }
 
-/// The server's instance directory in the memory hierarchy (see ember-sandbox-process's
-/// `cgroup` module): `ember-` and a hash of its data directory, below its own cgroup.
-fn cgroup_dir(pid: u32, data_dir: &Path) -> PathBuf {
+/// The name of the server on `data_dir`: `ember-` and a hash of the directory.
+fn instance(data_dir: &Path) -> String {
     use sha2::Digest;
     let data = data_dir.canonicalize().unwrap();
     let hash = hex::encode(sha2::Sha256::digest(data.as_os_str().as_encoded_bytes()));
-    let instance = format!("ember-{}", &hash[..12]);
+    format!("ember-{}", &hash[..12])
+}
+
+/// The server's instance directory in the memory hierarchy (see ember-sandbox-process's
+/// `cgroup` module): `ember-` and a hash of its data directory, below its own cgroup.
+fn cgroup_dir(pid: u32, data_dir: &Path) -> PathBuf {
+    let instance = instance(data_dir);
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let memory = own.lines().find_map(|l| {
         let mut parts = l.splitn(3, ':');
