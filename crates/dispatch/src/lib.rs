@@ -677,12 +677,17 @@ impl Dispatcher {
         let this = self.clone();
         let name = name.to_owned();
         let qualifier = qualifier.cloned();
-        tokio::spawn(async move { this.invoke_to_end(&name, qualifier.as_ref(), request).await })
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "an invocation task failed");
-                Err(DispatchError::Internal("the invocation task failed"))
-            })
+        // Boxed: the task then holds a pointer, not the whole invocation's state, which
+        // would otherwise be copied into the task and out again on every call.
+        tokio::spawn(Box::pin(async move {
+            Box::new(this.invoke_to_end(&name, qualifier.as_ref(), request).await)
+        }))
+        .await
+        .map(|result| *result)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "an invocation task failed");
+            Err(DispatchError::Internal("the invocation task failed"))
+        })
     }
 
     /// The pool key a qualifier leads to now: an alias picks its version here.
