@@ -24,8 +24,9 @@
 //! [`TURNS`] turns per target, throughput as the median of [`ROUNDS`] rounds per target,
 //! cold starts alternating with the runtime's bare start, each after the environments
 //! before are torn down (`EnvironmentsDestroying` of `/ember/v1/stats` back at 0), the
-//! scale-out figure as the median of [`BURSTS`] bursts; and each section starts once the
-//! host's CPU is quiet (the kernel tears namespaces and cgroups down in the background).
+//! scale-out figure as the median of [`BURSTS`] bursts after its single cold starts; and
+//! each section starts once the host's CPU is quiet (the kernel tears namespaces and
+//! cgroups down in the background).
 //!
 //! Everything lands in `<out>/<timestamp>/`: `results.json`, `report.md` and SVG charts
 //! (`charts.rs`). `--publish DIR` also writes the report as `DIR/benchmarks.md` with its
@@ -657,28 +658,30 @@ async fn runtime_figures(
 /// Bursts per scale-out figure: the median one is kept.
 const BURSTS: usize = 5;
 
-/// Single cold starts before each burst: the baseline of the scale-out figure.
+/// Single cold starts per burst: the baseline of the scale-out figure.
 const COLD_PER_BURST: usize = 3;
 
 /// [`BURST`] calls at once to `runtime`'s holding function with no environment, in
-/// [`BURSTS`] bursts (no more than `--cold`), in turns with single cold starts of its
-/// hello function; each turn on a quiet host (the burst before leaves a hundred
-/// namespaces and cgroups for the kernel to tear down).
+/// [`BURSTS`] bursts (no more than `--cold`), each on a quiet host (the burst before
+/// leaves a hundred namespaces and cgroups for the kernel to tear down). Its baseline,
+/// single cold starts of the runtime's hello function, comes first: after a burst, the
+/// kernel is still releasing namespaces well after the CPU is quiet, and a single cold
+/// start then ran 20–50% slower than on a host without that backlog.
 async fn scale_out(
     client: &Client,
     runtime: Runtime,
     args: &BenchArgs,
 ) -> anyhow::Result<ScaleOut> {
     let name = runtime.sleep_function();
-    let mut bursts = Vec::new();
+    let bursts_run = BURSTS.min(args.cold.max(1));
     let mut singles = Vec::new();
-    for i in 0..BURSTS.min(args.cold.max(1)) {
-        quiet(args.settle()).await;
-        for j in 0..COLD_PER_BURST {
-            let sample = i * COLD_PER_BURST + j;
-            let (t, _) = cold_start(client, &runtime.function(), workloads::HELLO, sample).await?;
-            singles.push(t);
-        }
+    quiet(args.settle()).await;
+    for sample in 0..bursts_run * COLD_PER_BURST {
+        let (t, _) = cold_start(client, &runtime.function(), workloads::HELLO, sample).await?;
+        singles.push(t);
+    }
+    let mut bursts = Vec::new();
+    for i in 0..bursts_run {
         retire(client, &name, &format!("scale-out {i}")).await?;
         settled(client).await?;
         quiet(args.settle()).await;

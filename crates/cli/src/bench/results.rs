@@ -506,7 +506,8 @@ impl Results {
             m,
             "A burst of 100 calls at once to a function with no environment, each holding its \
              environment 1 s, so each needs its own: the time until the last environment took \
-             its call. Baseline: one cold start on an idle server.\n"
+             its call; the median of 5 bursts. Baseline: one cold start on an idle server (the \
+             median of 15, taken before the first burst).\n"
         );
         let _ = writeln!(
             m,
