@@ -620,7 +620,9 @@ impl Results {
             m,
             "The wasm hello (a fresh instance per call) through Invoke and a function URL, and \
              the same hello world served by Cloudflare's `workerd` and by `deno`'s \
-             `Deno.serve`, driven by the same load generator.\n"
+             `Deno.serve`, driven by the same load generator. Their throughput rounds run \
+             twice as long as elsewhere (the median of 5 rounds of 2 s per point at the \
+             default `--seconds 5`).\n"
         );
         let direct = Some(f.direct.p50_us);
         latency_table(
