@@ -18,13 +18,6 @@ mod package;
 mod server;
 mod sim;
 
-/// The request path allocates small and often: glibc's malloc was 14% of the server's CPU
-/// serving a function URL, and mimalloc takes about a tenth off each request's CPU. Its v2:
-/// v3 costs every start of the binary (each environment's init among them) about 1 ms more
-/// than glibc's, v2 about 0.3 ms.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
