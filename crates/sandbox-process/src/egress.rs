@@ -66,20 +66,32 @@ impl Drop for EgressLease {
 
 /// Runs `program` with `script` on stdin; an error carries what it printed.
 pub(crate) fn run_script(program: &Path, args: &[&str], script: &str) -> io::Result<()> {
+    run(program, args, Some(script)).map(drop)
+}
+
+/// Runs `program`, with `script` on stdin if given: what it printed on stdout, or an error
+/// carrying what it printed on stderr.
+fn run(program: &Path, args: &[&str], script: Option<&str>) -> io::Result<String> {
     let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdin(if script.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(script.as_bytes())?;
+    if let Some(script) = script {
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(script.as_bytes())?;
+    }
     let out = child.wait_with_output()?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(io::Error::other(format!(
             "{} failed: {}",
@@ -113,19 +125,6 @@ fn lock_slot(slot: u32) -> io::Result<Option<nix::fcntl::Flock<std::fs::File>>> 
     Ok(nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).ok())
 }
 
-/// What `nft args` prints.
-fn nft_output(nft: &Path, args: &[&str]) -> io::Result<String> {
-    let out = Command::new(nft).args(args).stdin(Stdio::null()).output()?;
-    if !out.status.success() {
-        return Err(io::Error::other(format!(
-            "{} failed: {}",
-            nft.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Claims a free pool, starting from one derived from the server's hash so that a server
 /// usually gets the same pool each time.
 fn claim_pool(hash: &str) -> io::Result<(Ipv4Addr, nix::fcntl::Flock<std::fs::File>)> {
@@ -144,29 +143,24 @@ fn claim_pool(hash: &str) -> io::Result<(Ipv4Addr, nix::fcntl::Flock<std::fs::Fi
 
 /// Ember's tables in `ruleset` (`nft list ruleset`), each with the pool its rules name.
 fn ember_tables(ruleset: &str) -> Vec<(String, Option<Ipv4Addr>)> {
-    let mut tables: Vec<(String, Option<Ipv4Addr>)> = Vec::new();
+    let mut tables = Vec::new();
+    // Whether the lines read now are a rule of the last of `tables`.
+    let mut in_ember = false;
     for line in ruleset.lines().map(str::trim) {
-        if let Some(name) = line
-            .strip_prefix("table ip ")
-            .and_then(|rest| rest.strip_suffix(" {"))
-        {
-            if name.starts_with("ember_") {
-                tables.push((name.to_owned(), None));
-            }
-        } else if line.starts_with("table ") {
-            // Another family's or another program's table: its rules are not Ember's.
-            tables.push((String::new(), None));
-        } else if let Some((_, pool)) = tables.last_mut().filter(|(name, _)| !name.is_empty())
-            && pool.is_none()
-            && let Some(address) = line
+        if line.starts_with("table ") {
+            let name = line
+                .strip_prefix("table ip ")
+                .and_then(|rest| rest.strip_suffix(" {"))
+                .filter(|name| name.starts_with("ember_"));
+            in_ember = name.is_some();
+            tables.extend(name.map(|name| (name.to_owned(), None)));
+        } else if in_ember && let Some((_, pool @ None)) = tables.last_mut() {
+            *pool = line
                 .split_once("saddr ")
                 .and_then(|(_, rest)| rest.split_once('/'))
-                .and_then(|(address, _)| address.parse().ok())
-        {
-            *pool = Some(address);
+                .and_then(|(address, _)| address.parse().ok());
         }
     }
-    tables.retain(|(name, _)| !name.is_empty());
     tables
 }
 
@@ -205,7 +199,7 @@ impl EgressNetwork {
     /// packet the host sends, loopback included. A table is stale when no live server
     /// holds its pool's lock.
     fn sweep(&self) {
-        let ruleset = match nft_output(&self.nft, &["list", "ruleset"]) {
+        let ruleset = match run(&self.nft, &["list", "ruleset"], None) {
             Ok(ruleset) => ruleset,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list the nftables tables");
