@@ -762,12 +762,13 @@ async fn density(
         ((after - before) / n).max(0.0)
     };
     let platform_bytes = ((server_after - server_before) / n).max(0.0);
+    let held = environment_bytes + platform_bytes;
     Ok(Density {
         runtime: runtime.name().into(),
         environments: IDLE as usize,
         environment_bytes,
         platform_bytes,
-        fit_in_4gib: 4.0 * 1024.0 * 1024.0 * 1024.0 / (environment_bytes + platform_bytes),
+        fit_in_4gib: (held > 0.0).then(|| 4.0 * 1024.0 * 1024.0 * 1024.0 / held),
         bare_bytes: bare,
     })
 }

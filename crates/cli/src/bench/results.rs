@@ -131,7 +131,9 @@ pub struct Density {
     pub environment_bytes: f64,
     /// What Ember's own process holds per environment.
     pub platform_bytes: f64,
-    pub fit_in_4gib: f64,
+    /// None when the environments held no measurable memory at all (wasm's can: an idle
+    /// instance slot is reserved, not resident), where the count would be unbounded.
+    pub fit_in_4gib: Option<f64>,
     /// The bare interpreter's memory (the baseline), if it has one.
     pub bare_bytes: Option<f64>,
 }
@@ -541,12 +543,13 @@ impl Results {
         for d in &self.density {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {:.0} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 d.runtime,
                 d.environments,
                 bytes(d.environment_bytes),
                 bytes(d.platform_bytes),
-                d.fit_in_4gib,
+                d.fit_in_4gib
+                    .map_or("no growth measured".into(), |n| format!("{n:.0}")),
                 d.bare_bytes.map_or("—".into(), bytes),
                 d.bare_bytes
                     .map_or("—".into(), |b| ratio(d.environment_bytes, b)),
@@ -774,7 +777,14 @@ pub(crate) mod tests {
                 ready_ms: vec![10.0, 1500.0],
                 one_cold_ms: 25.0,
             }],
-            density: Vec::new(),
+            density: vec![Density {
+                runtime: "wasm".into(),
+                environments: 50,
+                environment_bytes: 0.0,
+                platform_bytes: 0.0,
+                fit_in_4gib: None,
+                bare_bytes: None,
+            }],
             load: None,
             runtime_client: None,
             peers: Peers {
@@ -829,6 +839,10 @@ pub(crate) mod tests {
             );
         }
         assert!(m.contains("Not measured here: deno: not installed."));
+        assert!(
+            m.contains("| wasm | 50 | 0 KiB | 0 KiB | no growth measured | — | — |"),
+            "{m}"
+        );
         assert!(
             m.contains("| hello | python3 | 300 µs | 600 µs | 900 µs | 100 µs | 3.00× |"),
             "{m}"
