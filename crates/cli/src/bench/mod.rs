@@ -655,8 +655,16 @@ async fn runtime_figures(
     })
 }
 
-/// Bursts per scale-out figure: the median one is kept.
+/// Bursts per scale-out figure (times [`cold_samples`]' factor on wasm): the median one is
+/// kept.
 const BURSTS: usize = 5;
+
+/// How many samples a cold-start figure of `runtime` takes, for `n` of a process runtime. A
+/// wasm cold start is under a millisecond and its burst of 100 about 15 ms, so one
+/// scheduling hiccup moves a sample by a large share: wasm takes five times as many.
+fn cold_samples(runtime: Runtime, n: usize) -> usize {
+    if runtime == Runtime::Wasm { n * 5 } else { n }
+}
 
 /// Single cold starts per burst: the baseline of the scale-out figure.
 const COLD_PER_BURST: usize = 3;
@@ -673,7 +681,7 @@ async fn scale_out(
     args: &BenchArgs,
 ) -> anyhow::Result<ScaleOut> {
     let name = runtime.sleep_function();
-    let bursts_run = BURSTS.min(args.cold.max(1));
+    let bursts_run = cold_samples(runtime, BURSTS.min(args.cold.max(1)));
     let mut singles = Vec::new();
     quiet(args.settle()).await;
     for sample in 0..bursts_run * COLD_PER_BURST {
@@ -1035,12 +1043,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 )),
             }
         }
-        // A wasm cold start is under a millisecond: it takes more samples to hold still.
-        let n = if *runtime == Runtime::Wasm {
-            args.cold * 5
-        } else {
-            args.cold
-        };
+        let n = cold_samples(*runtime, args.cold);
         let bare = runtime.bare_start();
         let mut bare_samples = Vec::new();
         let mut samples = vec![(Vec::new(), Vec::new()); on.len()];

@@ -321,7 +321,7 @@ impl Results {
              calls in 20 turns each, the direct hop's on 20 processes of its server, one per \
              turn; throughput as the median of 5 rounds each), cold starts \
              alternate with the runtime's bare start and begin once the environments before \
-             are torn down, the scale-out figure is the median of 5 bursts, and every \
+             are torn down, the scale-out figure is the median of 5 bursts (25 on wasm), and every \
              section starts on a quiet host (CPU under 10% busy), so that a drift of the \
              machine moves a figure and its baseline together.\n",
             self.command,
@@ -508,8 +508,8 @@ impl Results {
             m,
             "A burst of 100 calls at once to a function with no environment, each holding its \
              environment 1 s, so each needs its own: the time until the last environment took \
-             its call; the median of 5 bursts. Baseline: one cold start on an idle server (the \
-             median of 15, taken before the first burst).\n"
+             its call; the median of 5 bursts (25 on wasm). Baseline: one cold start on an idle \
+             server (the median of 15, 75 on wasm, taken before the first burst).\n"
         );
         let _ = writeln!(
             m,
