@@ -5,7 +5,9 @@
 //! - `deploy`, `invoke`, `ls`, `get`, `rm`, `logs` (`commands.rs`): clients of the HTTP
 //!   API, nothing more (`client.rs`).
 //! - `bench` (`bench.rs`): measures Ember against baselines in one run.
-//! - `sandbox-init` (hidden): the process sandbox's init, run by the server.
+//! - `sandbox-init`, `sandbox-reaper`, `sandbox-shim` (hidden, recognised before the
+//!   parser): the helpers the server starts for its environments, where `ember-init`
+//!   (`ember_init.rs`, the same helpers in a small binary) is missing.
 //! - `echo-runtime`, `echo-server` (hidden): a minimal compiled Runtime API client and a
 //!   trivial HTTP server, used by `bench`.
 
@@ -76,8 +78,6 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Replay a call trace through the scheduling policies: cold starts, throttles, memory.
     Sim(sim::SimArgs),
-    #[command(hide = true, name = "sandbox-init")]
-    SandboxInit,
     #[command(hide = true, name = "echo-runtime")]
     EchoRuntime,
     /// A trivial HTTP server answering every request with its body: `bench`'s floor.
@@ -85,23 +85,13 @@ enum Command {
     EchoServer,
 }
 
-/// The hidden subcommand an OCI backend runs as PID 1 of each container.
-const SANDBOX_REAPER: &str = "sandbox-reaper";
-
 fn main() -> ExitCode {
-    // `ember sandbox-reaper ARGV...` takes the runtime's command line verbatim (it may hold
-    // anything, flags included), so it is recognised before the argument parser.
+    // The sandbox helpers, where `ember-init` is missing: recognised before the argument
+    // parser, since a reaper's or shim's command line is another program's, flags and all.
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(SANDBOX_REAPER) {
-        ember_sandbox_process::init::reaper_main(&args[2..]);
-    }
-    if args.get(1).map(String::as_str) == Some(ember_sandbox_oci::SANDBOX_SHIM) {
-        ember_sandbox_oci::shim::main(&args[2..]);
-    }
+    ember_sandbox_oci::helpers::run(&args);
     let cli = Cli::parse();
-    // The sandbox init forks: it must run before any thread exists.
     match cli.command {
-        Command::SandboxInit => ember_sandbox_process::init::main(),
         Command::EchoRuntime => return exit(echo_runtime::run()),
         Command::Sim(args) => return exit(sim::run(args)),
         _ => {}
@@ -132,7 +122,7 @@ fn main() -> ExitCode {
             Command::Events(args) => observe::events(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::EchoServer => bench::echo_server().await,
-            Command::SandboxInit | Command::EchoRuntime | Command::Sim(_) => {
+            Command::EchoRuntime | Command::Sim(_) => {
                 unreachable!("handled above")
             }
         }

@@ -152,6 +152,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
     let ember = std::env::current_exe().context("could not locate the ember binary")?;
+    let helpers = ember_sandbox_oci::helpers::program(&ember);
+    if helpers == ember {
+        tracing::warn!(
+            "no {} beside {}: environments start with ember itself, about a millisecond \
+             slower each and a megabyte larger",
+            ember_sandbox_oci::helpers::HELPER_BINARY,
+            ember.display()
+        );
+    }
     let mut backends = Backends::new();
     let egress = match EgressNetwork::start(&instance, listener.local_addr()?.port()) {
         Ok(network) => Some(network),
@@ -164,7 +173,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     backends.add(
         Isolation::Process,
         Arc::new(ProcessBackend::new(ProcessConfig {
-            init_program: ember.clone(),
+            init_program: helpers.clone(),
             work_dir: data.join("sandbox"),
             instance: instance.clone(),
             egress: egress.clone(),
@@ -176,7 +185,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let isolation = runtime.isolation();
         let backend = OciBackend::new(OciConfig {
             runtime,
-            reaper: ember.clone(),
+            reaper: helpers.clone(),
             work_dir: data.join(format!("sandbox-{isolation}")),
             instance: format!("{instance}-{isolation}"),
             egress: egress.clone(),

@@ -7,15 +7,17 @@
 //! that namespace's loopback); the cgroup ([`ember_sandbox_process::cgroup`]), made first
 //! and then named as the container's cgroup, so that memory, OOM kills, freezing and
 //! killing work exactly as for a process environment; and the seccomp filter, installed by
-//! PID 1 of the container, `ember sandbox-reaper`.
+//! PID 1 of the container, `ember-init sandbox-reaper`.
 //!
 //! - [`spec`]: the `config.json` of one environment and the shared read-only root.
 //! - [`shim`]: the small parent that reports a detached runc container's exit.
+//! - [`helpers`]: the program every backend starts these helpers with.
 
+pub mod helpers;
 pub mod shim;
 pub mod spec;
 
-/// The hidden `ember` subcommand that runs [`shim::main`].
+/// The helper argument that runs [`shim::main`].
 pub const SANDBOX_SHIM: &str = "sandbox-shim";
 
 use std::os::fd::AsRawFd;
@@ -75,7 +77,8 @@ pub const GVISOR_OVERHEAD_MB: u32 = 64;
 #[derive(Debug, Clone)]
 pub struct OciConfig {
     pub runtime: OciRuntime,
-    /// The `ember` binary, mounted in every container as its PID 1.
+    /// The helper program ([`helpers::program`]): mounted in every container as its PID 1,
+    /// and the shim around `runc`.
     pub reaper: PathBuf,
     /// A directory the backend owns: the shared root, the bundles and the runtime's state.
     pub work_dir: PathBuf,

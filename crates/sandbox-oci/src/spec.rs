@@ -19,7 +19,7 @@ use oci_spec::runtime::{
     SpecBuilder, UserBuilder,
 };
 
-/// Where the reaper (the `ember` binary) is mounted inside.
+/// Where the reaper (the helper program, see [`crate::helpers`]) is mounted inside.
 pub const REAPER_PATH: &str = "/.ember/init";
 
 /// Everything that varies between environments.
@@ -27,7 +27,7 @@ pub const REAPER_PATH: &str = "/.ember/init";
 pub struct BundleInput<'a> {
     /// The shared, empty read-only root (see [`prepare_rootfs`]).
     pub rootfs: &'a Path,
-    /// The `ember` binary, mounted at [`REAPER_PATH`].
+    /// The helper program, mounted at [`REAPER_PATH`].
     pub reaper: &'a Path,
     /// A path to the environment's network namespace, as the OCI runtime can open it.
     pub netns: PathBuf,
@@ -84,7 +84,10 @@ fn layers(layers: &[PathBuf]) -> Result<Option<Mount>, OciSpecError> {
 
 /// The `config.json` of one environment.
 pub fn bundle_spec(input: &BundleInput<'_>) -> Result<Spec, OciSpecError> {
-    let mut args = vec![REAPER_PATH.to_owned(), "sandbox-reaper".to_owned()];
+    let mut args = vec![
+        REAPER_PATH.to_owned(),
+        ember_sandbox_process::init::SANDBOX_REAPER.to_owned(),
+    ];
     args.extend(input.argv.iter().cloned());
     let env = input
         .env

@@ -1,6 +1,6 @@
 //! The sandbox init: the small privileged program that builds an environment.
 //!
-//! The server starts `ember sandbox-init` (the same binary, a hidden subcommand) with an
+//! The server starts `ember-init sandbox-init` (see `ember_sandbox_oci::helpers`) with an
 //! [`InitSpec`] on stdin. The init, still root on the host:
 //!
 //! 1. joins the environment's cgroups and network namespace, closes every other descriptor;
@@ -56,6 +56,13 @@ pub struct InitSpec {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
 }
+
+/// The helper argument that starts the init: `ember-init sandbox-init` (or `ember
+/// sandbox-init`).
+pub const SANDBOX_INIT: &str = "sandbox-init";
+
+/// The helper argument that starts [`reaper_main`]: `ember-init sandbox-reaper ARGV...`.
+pub const SANDBOX_REAPER: &str = "sandbox-reaper";
 
 /// Status of an init that failed before exec'ing the runtime.
 pub const SETUP_FAILED: i32 = 125;

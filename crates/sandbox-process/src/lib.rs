@@ -12,7 +12,7 @@
 //! - [`seccomp`]: the system calls a function is refused.
 //!
 //! [`ProcessBackend`] wires them: it creates the namespace and cgroup, starts
-//! `ember sandbox-init` with an [`init::InitSpec`], and watches the runtime's exit.
+//! `ember-init sandbox-init` with an [`init::InitSpec`], and watches the runtime's exit.
 
 pub mod cgroup;
 pub mod egress;
@@ -48,7 +48,8 @@ pub const PIDS_LIMIT: u32 = 1024;
 /// Settings of the process backend.
 #[derive(Debug, Clone)]
 pub struct ProcessConfig {
-    /// The `ember` binary, re-executed as `ember sandbox-init`.
+    /// The helper program started as `PROGRAM sandbox-init`: `ember-init`, or `ember`
+    /// itself (`ember_sandbox_oci::helpers::program`).
     pub init_program: PathBuf,
     /// A directory the backend may use for its own files (an empty mountpoint).
     pub work_dir: PathBuf,
@@ -203,7 +204,7 @@ impl ProcessBackend {
         fcntl(netns, FcntlArg::F_SETFD(FdFlag::empty()))
             .map_err(|e| setup("network namespace")(e.into()))?;
         let spawned = tokio::process::Command::new(&self.config.init_program)
-            .arg("sandbox-init")
+            .arg(init::SANDBOX_INIT)
             .stdin(Stdio::piped())
             .stdout(Stdio::from(writer))
             .stderr(Stdio::from(writer2))

@@ -33,6 +33,7 @@ macro_rules! suite {
             $isolation;
             conformance::starts_answers_and_stays_warm,
             conformance::destroyed_environments_leave_nothing_behind,
+            conformance::environments_start_from_ember_alone_where_ember_init_is_missing,
             failures::a_handler_exception_is_a_handled_error_and_keeps_the_environment,
             failures::a_timeout_kills_the_environment_and_reports_unhandled,
             failures::a_crashing_runtime_is_unhandled_and_the_next_call_starts_cold,
@@ -61,6 +62,40 @@ mod runc {
 
 mod gvisor {
     suite!("gvisor");
+}
+
+/// The environments' helpers (init, reaper, shim) come from `ember-init` beside `ember`;
+/// a server copied without it starts them from `ember` itself, and functions run the same.
+pub async fn environments_start_from_ember_alone_where_ember_init_is_missing(
+    isolation: &'static str,
+) {
+    require_backend!(isolation);
+    let alone = tempfile::tempdir().unwrap();
+    let ember = alone.path().join("ember");
+    std::fs::copy(crate::support::EMBER, &ember).unwrap();
+    let beside = Server::start(&[]);
+    let solo = Server::start_program(&ember, &alone.path().join("data"), &[]);
+    let mut first = Vec::new();
+    for server in [&beside, &solo] {
+        let api = server.api();
+        api.create_kitchen_on(isolation, "helpers", json!({})).await;
+        let r = api.invoke("helpers", json!({ "action": "pid1" })).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let argv = r.json()["argv"].clone();
+        let argv: Vec<String> = serde_json::from_value(argv).unwrap();
+        first.push(argv[..2].to_vec());
+    }
+    if isolation == "process" {
+        // PID 1 is the init's fork: its command line names the program it came from.
+        assert!(first[0][0].ends_with("/ember-init"), "{first:?}");
+        assert!(first[1][0].ends_with("/ember"), "{first:?}");
+        assert_eq!(first[0][1], "sandbox-init");
+        assert_eq!(first[1][1], "sandbox-init");
+    } else {
+        // Both mounted at the same place in the container, as its reaper.
+        assert_eq!(first[0], ["/.ember/init", "sandbox-reaper"], "{first:?}");
+        assert_eq!(first[1], first[0]);
+    }
 }
 
 /// Start, invoke, warm reuse, environment variables and log capture.

@@ -129,7 +129,12 @@ impl Server {
     }
 
     pub fn start_in(data_dir: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(EMBER)
+        Server::start_program(Path::new(EMBER), data_dir, args)
+    }
+
+    /// A server run from `program`, a copy of `ember` (somewhere without `ember-init`).
+    pub fn start_program(program: &Path, data_dir: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(program)
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
