@@ -20,6 +20,14 @@ mod package;
 mod server;
 mod sim;
 
+/// The request path allocates small and often: with glibc's malloc, allocation was about
+/// 14% of the server's CPU on a function URL, and mimalloc takes 11–14% off each request's
+/// CPU. Its transparent huge pages are off (`no_thp`): with them an idle single-threaded
+/// `ember` held 6 MiB more. Environments do not start from this binary but from
+/// `ember-init`, which keeps glibc's allocator and its small footprint.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
