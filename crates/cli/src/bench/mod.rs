@@ -24,7 +24,8 @@
 //! [`TURNS`] turns per target, throughput as the median of [`ROUNDS`] rounds per target,
 //! cold starts alternating with the runtime's bare start, each after the environments
 //! before are torn down (`EnvironmentsDestroying` of `/ember/v1/stats` back at 0), the
-//! scale-out figure as the median of [`BURSTS`] bursts after its single cold starts; and
+//! scale-out figure as the median of [`BURSTS`] bursts, each after its share of the single
+//! cold starts; and
 //! each section starts once the host's CPU is quiet (the kernel tears namespaces and
 //! cgroups down in the background).
 //!
@@ -666,7 +667,7 @@ fn cold_samples(runtime: Runtime, n: usize) -> usize {
     if runtime == Runtime::Wasm { n * 5 } else { n }
 }
 
-/// Single cold starts per burst: the baseline of the scale-out figure.
+/// Single cold starts before each burst: together, the baseline of the scale-out figure.
 const COLD_PER_BURST: usize = 3;
 
 /// [`BURST`] calls at once to `runtime`'s holding function with no environment, in
@@ -683,13 +684,16 @@ async fn scale_out(
     let name = runtime.sleep_function();
     let bursts_run = cold_samples(runtime, BURSTS.min(args.cold.max(1)));
     let mut singles = Vec::new();
-    quiet(args.settle()).await;
-    for sample in 0..bursts_run * COLD_PER_BURST {
-        let (t, _) = cold_start(client, &runtime.function(), workloads::HELLO, sample).await?;
-        singles.push(t);
-    }
     let mut bursts = Vec::new();
     for i in 0..bursts_run {
+        // Each burst's share of the single cold starts just before it, on a quiet host, so
+        // that a slow stretch of the machine moves both.
+        quiet(args.settle()).await;
+        for k in 0..COLD_PER_BURST {
+            let sample = i * COLD_PER_BURST + k;
+            let (t, _) = cold_start(client, &runtime.function(), workloads::HELLO, sample).await?;
+            singles.push(t);
+        }
         retire(client, &name, &format!("scale-out {i}")).await?;
         settled(client).await?;
         quiet(args.settle()).await;

@@ -509,7 +509,7 @@ impl Results {
             "A burst of 100 calls at once to a function with no environment, each holding its \
              environment 1 s, so each needs its own: the time until the last environment took \
              its call; the median of 5 bursts (25 on wasm). Baseline: one cold start on an idle \
-             server (the median of 15, 75 on wasm, taken before the first burst).\n"
+             server (the median of three taken just before each burst).\n"
         );
         let _ = writeln!(
             m,
