@@ -282,6 +282,18 @@ async fn retire(client: &Client, name: &str, note: &str) -> anyhow::Result<()> {
 
 /// CPU time the host spent busy and in all, in clock ticks, from `/proc/stat`.
 fn cpu_ticks() -> Option<(u64, u64)> {
+    cpu_times().map(|t| (t.all - t.idle, t.all))
+}
+
+/// The host's CPU time so far, in ticks, from `/proc/stat`.
+struct CpuTimes {
+    idle: u64,
+    /// Taken by the hypervisor for other guests: busy as far as this machine can tell.
+    steal: u64,
+    all: u64,
+}
+
+fn cpu_times() -> Option<CpuTimes> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<u64> = stat
         .lines()
@@ -291,9 +303,55 @@ fn cpu_ticks() -> Option<(u64, u64)> {
         .filter_map(|v| v.parse().ok())
         .collect();
     // user nice system idle iowait irq softirq steal …
-    let idle = fields.get(3)? + fields.get(4)?;
-    let all: u64 = fields.iter().take(8).sum();
-    Some((all - idle, all))
+    Some(CpuTimes {
+        idle: fields.get(3)? + fields.get(4)?,
+        steal: *fields.get(7)?,
+        all: fields.iter().take(8).sum(),
+    })
+}
+
+/// The share of the CPU time between `before` and now that the hypervisor took.
+fn stolen_since(before: &Option<CpuTimes>) -> Option<f64> {
+    let (before, now) = (before.as_ref()?, cpu_times()?);
+    let all = now.all.checked_sub(before.all).filter(|a| *a > 0)?;
+    Some(now.steal.saturating_sub(before.steal) as f64 / all as f64)
+}
+
+/// A section during which the hypervisor took more than this share of the CPU is measured
+/// again.
+const STOLEN: f64 = 0.02;
+
+/// Most times a section is measured while the hypervisor keeps taking the CPU.
+const ATTEMPTS: usize = 3;
+
+/// Runs `measure` again while the hypervisor took more than [`STOLEN`] of the CPU during it,
+/// [`ATTEMPTS`] times at most, and keeps the least disturbed run: on a virtual machine whose
+/// host is busy, other guests take the CPU in bursts, and a burst moves whichever figure it
+/// lands on, not its baseline taken a moment apart.
+async fn least_stolen<T, F, Fut>(what: &str, mut measure: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut best: Option<(f64, T)> = None;
+    for _ in 0..ATTEMPTS {
+        let before = cpu_times();
+        let value = measure().await?;
+        let Some(stolen) = stolen_since(&before) else {
+            return Ok(value);
+        };
+        if stolen <= STOLEN {
+            return Ok(value);
+        }
+        eprintln!(
+            "{what}: the hypervisor took {:.1}% of the CPU meanwhile",
+            stolen * 100.0
+        );
+        if best.as_ref().is_none_or(|(least, _)| stolen < *least) {
+            best = Some((stolen, value));
+        }
+    }
+    Ok(best.expect("measured at least once").1)
 }
 
 /// Host CPU busier than this (a share of all cores) is not quiet.
@@ -939,6 +997,7 @@ async fn deploy_on(
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let began = Instant::now();
+    let times = cpu_times();
     let started = timestamp();
     let dir = args.out.join(&started);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -995,7 +1054,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
     }))
     .collect();
-    let mut warm = warm_in_turns(&targets, &args).await?.into_iter();
+    let mut warm = least_stolen("warm latency", || warm_in_turns(&targets, &args))
+        .await?
+        .into_iter();
     let direct = warm.next().context("no direct hop figures")?;
     let mut shapes = vec![charts::Line {
         name: "direct hop".into(),
@@ -1138,6 +1199,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" "),
         seconds: began.elapsed().as_secs_f64(),
+        stolen: stolen_since(&times),
         machine: machine(),
         floor,
         runtimes: figures,
@@ -1221,8 +1283,16 @@ fn compare(previous: &Path, now: &Results) -> anyhow::Result<String> {
     let mut m = String::new();
     let _ = writeln!(
         m,
-        "\n## Repeatability\n\nThis run's headline ratios beside those of the run started {}.\n",
-        before.started
+        "\n## Repeatability\n\nThis run's headline ratios beside those of the run started {}.{}\n",
+        before.started,
+        match (before.stolen, now.stolen) {
+            (Some(b), Some(n)) => format!(
+                " The hypervisor took {:.1}% of the CPU time during that run, {:.1}% during this one.",
+                b * 100.0,
+                n * 100.0
+            ),
+            _ => String::new(),
+        }
     );
     let _ = writeln!(
         m,
@@ -1550,5 +1620,9 @@ mod tests {
             "{section}"
         );
         assert!(section.contains("1 of 2 ratios within ±15%"), "{section}");
+        assert!(
+            section.contains("2.0% of the CPU time during that run, 2.0% during this one"),
+            "{section}"
+        );
     }
 }

@@ -189,6 +189,10 @@ pub struct Results {
     pub started: String,
     pub command: String,
     pub seconds: f64,
+    /// The share of the machine's CPU time the hypervisor gave other guests during the run
+    /// (steal time); none where the kernel does not say.
+    #[serde(default)]
+    pub stolen: Option<f64>,
     pub machine: Machine,
     pub floor: Floor,
     pub runtimes: Vec<RuntimeFigures>,
@@ -323,7 +327,9 @@ impl Results {
              alternate with the runtime's bare start and begin once the environments before \
              are torn down, the scale-out figure is the median of 5 bursts (25 on wasm), and every \
              section starts on a quiet host (CPU under 10% busy), so that a drift of the \
-             machine moves a figure and its baseline together.\n",
+             machine moves a figure and its baseline together. The warm figures and the wasm \
+             throughput are measured again (three times at most, the least disturbed kept) \
+             when the hypervisor took more than 2% of the CPU meanwhile.\n",
             self.command,
             mc.cpu,
             mc.cores,
@@ -333,6 +339,15 @@ impl Results {
             self.started,
             self.seconds
         );
+        if let Some(stolen) = self.stolen {
+            let _ = writeln!(
+                m,
+                "The machine is a virtual one: during the run the hypervisor gave other guests \
+                 {:.1}% of its CPU time (steal time), which no ordering of the figures can \
+                 cancel.\n",
+                stolen * 100.0
+            );
+        }
         if !self.skipped.is_empty() {
             let _ = writeln!(m, "Not measured here: {}.\n", self.skipped.join("; "));
         }
@@ -732,6 +747,7 @@ pub(crate) mod tests {
             started: "2026-11-23T00-00-00Z".into(),
             command: "ember bench".into(),
             seconds: 300.0,
+            stolen: Some(0.02),
             machine: Machine {
                 cpu: "a CPU".into(),
                 cores: 2,
@@ -839,6 +855,7 @@ pub(crate) mod tests {
             );
         }
         assert!(m.contains("Not measured here: deno: not installed."));
+        assert!(m.contains("other guests 2.0% of its CPU time"), "{m}");
         assert!(
             m.contains("| wasm | 50 | 0 KiB | 0 KiB | no growth measured | — | — |"),
             "{m}"
