@@ -624,7 +624,10 @@ async fn warm_in_turns(
         .iter()
         .map(|(servers, _, request)| Target { servers, request })
         .collect();
-    let sequential = sequential_in_turns(&hello, (args.warm / 10).max(50), args.warm).await?;
+    let sequential = least_stolen("warm latency", || {
+        sequential_in_turns(&hello, (args.warm / 10).max(50), args.warm)
+    })
+    .await?;
     let loaded = closed_in_rounds(&hello, 16, args.run_for()).await?;
     let rates = rates_in_rounds(&hello, args.run_for()).await?;
     let echoes = sequential_in_turns(&echo, 3, (args.warm / 10).max(20)).await?;
@@ -1054,9 +1057,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
     }))
     .collect();
-    let mut warm = least_stolen("warm latency", || warm_in_turns(&targets, &args))
-        .await?
-        .into_iter();
+    let mut warm = warm_in_turns(&targets, &args).await?.into_iter();
     let direct = warm.next().context("no direct hop figures")?;
     let mut shapes = vec![charts::Line {
         name: "direct hop".into(),

@@ -327,9 +327,9 @@ impl Results {
              alternate with the runtime's bare start and begin once the environments before \
              are torn down, the scale-out figure is the median of 5 bursts (25 on wasm), and every \
              section starts on a quiet host (CPU under 10% busy), so that a drift of the \
-             machine moves a figure and its baseline together. The warm figures and the wasm \
-             throughput are measured again (three times at most, the least disturbed kept) \
-             when the hypervisor took more than 2% of the CPU meanwhile.\n",
+             machine moves a figure and its baseline together. The sequential warm calls are \
+             taken again (three times at most, the least disturbed kept) when the hypervisor \
+             took more than 2% of the CPU meanwhile.\n",
             self.command,
             mc.cpu,
             mc.cores,

@@ -274,12 +274,7 @@ pub async fn figures(
     // next than the function URL's or the direct hop's.
     let rates: BTreeMap<_, _> = names
         .into_iter()
-        .zip(
-            super::least_stolen("wasm throughput", || {
-                super::rates_in_rounds(&targets, args.run_for() * 2)
-            })
-            .await?,
-        )
+        .zip(super::rates_in_rounds(&targets, args.run_for() * 2).await?)
         .collect();
     drop((workerd, deno));
     Ok(Peers {
