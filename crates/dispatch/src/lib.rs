@@ -678,7 +678,11 @@ impl Dispatcher {
         let name = name.to_owned();
         let qualifier = qualifier.cloned();
         // Boxed: the task then holds a pointer, not the whole invocation's state, which
-        // would otherwise be copied into the task and out again on every call.
+        // would otherwise be copied into the task and out again on every call. A task of
+        // its own also pays for itself: polling the invocation on the caller's task instead
+        // (and moving it to a task only when the caller goes away) took a quarter more CPU
+        // per function URL call under 64 clients, the workers parking and waking each other
+        // more often with fewer tasks to share.
         tokio::spawn(Box::pin(async move {
             Box::new(this.invoke_to_end(&name, qualifier.as_ref(), request).await)
         }))

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport,
     PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -86,6 +86,9 @@ pub enum WasmError {
 /// The export that names a module's initialization function (wizer's convention): run once
 /// when the module is loaded, its state becomes the module every instance starts from.
 pub const INIT_EXPORT: &str = "wizer.initialize";
+
+/// A WASI command's entry point.
+const START_EXPORT: &str = "_start";
 
 /// How long a module's initialization may run.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -171,8 +174,9 @@ pub struct Prepared {
 
 #[derive(Clone)]
 enum Kind {
-    /// A core module: a WASI preview 1 command.
-    Module(InstancePre<State<WasiP1Ctx>>),
+    /// A core module: a WASI preview 1 command, and its `_start` export if it has one
+    /// (looked up once here rather than by name in every instance).
+    Module(InstancePre<State<WasiP1Ctx>>, Option<ModuleExport>),
     Component(Exports),
 }
 
@@ -359,12 +363,13 @@ impl WasmEngine {
                     || name.starts_with("fd_prestat")
                     || name == "fd_readdir")
         });
+        let start = module.get_export_index(START_EXPORT);
         let pre = self
             .linker
             .instantiate_pre(&module)
             .map_err(|e| WasmError::Link(format!("{e:#}")))?;
         Ok(Prepared {
-            kind: Kind::Module(pre),
+            kind: Kind::Module(pre, start),
             sha256,
             uses_files,
         })
@@ -531,7 +536,7 @@ impl WasmEngine {
         wasi.stdin(MemoryInputPipe::new(run.input.clone()));
         let limits = run.limits;
         let (end, limit) = match &module.kind {
-            Kind::Module(pre) => {
+            Kind::Module(pre, start) => {
                 let mut store = self.store(wasi.build_p1(), limits.memory_bytes, limits.timeout);
                 let run = async {
                     // Instantiation runs the start function and data initializers: the
@@ -540,9 +545,17 @@ impl WasmEngine {
                         Ok(instance) => instance,
                         Err(e) => return not_started(e),
                     };
-                    let start = instance
-                        .get_typed_func::<(), ()>(&mut store, "_start")
-                        .map_err(|e| WasmError::Link(format!("{e:#}")))?;
+                    let start = start
+                        .as_ref()
+                        .and_then(|start| instance.get_module_export(&mut store, start))
+                        .and_then(wasmtime::Extern::into_func)
+                        .ok_or_else(|| {
+                            WasmError::Link(format!(
+                                "the module exports no `{START_EXPORT}` function: a WASI command's entry point"
+                            ))
+                        })?
+                        .typed::<(), ()>(&store)
+                        .map_err(|e| WasmError::Link(format!("`{START_EXPORT}`: {e:#}")))?;
                     Ok(ended_by(start.call_async(&mut store, ()).await))
                 };
                 let end = tokio::time::timeout(limits.timeout, run)

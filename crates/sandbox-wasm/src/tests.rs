@@ -20,6 +20,15 @@ fn engine() -> (tempfile::TempDir, WasmEngine) {
 }
 
 async fn run(engine: &WasmEngine, module: &Prepared, input: &[u8], limits: Limits) -> Outcome {
+    try_run(engine, module, input, limits).await.unwrap()
+}
+
+async fn try_run(
+    engine: &WasmEngine,
+    module: &Prepared,
+    input: &[u8],
+    limits: Limits,
+) -> Result<Outcome, WasmError> {
     let input = Bytes::copy_from_slice(input);
     let args = ["module.wasm".to_owned()];
     let run = Run {
@@ -31,7 +40,7 @@ async fn run(engine: &WasmEngine, module: &Prepared, input: &[u8], limits: Limit
         egress: false,
         limits,
     };
-    engine.run_command(module, run).await.unwrap()
+    engine.run_command(module, run).await
 }
 
 #[tokio::test]
@@ -136,6 +145,24 @@ fn bad_modules_are_refused_with_the_reason() {
         engine.load(needs_sockets.as_bytes()),
         Err(WasmError::Link(_))
     ));
+}
+
+#[tokio::test]
+async fn a_module_without_a_callable_start_is_not_run() {
+    let (_dir, engine) = engine();
+    for (module, says) in [
+        (r#"(module (func (export "main")))"#, "exports no `_start`"),
+        (
+            r#"(module (func (export "_start") (param i32)))"#,
+            "type mismatch",
+        ),
+    ] {
+        let module = engine.load(module.as_bytes()).unwrap();
+        match try_run(&engine, &module, b"", LIMITS).await {
+            Err(WasmError::Link(why)) => assert!(why.contains(says), "{why}"),
+            other => panic!("ran: {:?}", other.map(|o| o.end)),
+        }
+    }
 }
 
 #[test]
