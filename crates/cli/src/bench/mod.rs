@@ -21,11 +21,11 @@
 //!
 //! Two runs on one machine should agree on every ratio within ±15%, so a figure and its
 //! baseline are taken in turns rather than one after the other: sequential calls in
-//! [`TURNS`] turns per target, throughput as the median of [`ROUNDS`] rounds per target,
+//! [`TURNS`] turns per target, throughput over short rounds ([`ROUND`]) per target in turns,
 //! cold starts alternating with the runtime's bare start, each after the environments
 //! before are torn down (`EnvironmentsDestroying` of `/ember/v1/stats` back at 0), the
-//! scale-out figure as the median of [`BURSTS`] bursts, each after its share of the single
-//! cold starts; and
+//! scale-out figure as the median of [`BURSTS`] bursts, each just after the same hundred
+//! starts with no platform; and
 //! each section starts once the host's CPU is quiet (the kernel tears namespaces and
 //! cgroups down in the background).
 //!
@@ -511,8 +511,21 @@ const WARM_UP: Stop = Stop::Count(20);
 /// their ratio.
 const TURNS: usize = FLOOR_PROCESSES;
 
-/// Rounds, taken in turns likewise, of each throughput point: its rate is their median.
+/// How long one throughput round lasts. Rounds of every target are taken in turns and a
+/// point's rate is over all its rounds. On this kind of virtual machine loopback throughput drifts
+/// by ±20% over a few seconds (other guests share the host's cores) and holds still for
+/// well under a second: with short rounds in turns, a figure and its baseline see the same
+/// stretches of the machine. Rounds of one second or more let one target meet a slow
+/// stretch that its baseline missed, and ratios moved by 16% between two runs.
+const ROUND: Duration = Duration::from_millis(250);
+
+/// Fewest rounds of a throughput point (when `--seconds` is short).
 const ROUNDS: usize = 5;
+
+/// Rounds of a throughput point that runs `run_for` per target in all.
+fn rounds(run_for: Duration) -> usize {
+    ((run_for.as_secs_f64() / ROUND.as_secs_f64()).round() as usize).max(ROUNDS)
+}
 
 /// Processes of the direct hop's server. A one-client round trip between two processes
 /// costs 40 µs on one pair and 80 µs on the next, depending on where the scheduler puts
@@ -554,33 +567,42 @@ async fn sequential_in_turns(
     Ok(out)
 }
 
-/// Each target under `clients` closed-loop clients for `run_for` in all, in [`ROUNDS`]
-/// rounds taken in turns after a warm-up: the median round's rate, and every latency.
+/// Each target under `clients` closed-loop clients for `run_for` in all, in [`rounds`]
+/// rounds of about [`ROUND`] taken in turns after a warm-up: its rate over all its rounds
+/// (their requests over their time), and every latency.
+///
+/// All rounds count rather than the median one: where a target's rate swings from one
+/// quarter second to the next (16 Node.js environments, each a process with its own
+/// garbage collector, sharing two cores with the server and the load generator), the
+/// median round is one draw of that swing, and the rounds together average it out.
 async fn closed_in_rounds(
     targets: &[Target<'_>],
     clients: usize,
     run_for: Duration,
 ) -> anyhow::Result<Vec<(f64, Vec<Duration>)>> {
+    let rounds = rounds(run_for);
     for t in targets {
-        for turn in 0..ROUNDS.min(t.servers.len()) {
+        for turn in 0..rounds.min(t.servers.len()) {
             load::closed(t.base(turn), t.request, clients, WARM_UP).await?;
         }
     }
-    let window = run_for / ROUNDS as u32;
-    let mut out = vec![(Vec::new(), Vec::new()); targets.len()];
-    for round in 0..ROUNDS {
-        for (t, (rates, latencies)) in targets.iter().zip(&mut out) {
+    let window = run_for / rounds as u32;
+    let mut out = vec![(Duration::ZERO, Vec::new()); targets.len()];
+    for round in 0..rounds {
+        for (t, (elapsed, latencies)) in targets.iter().zip(&mut out) {
             let base = t.base(round);
             let sampled = load::closed(base, t.request, clients, Stop::After(window)).await?;
-            rates.push(sampled.rate());
+            *elapsed += sampled.elapsed;
             latencies.extend(sampled.latencies);
         }
     }
     Ok(out
         .into_iter()
-        .map(|(mut rates, latencies)| {
-            rates.sort_by(f64::total_cmp);
-            (rates[rates.len() / 2], latencies)
+        .map(|(elapsed, latencies)| {
+            (
+                latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+                latencies,
+            )
         })
         .collect())
 }
@@ -717,9 +739,14 @@ async fn runtime_figures(
     })
 }
 
-/// Bursts per scale-out figure (times [`cold_samples`]' factor on wasm): the median one is
-/// kept.
-const BURSTS: usize = 5;
+/// Bursts per scale-out figure of a process runtime: the median one is shown. With five, a
+/// burst over its baseline moved by 25% between two runs; a burst of a hundred processes
+/// meets more of the machine's moods than a single call does.
+const BURSTS: usize = 9;
+
+/// Bursts per scale-out figure of wasm, whose burst of 100 takes about 15 ms: one
+/// scheduling hiccup moves a sample by a large share.
+const WASM_BURSTS: usize = 25;
 
 /// How many samples a cold-start figure of `runtime` takes, for `n` of a process runtime. A
 /// wasm cold start is under a millisecond and its burst of 100 about 15 ms, so one
@@ -728,37 +755,41 @@ fn cold_samples(runtime: Runtime, n: usize) -> usize {
     if runtime == Runtime::Wasm { n * 5 } else { n }
 }
 
-/// Single cold starts before each burst: together, the baseline of the scale-out figure.
-const COLD_PER_BURST: usize = 3;
-
 /// [`BURST`] calls at once to `runtime`'s holding function with no environment, in
-/// [`BURSTS`] bursts (no more than `--cold`), each on a quiet host (the burst before
-/// leaves a hundred namespaces and cgroups for the kernel to tear down). Its baseline,
-/// single cold starts of the runtime's hello function, comes first: after a burst, the
-/// kernel is still releasing namespaces well after the CPU is quiet, and a single cold
-/// start then ran 20–50% slower than on a host without that backlog.
+/// [`BURSTS`] bursts ([`WASM_BURSTS`] on wasm; no more than `--cold`, five times that on
+/// wasm), each on a quiet host (the burst before
+/// leaves a hundred namespaces and cgroups for the kernel to tear down). Its baseline is the
+/// same hundred starts with no platform ([`bare_burst`]), taken just before each burst, and
+/// the ratio is the median of each burst over its own baseline: a burst is bound by how
+/// much the two cores can start at once, as the bare burst is, so a slow stretch of the
+/// machine moves both alike (a single cold start, bound by wake-ups rather than work, moved
+/// 45% where a burst moved 15%).
 async fn scale_out(
     client: &Client,
     runtime: Runtime,
+    direct_url: &str,
     args: &BenchArgs,
 ) -> anyhow::Result<ScaleOut> {
     let name = runtime.sleep_function();
-    let bursts_run = cold_samples(runtime, BURSTS.min(args.cold.max(1)));
-    let mut singles = Vec::new();
+    let bursts_run = match runtime {
+        Runtime::Wasm => WASM_BURSTS.min(cold_samples(runtime, args.cold.max(1))),
+        _ => BURSTS.min(args.cold.max(1)),
+    };
+    let mut bare = Vec::new();
     let mut bursts = Vec::new();
+    let mut ratios = Vec::new();
+    let mut label = String::new();
     for i in 0..bursts_run {
-        // Each burst's share of the single cold starts just before it, on a quiet host, so
-        // that a slow stretch of the machine moves both.
-        quiet(args.settle()).await;
-        for k in 0..COLD_PER_BURST {
-            let sample = i * COLD_PER_BURST + k;
-            let (t, _) = cold_start(client, &runtime.function(), workloads::HELLO, sample).await?;
-            singles.push(t);
-        }
         retire(client, &name, &format!("scale-out {i}")).await?;
         settled(client).await?;
         quiet(args.settle()).await;
-        bursts.push(burst(client, runtime).await?);
+        let (what, took) = bare_burst(runtime, direct_url).await?;
+        let (ready, fresh) = burst(client, runtime).await?;
+        let last = ready.last().copied().unwrap_or(0.0);
+        ratios.push(last / (took.as_secs_f64() * 1000.0).max(1e-9));
+        label = what;
+        bare.push(took);
+        bursts.push((ready, fresh));
     }
     retire(client, &name, "after scale-out").await?;
     bursts.sort_by(|a, b| {
@@ -767,6 +798,7 @@ async fn scale_out(
             .unwrap_or(0.0)
             .total_cmp(&b.0.last().copied().unwrap_or(0.0))
     });
+    ratios.sort_by(f64::total_cmp);
     let (ready, fresh) = bursts.swap_remove(bursts.len() / 2);
     let seconds = ready.last().copied().unwrap_or(0.0) / 1000.0;
     Ok(ScaleOut {
@@ -775,8 +807,54 @@ async fn scale_out(
         seconds,
         per_second: fresh as f64 / seconds.max(1e-9),
         ready_ms: ready,
-        one_cold_ms: Latency::of(singles).p50_us / 1000.0,
+        baseline: label,
+        baseline_ms: Latency::of(bare).p50_us / 1000.0,
+        ratio: ratios[ratios.len() / 2],
     })
+}
+
+/// The scale-out figure's baseline, [`BURST`] starts at once with no platform: the
+/// runtime's bare start (as in the cold-start figures) run that many times at once, until
+/// the last has exited; for a runtime with no process (wasm), that many calls at once to
+/// the direct hop, each on a new connection, until the last is answered. Its label and how
+/// long it took.
+async fn bare_burst(runtime: Runtime, direct_url: &str) -> anyhow::Result<(String, Duration)> {
+    let Some((label, program, argv)) = runtime.bare_start() else {
+        let direct = Client::new(direct_url);
+        let start = Instant::now();
+        let calls: Vec<_> = (0..BURST)
+            .map(|_| {
+                let direct = direct.clone();
+                tokio::spawn(async move { call_once(&direct, "/", workloads::HELLO).await })
+            })
+            .collect();
+        for call in calls {
+            call.await??;
+        }
+        return Ok((format!("{BURST} direct hops at once"), start.elapsed()));
+    };
+    let took = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let children = (0..BURST)
+            .map(|_| {
+                Command::new(&program)
+                    .args(argv)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .with_context(|| format!("cannot run {}", program.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for mut child in children {
+            let status = child.wait()?;
+            if !status.success() {
+                bail!("{} {argv:?} failed: {status}", program.display());
+            }
+        }
+        anyhow::Ok(start.elapsed())
+    })
+    .await??;
+    Ok((format!("{label}, {BURST} at once"), took))
 }
 
 /// One burst: when each call's environment took it (ms from the burst's start, sorted),
@@ -1150,7 +1228,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut scale = Vec::new();
     for runtime in &runtimes {
         section(&format!("{}: scale-out…", runtime.name()), &args).await;
-        scale.push(scale_out(&client, *runtime, &args).await?);
+        scale.push(scale_out(&client, *runtime, &direct_url, &args).await?);
     }
     let mut dense = Vec::new();
     for runtime in &runtimes {
@@ -1160,22 +1238,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let load = load_curve(&base, &direct_url, &args).await?;
 
-    let python = figures
-        .iter()
-        .find(|f| f.runtime == "python3")
-        .map(|f| f.hello);
+    let python = runtimes.iter().find(|r| **r == Runtime::Python);
     let runtime_client = match python {
-        Some(ember_python) => match runtime_client::measure(&args).await {
-            Ok((warm, start)) => Some(results::RuntimeClient {
-                awslambdaric: warm,
-                ember_python,
-                awslambdaric_start: start,
-            }),
-            Err(e) => {
-                skipped.push(format!("awslambdaric: {e:#}"));
-                None
+        Some(python) => {
+            let hello = Request::post(&invoke_path(&python.function()), workloads::HELLO);
+            match runtime_client::measure(&args, (&base, &hello)).await {
+                Ok(measured) => Some(results::RuntimeClient {
+                    awslambdaric: measured.awslambdaric,
+                    ember_python: measured.ember,
+                    awslambdaric_start: measured.start,
+                }),
+                Err(e) => {
+                    skipped.push(format!("awslambdaric: {e:#}"));
+                    None
+                }
             }
-        },
+        }
         None => None,
     };
 

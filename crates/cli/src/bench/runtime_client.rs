@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 
+use super::load::{self, Request};
 use super::results::Latency;
 
 const HANDLER: &str = "def handler(event, context):\n    return event\n";
@@ -27,7 +28,7 @@ struct Api {
 
 async fn handle(
     api: Arc<Api>,
-    req: Request<hyper::body::Incoming>,
+    req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     if req.method() == Method::GET && path == "/2018-06-01/runtime/invocation/next" {
@@ -77,9 +78,20 @@ async fn handle(
         .expect("a response"))
 }
 
-/// Warm latency (`n` events, one at a time, after a warm-up) and start time (spawn to
-/// first `/next`, `starts` times) of `python3 -m awslambdaric` on the bare Runtime API.
-pub async fn measure(args: &super::BenchArgs) -> anyhow::Result<(Latency, Latency)> {
+/// What [`measure`] found.
+pub struct Measured {
+    /// `n` events, one at a time, after a warm-up.
+    pub awslambdaric: Latency,
+    /// Ember's python3 hello, as many calls, taken in turns with them.
+    pub ember: Latency,
+    /// Spawn to the first `/next`, `--cold` times.
+    pub start: Latency,
+}
+
+/// Warm latency and start time of `python3 -m awslambdaric` on the bare Runtime API, its
+/// warm events in [`super::TURNS`] turns with sequential calls of `ember` (a server and its
+/// python3 hello), so that a drift of the machine moves both alike.
+pub async fn measure(args: &super::BenchArgs, ember: (&str, &Request)) -> anyhow::Result<Measured> {
     super::section("awslambdaric on a bare Runtime API…", args).await;
     let (n, starts) = (args.warm, args.cold);
     let check = Command::new("python3")
@@ -94,6 +106,7 @@ pub async fn measure(args: &super::BenchArgs) -> anyhow::Result<(Latency, Latenc
     std::fs::write(dir.path().join("app.py"), HANDLER)?;
     let mut start_samples = Vec::new();
     let mut warm = Vec::new();
+    let mut ember_warm = Vec::new();
     for round in 0..starts.max(1) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
@@ -138,36 +151,62 @@ pub async fn measure(args: &super::BenchArgs) -> anyhow::Result<(Latency, Latenc
             let _ = child.kill();
         })?;
         start_samples.push(first - spawned);
-        let calls = if round == 0 { n + n / 10 } else { 0 };
-        for i in 0..calls {
-            let id = format!("bench-{i}");
-            let (answer_tx, answer_rx) = oneshot::channel();
-            api.waiting
-                .lock()
-                .expect("waiting")
-                .insert(id.clone(), answer_tx);
-            let t = Instant::now();
-            tx.send((id, Bytes::from_static(super::workloads::HELLO)))
-                .await
-                .context("the Runtime API stopped")?;
-            let answer = tokio::time::timeout(Duration::from_secs(10), answer_rx)
-                .await
-                .context("awslambdaric did not answer within 10 s")??;
-            if i >= n / 10 {
-                warm.push(t.elapsed());
-            }
-            let same = serde_json::from_slice::<serde_json::Value>(&answer).ok()
-                == serde_json::from_slice::<serde_json::Value>(super::workloads::HELLO).ok();
-            if !same {
-                bail!(
-                    "awslambdaric answered {:?}",
-                    String::from_utf8_lossy(&answer)
-                );
+        if round == 0 {
+            let (base, request) = ember;
+            // Warm-up of both, then the turns.
+            let mut sent = 0;
+            bare_events(&api, &tx, &mut sent, n / 10).await?;
+            load::sequential(base, request, n / 10).await?;
+            for _ in 0..super::TURNS {
+                let per_turn = n.div_ceil(super::TURNS);
+                warm.extend(bare_events(&api, &tx, &mut sent, per_turn).await?);
+                ember_warm.extend(load::sequential(base, request, per_turn).await?);
             }
         }
         let _ = child.kill();
         let _ = child.wait();
         server.abort();
     }
-    Ok((Latency::of(warm), Latency::of(start_samples)))
+    Ok(Measured {
+        awslambdaric: Latency::of(warm),
+        ember: Latency::of(ember_warm),
+        start: Latency::of(start_samples),
+    })
+}
+
+/// `n` events handed to the runtime one at a time: each one's latency, from handing it over
+/// to its answer.
+async fn bare_events(
+    api: &Api,
+    tx: &mpsc::Sender<(String, Bytes)>,
+    sent: &mut usize,
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        *sent += 1;
+        let id = format!("bench-{sent}");
+        let (answer_tx, answer_rx) = oneshot::channel();
+        api.waiting
+            .lock()
+            .expect("waiting")
+            .insert(id.clone(), answer_tx);
+        let t = Instant::now();
+        tx.send((id, Bytes::from_static(super::workloads::HELLO)))
+            .await
+            .context("the Runtime API stopped")?;
+        let answer = tokio::time::timeout(Duration::from_secs(10), answer_rx)
+            .await
+            .context("awslambdaric did not answer within 10 s")??;
+        latencies.push(t.elapsed());
+        let same = serde_json::from_slice::<serde_json::Value>(&answer).ok()
+            == serde_json::from_slice::<serde_json::Value>(super::workloads::HELLO).ok();
+        if !same {
+            bail!(
+                "awslambdaric answered {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+    }
+    Ok(latencies)
 }

@@ -5,7 +5,7 @@
 //! - **latency**: sequential calls (every one a fresh instance in a warm environment), p50
 //!   and p99, against the direct HTTP hop (the server's floor);
 //! - **throughput** at 1, 16 and 64 concurrent clients: the function URL, `workerd`,
-//!   `deno` and the direct hop, in rounds of twice the usual length;
+//!   `deno` and the direct hop, in twice the usual number of rounds;
 //! - **instantiation**: starting an instance of the module and running it to its end, in
 //!   this process, without HTTP;
 //! - **cold start**: request in → response out when the function has no environment;
@@ -270,7 +270,7 @@ pub async fn figures(
         servers: direct,
         request: &root,
     });
-    // Rounds twice as long as elsewhere: workerd's rate moves more from one second to the
+    // Twice as many rounds as elsewhere: workerd's rate moves more from one round to the
     // next than the function URL's or the direct hop's.
     let rates: BTreeMap<_, _> = names
         .into_iter()

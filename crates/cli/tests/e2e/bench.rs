@@ -63,8 +63,12 @@ fn one_command_writes_the_results_the_report_and_its_charts() {
         assert!(init > 0.0, "{c}");
         assert!(c["baseline_us"].as_f64().unwrap() > 0.0, "{c}");
     }
+    // Each burst beside the same hundred starts with no platform.
     for s in results["scale_out"].as_array().unwrap() {
         assert_eq!(s["environments"], 100, "{s}");
+        assert!(s["baseline_ms"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["ratio"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["baseline"].as_str().unwrap().contains("100"), "{s}");
     }
     assert_eq!(results["density"].as_array().unwrap().len(), 4);
     assert_eq!(results["load"]["points"].as_array().unwrap().len(), 5);
