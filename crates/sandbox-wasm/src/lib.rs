@@ -33,8 +33,8 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
+    Config, Enabled, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    ModuleExport, PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -81,6 +81,10 @@ pub enum WasmError {
     Instantiate(String),
     #[error("the module's initialization ({INIT_EXPORT}) failed: {0}")]
     Init(String),
+    #[error(
+        "the module is not a WASI command: it exports no `{START_EXPORT}` function taking and returning nothing (build it as a command, e.g. clang --target=wasm32-wasi with a main function)"
+    )]
+    NotCommand,
 }
 
 /// The export that names a module's initialization function (wizer's convention): run once
@@ -174,9 +178,9 @@ pub struct Prepared {
 
 #[derive(Clone)]
 enum Kind {
-    /// A core module: a WASI preview 1 command, and its `_start` export if it has one
-    /// (looked up once here rather than by name in every instance).
-    Module(InstancePre<State<WasiP1Ctx>>, Option<ModuleExport>),
+    /// A core module: a WASI preview 1 command, and its `_start` export (looked up once
+    /// here rather than by name in every instance).
+    Module(InstancePre<State<WasiP1Ctx>>, ModuleExport),
     Component(Exports),
 }
 
@@ -363,7 +367,13 @@ impl WasmEngine {
                     || name.starts_with("fd_prestat")
                     || name == "fd_readdir")
         });
-        let start = module.get_export_index(START_EXPORT);
+        let start = match module.get_export(START_EXPORT) {
+            Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {
+                module.get_export_index(START_EXPORT)
+            }
+            _ => None,
+        }
+        .ok_or(WasmError::NotCommand)?;
         let pre = self
             .linker
             .instantiate_pre(&module)
@@ -461,7 +471,7 @@ impl WasmEngine {
         };
         if module
             .exports()
-            .any(|e| matches!(e.ty(), wasmtime::ExternType::Global(g) if !numeric(g.content())))
+            .any(|e| matches!(e.ty(), ExternType::Global(g) if !numeric(g.content())))
         {
             return Err(WasmError::Init(
                 "a global of reference type cannot be part of a snapshot".into(),
@@ -545,17 +555,13 @@ impl WasmEngine {
                         Ok(instance) => instance,
                         Err(e) => return not_started(e),
                     };
-                    let start = start
-                        .as_ref()
-                        .and_then(|start| instance.get_module_export(&mut store, start))
+                    // Checked when the module was loaded.
+                    let start = instance
+                        .get_module_export(&mut store, start)
                         .and_then(wasmtime::Extern::into_func)
-                        .ok_or_else(|| {
-                            WasmError::Link(format!(
-                                "the module exports no `{START_EXPORT}` function: a WASI command's entry point"
-                            ))
-                        })?
+                        .ok_or(WasmError::NotCommand)?
                         .typed::<(), ()>(&store)
-                        .map_err(|e| WasmError::Link(format!("`{START_EXPORT}`: {e:#}")))?;
+                        .map_err(|_| WasmError::NotCommand)?;
                     Ok(ended_by(start.call_async(&mut store, ()).await))
                 };
                 let end = tokio::time::timeout(limits.timeout, run)

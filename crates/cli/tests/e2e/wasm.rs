@@ -375,6 +375,11 @@ async fn bad_modules_are_refused_at_deploy_with_the_reason() {
             )],
             "imports what Ember does not provide",
         ),
+        (
+            "no-entry",
+            &[("app.wasm", br#"(module (func (export "main")))"#, 0o644)],
+            "not a WASI command: it exports no `_start` function",
+        ),
     ];
     for (name, files, reason) in cases {
         let zip = zip_files(files);
