@@ -778,16 +778,14 @@ async fn scale_out(
     let mut bare = Vec::new();
     let mut bursts = Vec::new();
     let mut ratios = Vec::new();
-    let mut label = String::new();
     for i in 0..bursts_run {
         retire(client, &name, &format!("scale-out {i}")).await?;
         settled(client).await?;
         quiet(args.settle()).await;
-        let (what, took) = bare_burst(runtime, direct_url).await?;
+        let took = bare_burst(runtime, direct_url).await?;
         let (ready, fresh) = burst(client, runtime).await?;
         let last = ready.last().copied().unwrap_or(0.0);
         ratios.push(last / (took.as_secs_f64() * 1000.0).max(1e-9));
-        label = what;
         bare.push(took);
         bursts.push((ready, fresh));
     }
@@ -807,7 +805,7 @@ async fn scale_out(
         seconds,
         per_second: fresh as f64 / seconds.max(1e-9),
         ready_ms: ready,
-        baseline: label,
+        baseline: bare_burst_label(runtime),
         baseline_ms: Latency::of(bare).p50_us / 1000.0,
         ratio: ratios[ratios.len() / 2],
     })
@@ -816,10 +814,9 @@ async fn scale_out(
 /// The scale-out figure's baseline, [`BURST`] starts at once with no platform: the
 /// runtime's bare start (as in the cold-start figures) run that many times at once, until
 /// the last has exited; for a runtime with no process (wasm), that many calls at once to
-/// the direct hop, each on a new connection, until the last is answered. Its label and how
-/// long it took.
-async fn bare_burst(runtime: Runtime, direct_url: &str) -> anyhow::Result<(String, Duration)> {
-    let Some((label, program, argv)) = runtime.bare_start() else {
+/// the direct hop, each on a new connection, until the last is answered.
+async fn bare_burst(runtime: Runtime, direct_url: &str) -> anyhow::Result<Duration> {
+    let Some((_, program, argv)) = runtime.bare_start() else {
         let direct = Client::new(direct_url);
         let start = Instant::now();
         let calls: Vec<_> = (0..BURST)
@@ -831,30 +828,17 @@ async fn bare_burst(runtime: Runtime, direct_url: &str) -> anyhow::Result<(Strin
         for call in calls {
             call.await??;
         }
-        return Ok((format!("{BURST} direct hops at once"), start.elapsed()));
+        return Ok(start.elapsed());
     };
-    let took = tokio::task::spawn_blocking(move || {
-        let start = Instant::now();
-        let children = (0..BURST)
-            .map(|_| {
-                Command::new(&program)
-                    .args(argv)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .with_context(|| format!("cannot run {}", program.display()))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        for mut child in children {
-            let status = child.wait()?;
-            if !status.success() {
-                bail!("{} {argv:?} failed: {status}", program.display());
-            }
-        }
-        anyhow::Ok(start.elapsed())
-    })
-    .await??;
-    Ok((format!("{label}, {BURST} at once"), took))
+    tokio::task::spawn_blocking(move || time_command(&program, argv, BURST)).await?
+}
+
+/// What [`bare_burst`] measures, as the report names it.
+fn bare_burst_label(runtime: Runtime) -> String {
+    match runtime.bare_start() {
+        Some((label, _, _)) => format!("{label}, {BURST} at once"),
+        None => format!("{BURST} direct hops at once"),
+    }
 }
 
 /// One burst: when each call's environment took it (ms from the burst's start, sorted),
@@ -1197,7 +1181,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 latencies.push(t);
                 all.push(s);
                 bare_samples.push(match &bare {
-                    Some((_, program, argv)) => time_command(program, argv)?,
+                    Some((_, program, argv)) => time_command(program, argv, 1)?,
                     None => call_once(&direct_client, "/", workloads::HELLO).await?.0,
                 });
             }
@@ -1612,20 +1596,26 @@ async fn event_throughput(
     Ok(sent as f64 / start.elapsed().as_secs_f64())
 }
 
-/// One run of `program` to its end.
-fn time_command(program: &Path, args: &[&str]) -> anyhow::Result<Duration> {
+/// `copies` runs of `program` started at once, until the last has ended.
+fn time_command(program: &Path, args: &[&str], copies: usize) -> anyhow::Result<Duration> {
     let t = Instant::now();
-    let status = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot run {}", program.display()))?;
-    let elapsed = t.elapsed();
-    if !status.success() {
-        bail!("{} {args:?} failed: {status}", program.display());
+    let children = (0..copies)
+        .map(|_| {
+            Command::new(program)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| format!("cannot run {}", program.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for mut child in children {
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("{} {args:?} failed: {status}", program.display());
+        }
     }
-    Ok(elapsed)
+    Ok(t.elapsed())
 }
 
 #[cfg(test)]
