@@ -396,38 +396,64 @@ pub(crate) fn http_event(r: &HttpRequest<'_>) -> Vec<u8> {
     serde_json::to_vec(&event).expect("an event of strings serializes")
 }
 
+/// The fields of a function's answer that shape an HTTP response. Any others are skipped
+/// as they are read, not built: an answer that echoes its event back is mostly others.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpAnswer {
+    /// Present (even as `null`) makes the answer a response document.
+    #[serde(default, deserialize_with = "present")]
+    status_code: Option<Value>,
+    #[serde(default)]
+    body: Value,
+    #[serde(default)]
+    is_base64_encoded: Value,
+    #[serde(default)]
+    headers: Value,
+    #[serde(default)]
+    cookies: Value,
+}
+
+/// A field that is there, whatever its value, `null` included.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 /// The HTTP response a function's answer maps to.
 pub(crate) fn http_response(answer: &[u8]) -> Response {
-    let parsed: Option<Value> = serde_json::from_slice(answer).ok();
-    let Some(Value::Object(doc)) = parsed.as_ref().filter(|v| v.get("statusCode").is_some()) else {
+    // Only an object is a response document (a struct would also be read from an array).
+    let is_object = answer.trim_ascii_start().first() == Some(&b'{');
+    let parsed: Option<HttpAnswer> = is_object
+        .then(|| serde_json::from_slice(answer).ok())
+        .flatten();
+    let Some((status, doc)) = parsed.and_then(|mut doc| Some((doc.status_code.take()?, doc)))
+    else {
         let mut response = Response::new(Body::from(answer.to_vec()));
         response
             .headers_mut()
             .insert("content-type", HeaderValue::from_static("application/json"));
         return response;
     };
-    let status = doc["statusCode"]
+    let status = status
         .as_u64()
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok());
     let Some(status) = status else {
         return bad_gateway("the function's statusCode is not an HTTP status");
     };
-    let body = match doc.get("body") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) if doc.get("isBase64Encoded") == Some(&Value::Bool(true)) => {
-            match BASE64.decode(s) {
-                Ok(bytes) => bytes,
-                Err(_) => return bad_gateway("the function's body is not valid base64"),
-            }
-        }
-        Some(Value::String(s)) => s.clone().into_bytes(),
-        Some(other) => other.to_string().into_bytes(),
+    let body = match doc.body {
+        Value::Null => Vec::new(),
+        Value::String(s) if doc.is_base64_encoded == Value::Bool(true) => match BASE64.decode(s) {
+            Ok(bytes) => bytes,
+            Err(_) => return bad_gateway("the function's body is not valid base64"),
+        },
+        Value::String(s) => s.into_bytes(),
+        other => other.to_string().into_bytes(),
     };
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    if let Some(Value::Object(headers)) = doc.get("headers") {
+    if let Value::Object(headers) = &doc.headers {
         for (name, value) in headers {
             let value = match value {
                 Value::String(s) => s.clone(),
@@ -441,7 +467,7 @@ pub(crate) fn http_response(answer: &[u8]) -> Response {
             }
         }
     }
-    if let Some(Value::Array(cookies)) = doc.get("cookies") {
+    if let Value::Array(cookies) = &doc.cookies {
         for cookie in cookies.iter().filter_map(Value::as_str) {
             if let Ok(value) = HeaderValue::try_from(cookie) {
                 h.append("set-cookie", value);
@@ -698,5 +724,12 @@ mod tests {
         assert_eq!(body, r#"{"hello": "world"}"#);
         let (status, _, _) = read(http_response(br#"{"statusCode": 99}"#)).await;
         assert_eq!(status, 502);
+        let (status, _, _) = read(http_response(br#"{"statusCode": null}"#)).await;
+        assert_eq!(status, 502);
+        let (status, _, body) = read(http_response(br#"[1, {"statusCode": 201}]"#)).await;
+        assert_eq!(
+            (status.as_u16(), &body[..]),
+            (200, &br#"[1, {"statusCode": 201}]"#[..])
+        );
     }
 }
