@@ -70,9 +70,9 @@ pub struct BenchArgs {
     /// Sequential warm invocations per latency figure.
     #[arg(long, default_value_t = 2000)]
     warm: usize,
-    /// Cold starts per runtime and backend (five times as many on wasm), and scale-out
-    /// bursts per runtime (up to five).
-    #[arg(long, default_value_t = 15)]
+    /// Cold starts per runtime and backend (five times as many on wasm), and at most as
+    /// many scale-out bursts per runtime (9 at most; 25 on wasm).
+    #[arg(long, default_value_t = 21)]
     cold: usize,
     /// Seconds each throughput and load point runs (a throughput point in five rounds).
     #[arg(long, default_value_t = 5.0)]
@@ -229,13 +229,15 @@ fn stages(header: Option<&str>) -> Stages {
     s
 }
 
+/// The middle value (the upper of the two middle ones), or 0 with none.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// Each stage's median.
 fn median_stages(all: &[Stages]) -> Stages {
-    let med = |f: fn(&Stages) -> f64| {
-        let mut v: Vec<f64> = all.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
+    let med = |f: fn(&Stages) -> f64| median(all.iter().map(f).collect());
     Stages {
         placement_us: med(|s| s.placement_us),
         sandbox_us: med(|s| s.sandbox_us),
@@ -652,7 +654,7 @@ async fn warm_in_turns(
     .await?;
     let loaded = closed_in_rounds(&hello, 16, args.run_for()).await?;
     let rates = rates_in_rounds(&hello, args.run_for()).await?;
-    let echoes = sequential_in_turns(&echo, 3, (args.warm / 10).max(20)).await?;
+    let echoes = sequential_in_turns(&echo, 3, (args.warm / 5).max(20)).await?;
     Ok(sequential
         .into_iter()
         .zip(loaded)
@@ -796,7 +798,6 @@ async fn scale_out(
             .unwrap_or(0.0)
             .total_cmp(&b.0.last().copied().unwrap_or(0.0))
     });
-    ratios.sort_by(f64::total_cmp);
     let (ready, fresh) = bursts.swap_remove(bursts.len() / 2);
     let seconds = ready.last().copied().unwrap_or(0.0) / 1000.0;
     Ok(ScaleOut {
@@ -807,7 +808,7 @@ async fn scale_out(
         ready_ms: ready,
         baseline: bare_burst_label(runtime),
         baseline_ms: Latency::of(bare).p50_us / 1000.0,
-        ratio: ratios[ratios.len() / 2],
+        ratio: median(ratios),
     })
 }
 
@@ -1174,16 +1175,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let n = cold_samples(*runtime, args.cold);
         let bare = runtime.bare_start();
         let mut bare_samples = Vec::new();
-        let mut samples = vec![(Vec::new(), Vec::new()); on.len()];
+        let mut samples = vec![(Vec::new(), Vec::new(), Vec::new()); on.len()];
         for i in 0..n {
-            for ((_, name), (latencies, all)) in on.iter().zip(&mut samples) {
+            for ((_, name), (latencies, all, ratios)) in on.iter().zip(&mut samples) {
                 let (t, s) = cold_start(&client, name, workloads::HELLO, i).await?;
-                latencies.push(t);
-                all.push(s);
-                bare_samples.push(match &bare {
+                let b = match &bare {
                     Some((_, program, argv)) => time_command(program, argv, 1)?,
                     None => call_once(&direct_client, "/", workloads::HELLO).await?.0,
-                });
+                };
+                latencies.push(t);
+                all.push(s);
+                ratios.push(t.as_secs_f64() / b.as_secs_f64().max(1e-9));
+                bare_samples.push(b);
             }
         }
         let baseline = match bare {
@@ -1194,7 +1197,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             None => ("direct hop", Latency::of(bare_samples).p50_us),
         };
-        for ((backend, name), (latencies, all)) in on.into_iter().zip(samples) {
+        for ((backend, name), (latencies, all, ratios)) in on.into_iter().zip(samples) {
             cold.push(ColdStart {
                 runtime: runtime.name().into(),
                 backend: backend.into(),
@@ -1202,6 +1205,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 stages: median_stages(&all),
                 baseline: baseline.0.into(),
                 baseline_us: baseline.1,
+                ratio: median(ratios),
             });
             if backend != "wasm" && backend != "process" {
                 retire(&client, &name, "done").await?;
