@@ -88,10 +88,6 @@ pub struct ServerArgs {
     /// Account id reported in ARNs.
     #[arg(long, env = "EMBER_ACCOUNT_ID", default_value = "000000000000")]
     account_id: String,
-    /// Threads serving the API, each accepting connections and running their calls to the
-    /// end on its own (0: one per core).
-    #[arg(long, env = "EMBER_API_THREADS", default_value_t = 0)]
-    api_threads: usize,
     /// Deploy the bundled example function `hello` at start and invoke it once.
     #[arg(long, env = "EMBER_EXAMPLE")]
     example: bool,
@@ -292,11 +288,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     });
 
     let addr = listener.local_addr()?;
-    let threads = match args.api_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let mut front_door = FrontDoor::start(listener.into_std()?, app, threads)?;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     println!(
         "Ember is listening on http://{addr} (data in {})",
         data.display()
@@ -311,7 +305,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         });
     }
 
-    let served = front_door.until(shutdown_signal()).await;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("the server failed")?;
     tracing::info!("shutting down: finishing asynchronous events, stopping environments");
     events.shutdown(Duration::from_secs(10)).await;
     dispatcher.shutdown().await;
@@ -319,116 +319,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(egress) = egress {
         egress.stop();
     }
-    front_door.stop();
-    served
-}
-
-/// The API's threads, each with a single-threaded async runtime of its own accepting on
-/// the one listening socket: a call is parsed, dispatched, run (a wasm instance) and
-/// answered on the thread that accepted its connection, with no hand-offs between
-/// threads to wake them. Under 64 clients a function URL call took about a quarter less
-/// CPU this way than on a shared work-stealing runtime.
-///
-/// What a call starts in the background (an environment's teardown, a pre-warm) runs on
-/// its thread's runtime, so the runtimes outlive the serving: [`FrontDoor::stop`] ends
-/// them once the server has shut down.
-struct FrontDoor {
-    /// Each thread's serving, ended by [`FrontDoor::until`].
-    served: tokio::sync::mpsc::UnboundedReceiver<std::io::Result<()>>,
-    threads: usize,
-    /// `true`: stop accepting and finish the calls in flight.
-    closing: tokio::sync::watch::Sender<bool>,
-    /// `true`: end the runtimes.
-    stopping: tokio::sync::watch::Sender<bool>,
-}
-
-impl FrontDoor {
-    fn start(
-        listener: std::net::TcpListener,
-        app: axum::Router,
-        threads: usize,
-    ) -> anyhow::Result<FrontDoor> {
-        let (done, served) = tokio::sync::mpsc::unbounded_channel();
-        let (closing, _) = tokio::sync::watch::channel(false);
-        let (stopping, _) = tokio::sync::watch::channel(false);
-        for i in 0..threads {
-            let listener = listener
-                .try_clone()
-                .context("could not share the listening socket")?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("could not start an API thread's async runtime")?;
-            let (app, done) = (app.clone(), done.clone());
-            let (closing, stopping) = (closing.subscribe(), stopping.subscribe());
-            std::thread::Builder::new()
-                .name(format!("ember-api-{i}"))
-                .spawn(move || {
-                    runtime.block_on(async move {
-                        let _ = done.send(serve(listener, app, closing).await);
-                        set(stopping).await;
-                    });
-                    // Do not wait for lingering blocking tasks (a log follower).
-                    runtime.shutdown_timeout(Duration::from_millis(100));
-                })
-                .context("could not start an API thread")?;
-        }
-        Ok(FrontDoor {
-            served,
-            threads,
-            closing,
-            stopping,
-        })
-    }
-
-    /// Serves until `signal`, or until a thread's serving fails; then stops accepting and
-    /// waits for the calls in flight.
-    async fn until(&mut self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        let mut result = tokio::select! {
-            () = signal => Ok(()),
-            ended = self.served.recv() => Err(match ended {
-                Some(Err(e)) => anyhow::Error::new(e),
-                _ => anyhow::anyhow!("an API thread stopped serving"),
-            }),
-        };
-        let _ = self.closing.send(true);
-        let mut left = self.threads - usize::from(result.is_err());
-        while left > 0 {
-            match self.served.recv().await {
-                Some(Err(e)) if result.is_ok() => result = Err(e.into()),
-                Some(_) => {}
-                None => break,
-            }
-            left -= 1;
-        }
-        result.context("the server failed")
-    }
-
-    fn stop(self) {
-        let _ = self.stopping.send(true);
-    }
-}
-
-/// One API thread's serving of `listener` until `closing` turns true.
-async fn serve(
-    listener: std::net::TcpListener,
-    app: axum::Router,
-    closing: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(set(closing))
-    .await
-}
-
-/// Waits until `flag` is true (or its sender is gone).
-async fn set(mut flag: tokio::sync::watch::Receiver<bool>) {
-    let _ = flag.wait_for(|on| *on).await;
+    Ok(())
 }
 
 /// How often recorded usage moves to the store: what a crash of the server can lose.

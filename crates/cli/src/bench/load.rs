@@ -105,45 +105,8 @@ impl Connection {
     }
 }
 
-/// Runs `load` on a thread of its own with a single-threaded async runtime, as `wrk -t1`
-/// does: its clients never wake each other across cores, so the generator takes less of
-/// the host's CPU from the server it measures. Under 64 clients it took 13–14 µs of CPU
-/// per request this way (as much as `wrk` took), against 16–17 µs on the bench's shared
-/// work-stealing runtime.
-async fn on_own_thread<F, T>(load: impl FnOnce() -> F + Send + 'static) -> anyhow::Result<T>
-where
-    F: Future<Output = anyhow::Result<T>>,
-    T: Send + 'static,
-{
-    let (done, result) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("ember-bench-load".into())
-        .spawn(move || {
-            let ran = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|runtime| runtime.block_on(load()));
-            let _ = done.send(ran);
-        })
-        .context("could not start the load generator's thread")?;
-    result
-        .await
-        .context("the load generator's thread ended without a result")?
-}
-
 /// `clients` clients at once, each sending its next request when its last is answered.
 pub async fn closed(
-    base: &str,
-    request: &Request,
-    clients: usize,
-    stop: Stop,
-) -> anyhow::Result<Sampled> {
-    let (base, request) = (base.to_owned(), request.clone());
-    on_own_thread(move || async move { closed_here(&base, &request, clients, stop).await }).await
-}
-
-async fn closed_here(
     base: &str,
     request: &Request,
     clients: usize,
@@ -194,20 +157,6 @@ pub async fn sequential(base: &str, request: &Request, n: usize) -> anyhow::Resu
 /// late, and its latency counts from when it should have gone (the wait is the server's
 /// doing); one that is on time counts from when it went (the timer's wake-up is not).
 pub async fn open(
-    base: &str,
-    request: &Request,
-    rate: f64,
-    duration: Duration,
-    connections: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    let (base, request) = (base.to_owned(), request.clone());
-    on_own_thread(
-        move || async move { open_here(&base, &request, rate, duration, connections).await },
-    )
-    .await
-}
-
-async fn open_here(
     base: &str,
     request: &Request,
     rate: f64,

@@ -342,8 +342,7 @@ impl Results {
             "One run of `{}` on {} ({} cores, {:.0} GiB, {} {}), started {}, {:.0} s. Every \
              figure is shown beside its baseline from the same run; ratios are the figure's \
              p50 over the baseline's unless said otherwise. Latencies are request in → answer \
-             out at the client, from one load generator whose clients all run on one \
-             thread of their own. A figure and its baseline are taken in turns (sequential \
+             out at the client. A figure and its baseline are taken in turns (sequential \
              calls in 20 turns each, the direct hop's on 20 processes of its server, one per \
              turn; throughput over rounds of a quarter second each), each cold start is \
              followed by the runtime's bare start and begins once the environments before \
