@@ -62,6 +62,8 @@ fn one_command_writes_the_results_the_report_and_its_charts() {
         let init = s["sandbox_us"].as_f64().unwrap() + s["runtime_init_us"].as_f64().unwrap();
         assert!(init > 0.0, "{c}");
         assert!(c["baseline_us"].as_f64().unwrap() > 0.0, "{c}");
+        // The median of each cold start over the bare start taken right after it.
+        assert!(c["ratio"].as_f64().is_some_and(|r| r > 0.0), "{c}");
     }
     // Each burst beside the same hundred starts with no platform.
     for s in results["scale_out"].as_array().unwrap() {
