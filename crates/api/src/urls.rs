@@ -422,10 +422,11 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 /// The HTTP response a function's answer maps to.
 pub(crate) fn http_response(answer: &[u8]) -> Response {
     // Only an object is a response document (a struct would also be read from an array).
-    let is_object = answer.trim_ascii_start().first() == Some(&b'{');
-    let parsed: Option<HttpAnswer> = is_object
-        .then(|| serde_json::from_slice(answer).ok())
-        .flatten();
+    let parsed = if answer.trim_ascii_start().starts_with(b"{") {
+        serde_json::from_slice::<HttpAnswer>(answer).ok()
+    } else {
+        None
+    };
     let Some((status, doc)) = parsed.and_then(|mut doc| Some((doc.status_code.take()?, doc)))
     else {
         let mut response = Response::new(Body::from(answer.to_vec()));
