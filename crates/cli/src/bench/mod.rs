@@ -1067,7 +1067,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = timestamp();
     let dir = args.out.join(&started);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let server = Server::start()?;
+    let server = Server::start("main")?;
     let server_pid = server.child.id();
     let client = Client::new(&server.endpoint);
     let base = server.endpoint.clone();
@@ -1402,8 +1402,10 @@ struct Server {
 }
 
 impl Server {
-    fn start() -> anyhow::Result<Server> {
-        let data_dir = std::env::temp_dir().join(format!("ember-bench-{}", std::process::id()));
+    /// A server with a data directory of its own, named after the bench and `tag`.
+    fn start(tag: &str) -> anyhow::Result<Server> {
+        let data_dir =
+            std::env::temp_dir().join(format!("ember-bench-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         let mut child = Command::new(std::env::current_exe()?)
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])

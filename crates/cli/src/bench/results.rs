@@ -193,7 +193,20 @@ pub struct Peers {
     /// Requests per second by concurrency, per server (`wasm URL`, `workerd`, `deno`,
     /// `direct hop`); a peer that could not run is absent, with its reason in `missing`.
     pub rates: BTreeMap<String, Vec<Rate>>,
+    /// The function URL and `workerd` with one core each; absent from runs before it was
+    /// measured, or where the host has one core.
+    #[serde(default)]
+    pub one_core: Option<OneCore>,
     pub missing: BTreeMap<String, String>,
+}
+
+/// Requests per second at 64 clients with the server on one core (the function URL and
+/// `workerd` in turns on the same one) and the load generator on another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OneCore {
+    pub url_rps: f64,
+    /// Absent where `workerd` is not installed.
+    pub workerd_rps: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -326,6 +339,16 @@ impl Results {
             h.insert(
                 "wasm URL peak throughput / workerd peak".into(),
                 peak(url) / peak(workerd),
+            );
+        }
+        if let Some(OneCore {
+            url_rps,
+            workerd_rps: Some(workerd_rps),
+        }) = &self.peers.one_core
+        {
+            h.insert(
+                "wasm URL throughput / workerd, one core each".into(),
+                url_rps / workerd_rps,
             );
         }
         h
@@ -696,6 +719,24 @@ impl Results {
                 .collect();
             let _ = writeln!(m, "| {c} | {} |", cells.join(" | "));
         }
+        if let Some(one) = &p.one_core {
+            let _ = write!(
+                m,
+                "\nWith one core each (in turns on the same core, 64 clients) and the load \
+                 generator on another, the function URL served {:.0}/s",
+                one.url_rps
+            );
+            let _ = match one.workerd_rps {
+                Some(workerd) => writeln!(
+                    m,
+                    " and workerd {workerd:.0}/s: {:.2}×. In the table above the server \
+                     and the generator share both cores, and workerd serves on one thread \
+                     either way.",
+                    one.url_rps / workerd
+                ),
+                None => writeln!(m, "."),
+            };
+        }
         for (name, why) in &p.missing {
             let _ = writeln!(m, "\n{name} was not measured: {why}");
         }
@@ -838,6 +879,10 @@ pub(crate) mod tests {
                 wasm_url: latency(160.0),
                 wasm_instantiate: latency(5.0),
                 rates: peers,
+                one_core: Some(OneCore {
+                    url_rps: 30000.0,
+                    workerd_rps: Some(25000.0),
+                }),
                 missing: BTreeMap::from([("deno".to_owned(), "not installed".to_owned())]),
             },
             extras: Extras {
@@ -864,6 +909,7 @@ pub(crate) mod tests {
             6.0
         );
         assert_eq!(h["wasm URL peak throughput / workerd peak"], 2.0);
+        assert_eq!(h["wasm URL throughput / workerd, one core each"], 1.2);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   and p99, against the direct HTTP hop (the server's floor);
 //! - **throughput** at 1, 16 and 64 concurrent clients: the function URL, `workerd`,
 //!   `deno` and the direct hop, in twice the usual number of rounds;
+//! - **one core each**: the function URL (a server of its own, bound to one core) and
+//!   `workerd`, in turns on the same core, with the load generator bound to another;
 //! - **instantiation**: starting an instance of the module and running it to its end, in
 //!   this process, without HTTP;
 //! - **cold start**: request in → response out when the function has no environment;
@@ -23,10 +25,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hyper::Method;
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
 
 use super::BenchArgs;
 use super::load::{self, Request};
-use super::results::{Latency, Peers};
+use super::results::{Latency, OneCore, Peers};
 use crate::client::Client;
 use crate::commands::{FunctionSettings, create_or_update};
 
@@ -54,18 +58,25 @@ struct Peer {
 }
 
 impl Peer {
-    /// Runs `command` (a server on `port`, its files in `dir`) until it answers.
+    /// Runs `command` (a server on `port`, its files in `dir`; on core `cpu` if given)
+    /// until it answers.
     async fn start(
         what: &str,
         mut command: Command,
         port: u16,
         dir: tempfile::TempDir,
+        cpu: Option<usize>,
     ) -> anyhow::Result<Peer> {
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("could not start {what}"))?;
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut spawn = || {
+            command
+                .spawn()
+                .with_context(|| format!("could not start {what}"))
+        };
+        let child = match cpu {
+            Some(cpu) => on_cpu(cpu, spawn)?,
+            None => spawn()?,
+        };
         let mut peer = Peer {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -129,7 +140,8 @@ async fn answering(client: &Client, child: &mut Child, what: &str) -> anyhow::Re
     .await
 }
 
-async fn start_workerd(peers: &Path) -> anyhow::Result<Peer> {
+/// `workerd` serving the hello world; on one core if `cpu` says which.
+async fn start_workerd(peers: &Path, cpu: Option<usize>) -> anyhow::Result<Peer> {
     let program = find_peer(peers, "workerd").map_err(anyhow::Error::msg)?;
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
@@ -149,7 +161,7 @@ const hello :Workerd.Worker = (
     std::fs::write(dir.path().join("config.capnp"), config)?;
     let mut command = Command::new(program);
     command.arg("serve").arg(dir.path().join("config.capnp"));
-    Peer::start("workerd", command, port, dir).await
+    Peer::start("workerd", command, port, dir, cpu).await
 }
 
 async fn start_deno(peers: &Path) -> anyhow::Result<Peer> {
@@ -164,7 +176,7 @@ async fn start_deno(peers: &Path) -> anyhow::Result<Peer> {
         .arg(port.to_string())
         .env("DENO_DIR", dir.path().join("cache"))
         .env("NO_COLOR", "1");
-    Peer::start("deno", command, port, dir).await
+    Peer::start("deno", command, port, dir, None).await
 }
 
 /// Instance start and run of the hello module in this process, without HTTP.
@@ -199,15 +211,11 @@ async fn instantiation(n: usize) -> anyhow::Result<Vec<Duration>> {
     Ok(samples.split_off(n / 10))
 }
 
-/// Deploys the wasm hello world and measures it beside its peers and the direct hop
-/// (`direct`: its server's processes).
-pub async fn figures(
-    client: &Client,
-    direct: &[String],
-    args: &BenchArgs,
-) -> anyhow::Result<Peers> {
-    super::section("WebAssembly and its peers…", args).await;
-    let name = "bench-wasm-hello";
+/// The name of the wasm hello world's function.
+const HELLO_NAME: &str = "bench-wasm-hello";
+
+/// Deploys the wasm hello world as `name`, with a function URL.
+async fn deploy_hello(client: &Client, name: &str) -> anyhow::Result<()> {
     let zip = crate::package::zip_files(&[("hello.wat", HELLO_WAT.as_bytes(), false)])?;
     let settings = FunctionSettings {
         runtime: Some("wasm".into()),
@@ -223,11 +231,22 @@ pub async fn figures(
             br#"{"AuthType": "NONE"}"#.to_vec(),
         )
         .await;
-    if let Err(e) = url
-        && !e.to_string().contains("already")
-    {
-        return Err(e);
+    match url {
+        Err(e) if !e.to_string().contains("already") => Err(e),
+        _ => Ok(()),
     }
+}
+
+/// Deploys the wasm hello world and measures it beside its peers and the direct hop
+/// (`direct`: its server's processes).
+pub async fn figures(
+    client: &Client,
+    direct: &[String],
+    args: &BenchArgs,
+) -> anyhow::Result<Peers> {
+    super::section("WebAssembly and its peers…", args).await;
+    let name = HELLO_NAME;
+    deploy_hello(client, name).await?;
     let base = client.base();
     let invoke = Request::post(&super::invoke_path(name), super::workloads::HELLO);
     let url = Request::post(&format!("/url/{name}/"), super::workloads::HELLO);
@@ -240,7 +259,7 @@ pub async fn figures(
     let instantiate = Latency::of(instantiation(n).await?);
 
     let peers = &args.peers;
-    let workerd = start_workerd(peers).await;
+    let workerd = start_workerd(peers, None).await;
     let deno = start_deno(peers).await;
     let root = Request::post("/", super::workloads::HELLO);
     let mut missing = BTreeMap::new();
@@ -277,11 +296,114 @@ pub async fn figures(
         .zip(super::rates_in_rounds(&targets, args.run_for() * 2).await?)
         .collect();
     drop((workerd, deno));
+    let one_core = match one_core(args).await {
+        Ok(figure) => Some(figure),
+        Err(e) => {
+            missing.insert("one core each".to_owned(), format!("{e:#}"));
+            None
+        }
+    };
     Ok(Peers {
         wasm_invoke: invoke_latency,
         wasm_url: url_latency,
         wasm_instantiate: instantiate,
         rates,
+        one_core,
         missing,
     })
+}
+
+/// The function URL and `workerd`, each on one core (the same one, in turns), with the load
+/// generator on another: what each serves per core, whatever the number of cores it could
+/// use. Both cores shared, as in the throughput table, the generator takes its share from
+/// a server that uses both (Ember) and not from one that runs on one thread (`workerd`).
+///
+/// A pinned Ember server of its own: bound to one core, its runtime starts one worker
+/// (the number of cores it may run on). Without `workerd` the function URL is still
+/// measured.
+async fn one_core(args: &BenchArgs) -> anyhow::Result<OneCore> {
+    let cpus = allowed_cpus()?;
+    let (generator, server) = match cpus[..] {
+        [first, .., last] => (first, last),
+        _ => bail!("it needs two cores and the bench may run on {}", cpus.len()),
+    };
+    let ember = on_cpu(server, || super::Server::start("one-core"))?;
+    let client = Client::new(&ember.endpoint);
+    deploy_hello(&client, HELLO_NAME).await?;
+    let workerd = start_workerd(&args.peers, Some(server)).await.ok();
+    let url = Request::post(&format!("/url/{HELLO_NAME}/"), super::workloads::HELLO);
+    let root = Request::post("/", super::workloads::HELLO);
+    let ember_servers = [ember.endpoint.clone()];
+    let mut targets = vec![super::Target {
+        servers: &ember_servers,
+        request: &url,
+    }];
+    if let Some(workerd) = &workerd {
+        targets.push(super::Target {
+            servers: std::slice::from_ref(&workerd.url),
+            request: &root,
+        });
+    }
+    let run_for = args.run_for() * 2;
+    // The generator on a runtime of its own, on a thread bound to the other core.
+    let rates = tokio::task::block_in_place(|| {
+        on_cpu(generator, || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(super::closed_in_rounds(&targets, 64, run_for))
+        })
+    })?;
+    Ok(OneCore {
+        url_rps: rates[0].0,
+        workerd_rps: rates.get(1).map(|(rps, _)| *rps),
+    })
+}
+
+/// The cores this process may run on.
+fn allowed_cpus() -> anyhow::Result<Vec<usize>> {
+    let set = sched_getaffinity(Pid::from_raw(0)).context("reading the bench's cores")?;
+    Ok((0..CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .collect())
+}
+
+/// Runs `f` on a thread of its own bound to `cpu`: what it starts (a thread, a process)
+/// is bound there too.
+fn on_cpu<T: Send>(cpu: usize, f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut set = CpuSet::new();
+                set.set(cpu)?;
+                sched_setaffinity(Pid::from_raw(0), &set)
+                    .with_context(|| format!("binding a thread to core {cpu}"))?;
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| bail!("the thread on core {cpu} panicked"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_started_on_a_core_runs_only_there() {
+        let cpus = allowed_cpus().unwrap();
+        let last = *cpus.last().expect("the bench may run on some core");
+        let mut child = on_cpu(last, || Ok(Command::new("sleep").arg("5").spawn()?)).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim();
+        assert_eq!(allowed, last.to_string());
+        // The thread that started it went away with its binding: this one is as it was.
+        assert_eq!(allowed_cpus().unwrap(), cpus);
+    }
 }

@@ -81,6 +81,17 @@ fn one_command_writes_the_results_the_report_and_its_charts() {
         "{skipped}"
     );
     assert!(results["headline"].as_object().unwrap().len() > 10);
+    // The function URL on one core with the generator on another: measured even without
+    // workerd, wherever the bench may use two cores.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    if cores >= 2 {
+        let one_core = &results["peers"]["one_core"];
+        assert!(one_core["url_rps"].as_f64().unwrap() > 0.0, "{one_core}");
+        assert!(one_core["workerd_rps"].is_null(), "{one_core}");
+    } else {
+        eprintln!("one core here: the one-core-each figure is said to be not measured");
+        assert!(skipped.contains("two cores"), "{skipped}");
+    }
 
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     for chart in [
