@@ -369,7 +369,7 @@ impl Results {
              calls in 20 turns each, the direct hop's on 20 processes of its server, one per \
              turn; throughput over rounds of a quarter second each), each cold start is \
              followed by the runtime's bare start and begins once the environments before \
-             are torn down, the scale-out figure is the median of 9 bursts (25 on \
+             are torn down, the scale-out figure is the median of 9 bursts (49 on \
              wasm), each just after its baseline, and every \
              section starts on a quiet host (CPU under 10% busy), so that a drift of the \
              machine moves a figure and its baseline together. The sequential warm calls are \
@@ -569,7 +569,7 @@ impl Results {
             m,
             "A burst of 100 calls at once to a function with no environment, each holding its \
              environment 1 s, so each needs its own: the time until the last environment took \
-             its call; the median of 9 bursts (25 on wasm). Baseline: the same hundred starts with \
+             its call; the median of 9 bursts (49 on wasm). Baseline: the same hundred starts with \
              no platform, taken just before each burst: the runtime's bare start (as in Cold \
              starts) 100 times at once, until the last has exited; for wasm, 100 calls at once \
              to the direct hop, each on a new connection. × baseline: the median of each burst's \
