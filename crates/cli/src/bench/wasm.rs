@@ -296,7 +296,7 @@ pub async fn figures(
         .zip(super::rates_in_rounds(&targets, args.run_for() * 2).await?)
         .collect();
     drop((workerd, deno));
-    let one_core = match one_core(args).await {
+    let one_core = match one_core(args, &mut missing).await {
         Ok(figure) => Some(figure),
         Err(e) => {
             missing.insert("one core each".to_owned(), format!("{e:#}"));
@@ -320,8 +320,11 @@ pub async fn figures(
 ///
 /// A pinned Ember server of its own: bound to one core, its runtime starts one worker
 /// (the number of cores it may run on). Without `workerd` the function URL is still
-/// measured.
-async fn one_core(args: &BenchArgs) -> anyhow::Result<OneCore> {
+/// measured, and why `workerd` was not goes in `missing` (unless it is there already).
+async fn one_core(
+    args: &BenchArgs,
+    missing: &mut BTreeMap<String, String>,
+) -> anyhow::Result<OneCore> {
     let cpus = allowed_cpus()?;
     let (generator, server) = match cpus[..] {
         [first, .., last] => (first, last),
@@ -330,7 +333,15 @@ async fn one_core(args: &BenchArgs) -> anyhow::Result<OneCore> {
     let ember = on_cpu(server, || super::Server::start("one-core"))?;
     let client = Client::new(&ember.endpoint);
     deploy_hello(&client, HELLO_NAME).await?;
-    let workerd = start_workerd(&args.peers, Some(server)).await.ok();
+    let workerd = match start_workerd(&args.peers, Some(server)).await {
+        Ok(workerd) => Some(workerd),
+        Err(e) => {
+            if !missing.contains_key("workerd") {
+                missing.insert("workerd on one core".to_owned(), format!("{e:#}"));
+            }
+            None
+        }
+    };
     let url = Request::post(&format!("/url/{HELLO_NAME}/"), super::workloads::HELLO);
     let root = Request::post("/", super::workloads::HELLO);
     let ember_servers = [ember.endpoint.clone()];
