@@ -74,6 +74,8 @@ pub enum Stop {
 /// direct hop) but not from one that runs on one thread (workerd).
 struct Connection {
     stream: TcpStream,
+    /// The request's path, for errors.
+    path: String,
     /// The request, encoded.
     wire: Vec<u8>,
     /// What was read and not yet consumed.
@@ -95,6 +97,7 @@ impl Connection {
         stream.set_nodelay(true)?;
         Ok(Connection {
             stream,
+            path: request.path.clone(),
             wire: request.encode(host),
             buffer: Vec::with_capacity(16 * 1024),
         })
@@ -102,7 +105,7 @@ impl Connection {
 
     /// Sends the request and reads the whole answer; a status other than 2xx or a function
     /// error is an error (a benchmark of failures would measure the wrong thing).
-    async fn send(&mut self, path: &str) -> anyhow::Result<()> {
+    async fn send(&mut self) -> anyhow::Result<()> {
         self.stream.write_all(&self.wire).await?;
         let head = loop {
             if let Some(head) = Head::parse(&self.buffer)? {
@@ -110,29 +113,23 @@ impl Connection {
             }
             self.fill().await?;
         };
-        self.buffer.drain(..head.len);
-        let body = match head.framing {
+        match head.framing {
             Framing::Length(n) => {
-                while self.buffer.len() < n {
+                let end = head.len + n;
+                while self.buffer.len() < end {
                     self.fill().await?;
                 }
-                self.buffer.drain(..n).collect::<Vec<u8>>()
+                // Read in place: the body is looked at only if the answer failed.
+                let answered = head.check(&self.path, &self.buffer[head.len..end]);
+                self.buffer.drain(..end);
+                answered
             }
-            Framing::Chunked => self.chunked().await?,
-        };
-        if !(200..300).contains(&head.status) || head.function_error {
-            bail!(
-                "{path} answered {}{}: {}",
-                head.status,
-                if head.function_error {
-                    " with a function error"
-                } else {
-                    ""
-                },
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            );
+            Framing::Chunked => {
+                self.buffer.drain(..head.len);
+                let body = self.chunked().await?;
+                head.check(&self.path, &body)
+            }
         }
-        Ok(())
     }
 
     /// Reads more of the answer; the server closing the connection mid-answer is an error.
@@ -219,6 +216,23 @@ impl Head {
             len,
         }))
     }
+
+    /// An error unless the answer (its `body`) is a 2xx without a function error.
+    fn check(&self, path: &str, body: &[u8]) -> anyhow::Result<()> {
+        if (200..300).contains(&self.status) && !self.function_error {
+            return Ok(());
+        }
+        bail!(
+            "{path} answered {}{}: {}",
+            self.status,
+            if self.function_error {
+                " with a function error"
+            } else {
+                ""
+            },
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        )
+    }
 }
 
 /// `clients` clients at once, each sending its next request when its last is answered.
@@ -236,7 +250,6 @@ pub async fn closed(
     let tasks: Vec<_> = connections
         .into_iter()
         .map(|mut connection| {
-            let path = request.path.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 loop {
@@ -246,7 +259,7 @@ pub async fn closed(
                         _ => {}
                     }
                     let t = Instant::now();
-                    connection.send(&path).await?;
+                    connection.send().await?;
                     latencies.push(t.elapsed());
                 }
                 anyhow::Ok(latencies)
@@ -289,7 +302,6 @@ pub async fn open(
         .into_iter()
         .enumerate()
         .map(|(i, mut connection)| {
-            let path = request.path.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut free_at = start;
@@ -298,7 +310,7 @@ pub async fn open(
                     tokio::time::sleep_until(due).await;
                     let sent = tokio::time::Instant::now();
                     let from = if free_at > due { due } else { sent };
-                    connection.send(&path).await?;
+                    connection.send().await?;
                     free_at = tokio::time::Instant::now();
                     latencies.push(free_at - from);
                 }
@@ -452,22 +464,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_answer_fails_the_run() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service = hyper::service::service_fn(|_req| async {
-                Ok::<_, std::convert::Infallible>(
-                    hyper::Response::builder()
-                        .status(500)
-                        .body(http_body_util::Full::new(Bytes::from_static(b"broken")))
-                        .unwrap(),
-                )
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        let base =
+            canned(&[b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 6\r\n\r\nbroken"])
                 .await;
-        });
         let request = Request::post("/", &b"{}"[..]);
         let error = sequential(&base, &request, 1).await.unwrap_err();
         assert!(error.to_string().contains("500"), "{error}");

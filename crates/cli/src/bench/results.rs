@@ -209,6 +209,13 @@ pub struct OneCore {
     pub workerd_rps: Option<f64>,
 }
 
+impl OneCore {
+    /// The function URL's rate over workerd's, where workerd ran.
+    pub fn ratio(&self) -> Option<f64> {
+        self.workerd_rps.map(|workerd| self.url_rps / workerd)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Extras {
     pub frozen: Latency,
@@ -341,15 +348,8 @@ impl Results {
                 peak(url) / peak(workerd),
             );
         }
-        if let Some(OneCore {
-            url_rps,
-            workerd_rps: Some(workerd_rps),
-        }) = &self.peers.one_core
-        {
-            h.insert(
-                "wasm URL throughput / workerd, one core each".into(),
-                url_rps / workerd_rps,
-            );
+        if let Some(r) = self.peers.one_core.as_ref().and_then(OneCore::ratio) {
+            h.insert("wasm URL throughput / workerd, one core each".into(), r);
         }
         h
     }
@@ -729,10 +729,10 @@ impl Results {
             let _ = match one.workerd_rps {
                 Some(workerd) => writeln!(
                     m,
-                    " and workerd {workerd:.0}/s: {:.2}×. In the table above the server \
+                    " and workerd {workerd:.0}/s: {}. In the table above the server \
                      and the generator share both cores, and workerd serves on one thread \
                      either way.",
-                    one.url_rps / workerd
+                    ratio(one.url_rps, workerd)
                 ),
                 None => writeln!(m, "."),
             };
