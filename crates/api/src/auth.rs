@@ -146,7 +146,8 @@ pub(crate) fn verify(
 }
 
 /// Middleware: once keys exist, only requests signed by one of them pass. Function URLs
-/// and HTTP routes check their own `AuthType` (see `urls`).
+/// and HTTP routes check their own `AuthType` (see `urls`): their routes are outside this
+/// layer, and a path under them that matches no route passes it too.
 pub async fn require_signature(
     State(state): State<AppState>,
     request: Request,

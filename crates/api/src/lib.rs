@@ -172,12 +172,6 @@ pub fn router(state: AppState) -> Router {
         .nest("/2019-09-30", concurrency_reads)
         .nest("/2019-09-25", event_configs)
         .nest("/2021-10-31", urls)
-        .route("/url/{id}", any(urls::serve))
-        .route("/url/{id}/", any(urls::serve))
-        .route("/url/{id}/{*path}", any(urls::serve))
-        .route("/http", any(routes::serve))
-        .route("/http/", any(routes::serve))
-        .route("/http/{*path}", any(routes::serve))
         .nest("/ember/v1", ember)
         .route("/metrics", get(concurrency::metrics))
         .route("/", post(json_protocol::serve))
@@ -186,6 +180,15 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_signature,
         ))
+        // Function URLs and HTTP routes are added past the signature layer: their callers
+        // are checked by each URL's or route's own auth type, and the calls skip the
+        // layer's work.
+        .route("/url/{id}", any(urls::serve))
+        .route("/url/{id}/", any(urls::serve))
+        .route("/url/{id}/{*path}", any(urls::serve))
+        .route("/http", any(routes::serve))
+        .route("/http/", any(routes::serve))
+        .route("/http/{*path}", any(routes::serve))
         // Handlers read bodies themselves, each with its own limit and error.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
