@@ -120,12 +120,13 @@ pub(crate) fn prepare(
     })
 }
 
-/// Whether a component can open a preopened directory.
-pub(crate) fn uses_files(engine: &wasmtime::Engine, component: &Component) -> bool {
+/// Whether a component imports `interface` (any version of it), e.g.
+/// `wasi:filesystem/preopens`.
+pub(crate) fn imports(engine: &wasmtime::Engine, component: &Component, interface: &str) -> bool {
     component
         .component_type()
         .imports(engine)
-        .any(|(name, _)| name.starts_with("wasi:filesystem/preopens"))
+        .any(|(name, _)| name.starts_with(interface))
 }
 
 /// What an HTTP handler answered.

@@ -53,7 +53,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub const POOL_INSTANCES: u32 = 1000;
 
 /// Bytes of a slot's memory (and of its table) reset in place and kept resident between
-/// instances. Slots kept warm (wasmtime's default: up to 100 unused) hold at most this.
+/// instances: an unused slot holds at most this much of its memory. Slots are used
+/// progressively, up to all of [`POOL_INSTANCES`] (see `max_unused_warm_slots`), so the
+/// pool's idle memory is at most this much per slot its instances touched.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 
 /// Slots released with `madvise` in one batch.
@@ -174,6 +176,10 @@ pub struct Prepared {
     /// `fd_readdir`, `wasi:filesystem/preopens`): without one, the directories a run offers
     /// could never be seen, and opening them for each instance is skipped.
     uses_files: bool,
+    /// Whether it imports a way to read its arguments or environment variables
+    /// (`args_*`, `environ_*`, `wasi:cli/environment`): without one, copying them into
+    /// each instance's context is skipped.
+    uses_environment: bool,
 }
 
 #[derive(Clone)]
@@ -279,7 +285,12 @@ impl WasmEngine {
             .table_keep_resident(KEEP_RESIDENT_BYTES)
             .pagemap_scan(Enabled::Auto)
             // What still needs `madvise` is released in batches: one shootdown per batch.
-            .decommit_batch_size(DECOMMIT_BATCH);
+            .decommit_batch_size(DECOMMIT_BATCH)
+            // A module takes a slot no module has used while the pool has one, rather
+            // than another module's: the pages a slot's last module touched stay resident
+            // (zeroed), and a module that inherits them would reset them after each of its
+            // instances, whether it touches them or not.
+            .max_unused_warm_slots(POOL_INSTANCES);
         let mut config = Config::new();
         config
             .epoch_interruption(true)
@@ -367,6 +378,11 @@ impl WasmEngine {
                     || name.starts_with("fd_prestat")
                     || name == "fd_readdir")
         });
+        let uses_environment = module.imports().any(|import| {
+            let name = import.name();
+            import.module() == "wasi_snapshot_preview1"
+                && (name.starts_with("args_") || name.starts_with("environ_"))
+        });
         let start = match module.get_export(START_EXPORT) {
             Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {
                 module.get_export_index(START_EXPORT)
@@ -382,6 +398,7 @@ impl WasmEngine {
             kind: Kind::Module(pre, start),
             sha256,
             uses_files,
+            uses_environment,
         })
     }
 
@@ -413,12 +430,14 @@ impl WasmEngine {
                 component
             }
         };
-        let uses_files = component::uses_files(&self.engine, &component);
+        let uses_files = component::imports(&self.engine, &component, "wasi:filesystem/preopens");
+        let uses_environment = component::imports(&self.engine, &component, "wasi:cli/environment");
         let exports = component::prepare(&self.components, &component)?;
         Ok(Prepared {
             kind: Kind::Component(exports),
             sha256,
             uses_files,
+            uses_environment,
         })
     }
 
@@ -685,10 +704,10 @@ impl WasmEngine {
         stderr: &Capture,
     ) -> Result<WasiCtxBuilder, WasmError> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .args(run.args)
-            .envs(run.env);
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        if module.uses_environment {
+            wasi.args(run.args).envs(run.env);
+        }
         if let Some(tmp) = run.tmp.filter(|_| module.uses_files) {
             wasi.preopened_dir(tmp, "/tmp", FsPerms::ReadWrite)
                 .map_err(|e| WasmError::Instantiate(format!("could not open /tmp: {e:#}")))?;

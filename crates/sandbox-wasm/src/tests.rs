@@ -20,12 +20,22 @@ fn engine() -> (tempfile::TempDir, WasmEngine) {
 }
 
 async fn run(engine: &WasmEngine, module: &Prepared, input: &[u8], limits: Limits) -> Outcome {
+    run_with(engine, module, input, &[], limits).await
+}
+
+async fn run_with(
+    engine: &WasmEngine,
+    module: &Prepared,
+    input: &[u8],
+    env: &[(String, String)],
+    limits: Limits,
+) -> Outcome {
     let input = Bytes::copy_from_slice(input);
     let args = ["module.wasm".to_owned()];
     let run = Run {
         input: &input,
         args: &args,
-        env: &[],
+        env,
         tmp: None,
         task: None,
         egress: false,
@@ -203,4 +213,35 @@ fn a_failing_initialization_is_refused_with_the_reason() {
         panic!("a module whose initialization traps was accepted");
     };
     assert!(why.contains("unreachable"), "{why}");
+}
+
+#[tokio::test]
+async fn a_module_that_reads_its_environment_is_given_its_variables_and_arguments() {
+    let (_dir, engine) = engine();
+    // Answers how many variables and arguments it was given, as two digits.
+    let counts = r#"(module
+        (import "wasi_snapshot_preview1" "environ_sizes_get"
+          (func $environ (param i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "args_sizes_get"
+          (func $args (param i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_write"
+          (func $fd_write (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "_start")
+          (drop (call $environ (i32.const 0) (i32.const 4)))
+          (drop (call $args (i32.const 8) (i32.const 12)))
+          (i32.store8 (i32.const 100) (i32.add (i32.const 48) (i32.load (i32.const 0))))
+          (i32.store8 (i32.const 101) (i32.add (i32.const 48) (i32.load (i32.const 8))))
+          (i32.store (i32.const 16) (i32.const 100))
+          (i32.store (i32.const 20) (i32.const 2))
+          (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))"#;
+    let module = engine.load(counts.as_bytes()).unwrap();
+    let env = [("A", "1"), ("B", "2"), ("C", "3")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let out = run_with(&engine, &module, b"", &env, LIMITS).await;
+    assert_eq!(out.end, End::Exit(0));
+    assert_eq!(out.stdout, &b"31"[..], "3 variables, 1 argument");
+    // A module that cannot read them (echo imports neither) runs the same with them set.
+    let echo = engine.load(ECHO.as_bytes()).unwrap();
+    let out = run_with(&engine, &echo, b"same", &env, LIMITS).await;
+    assert_eq!(out.stdout, &b"same"[..]);
 }
