@@ -371,17 +371,11 @@ impl WasmEngine {
                 module
             }
         };
-        let uses_files = module.imports().any(|import| {
-            let name = import.name();
-            import.module() == "wasi_snapshot_preview1"
-                && (name.starts_with("path_")
-                    || name.starts_with("fd_prestat")
-                    || name == "fd_readdir")
+        let uses_files = imports_wasi(&module, |name| {
+            name.starts_with("path_") || name.starts_with("fd_prestat") || name == "fd_readdir"
         });
-        let uses_environment = module.imports().any(|import| {
-            let name = import.name();
-            import.module() == "wasi_snapshot_preview1"
-                && (name.starts_with("args_") || name.starts_with("environ_"))
+        let uses_environment = imports_wasi(&module, |name| {
+            name.starts_with("args_") || name.starts_with("environ_")
         });
         let start = match module.get_export(START_EXPORT) {
             Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {
@@ -718,6 +712,13 @@ impl WasmEngine {
         }
         Ok(wasi)
     }
+}
+
+/// Whether a core module imports a WASI preview 1 function whose name `named` accepts.
+fn imports_wasi(module: &Module, named: impl Fn(&str) -> bool) -> bool {
+    module
+        .imports()
+        .any(|import| import.module() == "wasi_snapshot_preview1" && named(import.name()))
 }
 
 fn outcome(
