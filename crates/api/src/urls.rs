@@ -10,11 +10,13 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
 use std::time::SystemTime;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -244,13 +246,16 @@ fn clf_time(t: SystemTime) -> String {
         .as_secs() as i64;
     let (y, m, d) = ember_core::time::civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
-    format!(
+    let mut time = String::with_capacity(32);
+    let _ = write!(
+        time,
         "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
         MONTHS[(m - 1) as usize],
         s / 3600,
         s / 60 % 60,
         s % 60
-    )
+    );
+    time
 }
 
 /// What the function receives: the HTTP API payload, format 2.0.
@@ -432,7 +437,7 @@ pub(crate) fn http_response(answer: &[u8]) -> Response {
         let mut response = Response::new(Body::from(answer.to_vec()));
         response
             .headers_mut()
-            .insert("content-type", HeaderValue::from_static("application/json"));
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return response;
     };
     let status = status
@@ -475,8 +480,8 @@ pub(crate) fn http_response(answer: &[u8]) -> Response {
             }
         }
     }
-    if !h.contains_key("content-type") {
-        h.insert("content-type", HeaderValue::from_static("application/json"));
+    if !h.contains_key(CONTENT_TYPE) {
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     response
 }
@@ -490,6 +495,10 @@ fn bad_gateway(why: &str) -> Response {
     message(StatusCode::BAD_GATEWAY, "Internal Server Error")
 }
 
+/// The header that carries the request id back. A `&str` name would be looked up and copied
+/// into a new `HeaderName` on every call.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
+
 /// What an HTTP request reaches: a function URL's or a route's function.
 pub(crate) struct Target {
     pub function: String,
@@ -502,13 +511,20 @@ pub(crate) struct Target {
     pub path_parameters: BTreeMap<String, String>,
 }
 
+/// A function URL's path: its id and what follows it.
+#[derive(Deserialize)]
+pub struct UrlPath {
+    id: String,
+    #[serde(default)]
+    path: String,
+}
+
 /// `ANY /url/{id}[/{*path}]`: calls the function behind a URL.
 pub async fn serve(
     State(state): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
+    Path(UrlPath { id, path }): Path<UrlPath>,
     request: Request,
 ) -> Response {
-    let id = params.get("id").cloned().unwrap_or_default();
     let Some(served) = state.registry.url_by_id(&id) else {
         return message(StatusCode::NOT_FOUND, "Not Found");
     };
@@ -527,10 +543,12 @@ pub async fn serve(
         auth_type: config.auth_type.clone(),
         route_key: "$default".into(),
         api_id: id,
-        raw_path: format!("/{}", params.get("path").map(String::as_str).unwrap_or("")),
+        raw_path: format!("/{path}"),
         path_parameters: BTreeMap::new(),
     };
-    let mut response = call(&state, target, request).await;
+    // Boxed: the call's state is built once on the heap instead of being copied through
+    // each future that wraps this one.
+    let mut response = Box::pin(call(&state, target, request)).await;
     if let Some(cors) = &served.cors {
         cors.apply(origin.as_ref(), response.headers_mut());
     }
@@ -542,7 +560,12 @@ pub(crate) async fn call(state: &AppState, target: Target, request: Request) -> 
     let source_ip = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| {
+            // Sized for any address: the formatter would otherwise grow it step by step.
+            let mut ip = String::with_capacity(40);
+            let _ = write!(ip, "{}", c.0.ip());
+            ip
+        })
         .unwrap_or_else(|| "127.0.0.1".into());
     let (parts, body) = request.into_parts();
     let Ok(body) = crate::read_body(body, SYNC_PAYLOAD_BYTES).await else {
@@ -584,9 +607,11 @@ pub(crate) async fn call(state: &AppState, target: Target, request: Request) -> 
         Ok(q) => q,
         Err(_) => return message(StatusCode::BAD_GATEWAY, "Internal Server Error"),
     };
-    let invoked_arn = state
-        .registry
-        .arn(&target.function, target.qualifier.as_deref());
+    // Unqualified, the invoked ARN is the function's own, which the dispatcher knows.
+    let invoked_arn = target
+        .qualifier
+        .as_deref()
+        .map(|q| state.registry.arn(&target.function, Some(q)));
     let result = state
         .registry
         .dispatcher()
@@ -595,7 +620,7 @@ pub(crate) async fn call(state: &AppState, target: Target, request: Request) -> 
             qualifier.as_ref(),
             InvokeRequest {
                 payload: bytes::Bytes::from(event),
-                invoked_arn: Some(invoked_arn),
+                invoked_arn,
                 request_id: Some(request_id.clone()),
                 ..Default::default()
             },
@@ -616,7 +641,7 @@ pub(crate) async fn call(state: &AppState, target: Target, request: Request) -> 
         }
     };
     if let Ok(id) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-amzn-requestid", id);
+        response.headers_mut().insert(REQUEST_ID, id);
     }
     response
 }

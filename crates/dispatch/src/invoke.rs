@@ -390,9 +390,8 @@ impl Inner {
         request: InvokeRequest,
     ) -> Result<InvokeResult, DispatchError> {
         let spec = &current.deployment.spec;
-        let start_line = report::start_line(request_id, &function.version);
-        self.logs
-            .write_platform(&function.name, Bytes::from(start_line.clone()));
+        let start_line = Bytes::from(report::start_line(request_id, &function.version));
+        self.logs.write_platform(&function.name, start_line.clone());
         let began = Instant::now();
         // Placement is the time to here that init does not account for.
         let placement = request
@@ -478,7 +477,8 @@ impl Inner {
             }
         };
 
-        let mut lines = before_end;
+        let mut lines = String::with_capacity(before_end.len() + before_report.len() + 256);
+        lines.push_str(&before_end);
         lines.push_str(&report::end_line(request_id));
         lines.push_str(&before_report);
         let report = Report {
@@ -491,7 +491,7 @@ impl Inner {
         lines.push_str(&report::report_line(&report));
         let log_tail = request.tail_log.then(|| {
             let mut all = Vec::with_capacity(start_line.len() + printed.len() + lines.len());
-            all.extend_from_slice(start_line.as_bytes());
+            all.extend_from_slice(&start_line);
             all.extend_from_slice(&printed);
             all.extend_from_slice(lines.as_bytes());
             tail(&all)
