@@ -231,10 +231,11 @@ fn flush(
             .iter()
             .position(|c| c.function != function)
             .map_or(pending.len(), |n| start + n);
-        let data: Vec<u8> = pending[start..end]
-            .iter()
-            .flat_map(|c| c.data.iter().copied())
-            .collect();
+        let run = &pending[start..end];
+        let mut data = Vec::with_capacity(run.iter().map(|c| c.data.len()).sum());
+        for chunk in run {
+            data.extend_from_slice(&chunk.data);
+        }
         if let Err(e) = append(open, &shared.dir, &function, &data, max) {
             tracing::warn!(function = %function, error = %e, "could not write to the function log");
             open.remove(&function);
