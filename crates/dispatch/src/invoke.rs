@@ -356,8 +356,13 @@ impl Inner {
             init_duration_ms: None,
         };
         log.extend_from_slice(report::report_line(&report).as_bytes());
-        self.metrics
-            .invoked(&function.name, Duration::ZERO, None, Some(ErrorKind::init));
+        self.metrics.invoked(
+            &function.name,
+            &function.counted,
+            Duration::ZERO,
+            None,
+            Some(ErrorKind::init),
+        );
         self.meter.add(
             &function.name,
             &function.version,
@@ -500,6 +505,7 @@ impl Inner {
 
         self.metrics.invoked(
             &function.name,
+            &function.counted,
             duration,
             init.map(|i| i.total()),
             error_kind,

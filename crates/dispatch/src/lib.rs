@@ -243,6 +243,7 @@ struct Function {
     provisioned: provisioned::Provisioned,
     /// Environments serving several calls at once (`max_concurrency` above 1).
     shared: Mutex<shared::Shared>,
+    counted: metrics::Counted,
 }
 
 struct Current {
@@ -436,6 +437,7 @@ impl Dispatcher {
                     initializing: AtomicU32::new(0),
                     provisioned: provisioned::Provisioned::default(),
                     shared: Mutex::new(shared::Shared::default()),
+                    counted: self.inner.metrics.counted(&name),
                 }));
             }
         }

@@ -225,23 +225,38 @@ fn label(function: &str) -> FunctionLabel {
     }
 }
 
+/// A function's invocation counter and duration histogram, which every call updates: looked
+/// up once, when the function is deployed, rather than by its label on each call. They share
+/// their counts with the metrics' families, which never drop a function's entries.
+pub(crate) struct Counted {
+    invocations: Counter,
+    duration: Histogram,
+}
+
 impl Metrics {
+    /// `function`'s per-call metrics.
+    pub fn counted(&self, function: &str) -> Counted {
+        let l = label(function);
+        Counted {
+            invocations: self.invocations.get_or_create(&l).clone(),
+            duration: self.duration.get_or_create(&l).clone(),
+        }
+    }
+
     /// One invocation ran to its end (`init` on a cold start).
     pub fn invoked(
         &self,
         function: &str,
+        counted: &Counted,
         duration: Duration,
         init: Option<Duration>,
         error: Option<ErrorKind>,
     ) {
-        let l = label(function);
-        self.invocations.get_or_create(&l).inc();
-        self.duration
-            .get_or_create(&l)
-            .observe(duration.as_secs_f64());
+        counted.invocations.inc();
+        counted.duration.observe(duration.as_secs_f64());
         if let Some(init) = init {
             self.init_duration
-                .get_or_create(&l)
+                .get_or_create(&label(function))
                 .observe(init.as_secs_f64());
         }
         if let Some(kind) = error {
