@@ -252,7 +252,8 @@ pub async fn serve(
         raw_path: path,
         path_parameters: parameters,
     };
-    crate::urls::call(&state, target, request).await
+    let source_ip = crate::urls::source_ip(&request);
+    crate::urls::call(&state, target, request, source_ip).await
 }
 
 impl Registry {

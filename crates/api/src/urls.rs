@@ -17,7 +17,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -525,6 +525,30 @@ pub async fn serve(
     Path(UrlPath { id, path }): Path<UrlPath>,
     request: Request,
 ) -> Response {
+    let source_ip = source_ip(&request);
+    serve_url(state, id, path, request, source_ip).await
+}
+
+/// The id and the rest of a function URL's path (`/url/{id}[/{*path}]`) when it needs no
+/// decoding (no `%`), and the method is not `HEAD` (whose answer the router strips of its
+/// body); any other path is left to the router, which decodes it.
+pub(crate) fn plain_url_path(method: &Method, path: &str) -> Option<(String, String)> {
+    if method == Method::HEAD || path.contains('%') {
+        return None;
+    }
+    let rest = path.strip_prefix("/url/")?;
+    let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    (!id.is_empty()).then(|| (id.to_owned(), tail.to_owned()))
+}
+
+/// Calls the function behind the URL `id` with `request`, whose path past the id is `path`.
+pub(crate) async fn serve_url(
+    state: AppState,
+    id: String,
+    path: String,
+    request: Request,
+    source_ip: String,
+) -> Response {
     let Some(served) = state.registry.url_by_id(&id) else {
         return message(StatusCode::NOT_FOUND, "Not Found");
     };
@@ -548,25 +572,37 @@ pub async fn serve(
     };
     // Boxed: the call's state is built once on the heap instead of being copied through
     // each future that wraps this one.
-    let mut response = Box::pin(call(&state, target, request)).await;
+    let mut response = Box::pin(call(&state, target, request, source_ip)).await;
     if let Some(cors) = &served.cors {
         cors.apply(origin.as_ref(), response.headers_mut());
     }
     response
 }
 
-/// Checks the caller, runs the function on the request and maps its answer.
-pub(crate) async fn call(state: &AppState, target: Target, request: Request) -> Response {
-    let source_ip = request
+/// The caller's address as the event's `sourceIp`: the connection's peer, which the server
+/// puts in the request (127.0.0.1 for a request made in process, as in tests).
+pub(crate) fn source_ip(request: &Request) -> String {
+    request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| {
-            // Sized for any address: the formatter would otherwise grow it step by step.
-            let mut ip = String::with_capacity(40);
-            let _ = write!(ip, "{}", c.0.ip());
-            ip
-        })
-        .unwrap_or_else(|| "127.0.0.1".into());
+        .map_or_else(|| "127.0.0.1".into(), |c| ip_string(c.0.ip()))
+}
+
+/// `ip` as text.
+pub(crate) fn ip_string(ip: std::net::IpAddr) -> String {
+    // Sized for any address: the formatter would otherwise grow it step by step.
+    let mut text = String::with_capacity(40);
+    let _ = write!(text, "{ip}");
+    text
+}
+
+/// Checks the caller, runs the function on the request and maps its answer.
+pub(crate) async fn call(
+    state: &AppState,
+    target: Target,
+    request: Request,
+    source_ip: String,
+) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body) = crate::read_body(body, SYNC_PAYLOAD_BYTES).await else {
         return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");

@@ -281,7 +281,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     )
     .context("could not start the event queue")?;
 
-    let app = ember_api::router(AppState {
+    let app = ember_api::front(AppState {
         registry: Arc::clone(&registry),
         keys: Arc::new(keys),
         events: events.clone(),
@@ -305,13 +305,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         });
     }
 
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("the server failed")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the server failed")?;
     tracing::info!("shutting down: finishing asynchronous events, stopping environments");
     events.shutdown(Duration::from_secs(10)).await;
     dispatcher.shutdown().await;

@@ -57,6 +57,20 @@ async fn a_function_url_maps_requests_and_responses_binary_included() {
     assert_eq!(body["cookies"], json!(["s=abc", "t=def"]));
     assert_eq!(body["method"], "GET");
     assert_eq!(body["id"].as_str(), r.header("x-amzn-requestid"));
+    assert_eq!(body["source"], "127.0.0.1");
+
+    // A path with escapes takes the router's way, which decodes it; the event is the same.
+    let r = api
+        .request(Method::GET, "/url/w%65b/a%20b", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["path"], "/a b");
+    assert_eq!(body["source"], "127.0.0.1");
+    let r = api
+        .request(Method::GET, "/url/web", &[], Bytes::new())
+        .await;
+    assert_eq!(r.json()["path"], "/");
 
     let r = api
         .request(Method::POST, "/url/web/created", &[], Bytes::new())
