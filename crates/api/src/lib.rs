@@ -1,4 +1,5 @@
-//! Ember's HTTP surfaces, on one axum router.
+//! Ember's HTTP surfaces, on one axum router, which the server serves through [`front`]
+//! (function URL calls go straight to their handler).
 //!
 //! - `/2015-03-31/functions…`: the Lambda-compatible API (`functions`, `invoke`,
 //!   `versions` for versions and aliases), the control plane's canonical surface; tags

@@ -744,6 +744,28 @@ mod tests {
     }
 
     #[test]
+    fn only_plain_function_url_paths_skip_the_router() {
+        let plain = |method: &Method, path: &str| plain_url_path(method, path);
+        let owned = |id: &str, rest: &str| Some((id.to_owned(), rest.to_owned()));
+        assert_eq!(plain(&Method::GET, "/url/web"), owned("web", ""));
+        assert_eq!(plain(&Method::POST, "/url/web/"), owned("web", ""));
+        assert_eq!(plain(&Method::PUT, "/url/web/a/b"), owned("web", "a/b"));
+        assert_eq!(plain(&Method::GET, "/url/web//a"), owned("web", "/a"));
+        // Left to the router: no id, an escape to decode, HEAD, another prefix.
+        for path in [
+            "/url/",
+            "/url//a",
+            "/url/w%65b/",
+            "/url/web/a%20b",
+            "/urls/web",
+            "/http/a",
+        ] {
+            assert_eq!(plain(&Method::GET, path), None, "{path}");
+        }
+        assert_eq!(plain(&Method::HEAD, "/url/web/"), None);
+    }
+
+    #[test]
     fn a_binary_body_travels_as_base64() {
         let h = headers(&[("content-type", "application/octet-stream")]);
         let e = event(&h, "", &[0, 159, 146, 150]);
