@@ -232,8 +232,7 @@ where
 
     fn call(&mut self, stream: IncomingStream<'_, L>) -> Self::Future {
         std::future::ready(Ok(Connection {
-            router: self.router.clone(),
-            state: self.state.clone(),
+            front: self.clone(),
             peer: *stream.remote_addr(),
         }))
     }
@@ -247,8 +246,7 @@ where
 /// one leaves to it (decoding, `HEAD`) and for requests made in process.
 #[derive(Clone)]
 pub struct Connection {
-    router: Router,
-    state: AppState,
+    front: Front,
     peer: SocketAddr,
 }
 
@@ -263,7 +261,7 @@ impl Service<axum::extract::Request> for Connection {
 
     fn call(&mut self, mut request: axum::extract::Request) -> Self::Future {
         if let Some((id, path)) = urls::plain_url_path(request.method(), request.uri().path()) {
-            let state = self.state.clone();
+            let state = self.front.state.clone();
             let source_ip = urls::ip_string(self.peer.ip());
             return Box::pin(async move {
                 Ok(urls::serve_url(state, id, path, request, source_ip).await)
@@ -272,7 +270,7 @@ impl Service<axum::extract::Request> for Connection {
         request
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(self.peer));
-        Box::pin(self.router.call(request))
+        Box::pin(self.front.router.call(request))
     }
 }
 

@@ -357,7 +357,6 @@ impl Inner {
         };
         log.extend_from_slice(report::report_line(&report).as_bytes());
         self.metrics.invoked(
-            &function.name,
             &function.counted,
             Duration::ZERO,
             None,
@@ -504,7 +503,6 @@ impl Inner {
         self.logs.write_platform(&function.name, Bytes::from(lines));
 
         self.metrics.invoked(
-            &function.name,
             &function.counted,
             duration,
             init.map(|i| i.total()),

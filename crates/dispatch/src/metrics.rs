@@ -229,6 +229,8 @@ fn label(function: &str) -> FunctionLabel {
 /// up once, when the function is deployed, rather than by its label on each call. They share
 /// their counts with the metrics' families, which never drop a function's entries.
 pub(crate) struct Counted {
+    /// For the metrics a call updates only sometimes (init duration, errors).
+    label: FunctionLabel,
     invocations: Counter,
     duration: Histogram,
 }
@@ -236,17 +238,17 @@ pub(crate) struct Counted {
 impl Metrics {
     /// `function`'s per-call metrics.
     pub fn counted(&self, function: &str) -> Counted {
-        let l = label(function);
+        let label = label(function);
         Counted {
-            invocations: self.invocations.get_or_create(&l).clone(),
-            duration: self.duration.get_or_create(&l).clone(),
+            invocations: self.invocations.get_or_create(&label).clone(),
+            duration: self.duration.get_or_create(&label).clone(),
+            label,
         }
     }
 
     /// One invocation ran to its end (`init` on a cold start).
     pub fn invoked(
         &self,
-        function: &str,
         counted: &Counted,
         duration: Duration,
         init: Option<Duration>,
@@ -256,13 +258,13 @@ impl Metrics {
         counted.duration.observe(duration.as_secs_f64());
         if let Some(init) = init {
             self.init_duration
-                .get_or_create(&label(function))
+                .get_or_create(&counted.label)
                 .observe(init.as_secs_f64());
         }
         if let Some(kind) = error {
             self.errors
                 .get_or_create(&ErrorLabels {
-                    function: function.to_owned(),
+                    function: counted.label.function.clone(),
                     kind,
                 })
                 .inc();
