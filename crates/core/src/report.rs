@@ -34,20 +34,38 @@ pub fn end_line(request_id: &str) -> String {
 
 pub fn report_line(r: &Report) -> String {
     let mut line = String::with_capacity(160 + r.request_id.len());
+    let duration = Hundredths::of(r.duration_ms);
     let _ = write!(
         line,
-        "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
+        "REPORT RequestId: {}\tDuration: {}.{:02} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
         r.request_id,
-        r.duration_ms,
+        duration.0 / 100,
+        duration.0 % 100,
         r.billed_ms(),
         r.memory_mb,
         r.max_memory_used_mb
     );
     if let Some(init) = r.init_duration_ms {
-        let _ = write!(line, "\tInit Duration: {init:.2} ms");
+        let init = Hundredths::of(init);
+        let _ = write!(
+            line,
+            "\tInit Duration: {}.{:02} ms",
+            init.0 / 100,
+            init.0 % 100
+        );
     }
     line.push('\n');
     line
+}
+
+/// Milliseconds rounded to hundredths, written as two integers: formatting a float with a
+/// precision took more than the rest of the line.
+struct Hundredths(u64);
+
+impl Hundredths {
+    fn of(ms: f64) -> Hundredths {
+        Hundredths((ms.max(0.0) * 100.0).round() as u64)
+    }
 }
 
 /// The message of a timed-out invocation.
@@ -79,6 +97,20 @@ mod tests {
         };
         assert!(report_line(&warm).contains("Billed Duration: 1 ms\tMemory Size"));
         assert!(!report_line(&warm).contains("Init Duration"));
+        // Hundredths are rounded, and a whole number still shows two decimals.
+        let round = Report {
+            duration_ms: 0.996,
+            init_duration_ms: Some(5.0),
+            ..warm.clone()
+        };
+        let line = report_line(&round);
+        assert!(line.contains("\tDuration: 1.00 ms\t"), "{line}");
+        assert!(line.contains("\tInit Duration: 5.00 ms\n"), "{line}");
+        let tiny = Report {
+            duration_ms: 0.004,
+            ..warm
+        };
+        assert!(report_line(&tiny).contains("\tDuration: 0.00 ms\t"));
     }
 
     #[test]
