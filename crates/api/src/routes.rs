@@ -244,12 +244,12 @@ pub async fn serve(
         return crate::urls::message(StatusCode::NOT_FOUND, "Not Found");
     };
     let target = crate::urls::Target {
-        function: route.function.clone(),
-        qualifier: route.qualifier.clone(),
-        auth_type: route.auth_type.clone(),
-        route_key: route.route_key.clone(),
-        api_id: route.id.clone(),
-        raw_path: path,
+        function: &route.function,
+        qualifier: route.qualifier.as_deref(),
+        auth_type: &route.auth_type,
+        route_key: &route.route_key,
+        api_id: &route.id,
+        raw_path: &path,
         path_parameters: parameters,
     };
     let source_ip = crate::urls::source_ip(&request);

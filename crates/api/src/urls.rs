@@ -544,14 +544,14 @@ fn bad_gateway(why: &str) -> Response {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
 
 /// What an HTTP request reaches: a function URL's or a route's function.
-pub(crate) struct Target {
-    pub function: String,
+pub(crate) struct Target<'a> {
+    pub function: &'a str,
     /// A version or alias; `$LATEST` when absent.
-    pub qualifier: Option<String>,
-    pub auth_type: String,
-    pub route_key: String,
-    pub api_id: String,
-    pub raw_path: String,
+    pub qualifier: Option<&'a str>,
+    pub auth_type: &'a str,
+    pub route_key: &'a str,
+    pub api_id: &'a str,
+    pub raw_path: &'a str,
     pub path_parameters: BTreeMap<String, String>,
 }
 
@@ -570,26 +570,32 @@ pub async fn serve(
     request: Request,
 ) -> Response {
     let source_ip = source_ip(&request);
-    serve_url(state, id, path, request, source_ip).await
+    serve_url(state, id, format!("/{path}"), request, source_ip).await
 }
 
-/// The id and the rest of a function URL's path (`/url/{id}[/{*path}]`) when it needs no
-/// decoding (no `%`), and the method is not `HEAD` (whose answer the router strips of its
-/// body); any other path is left to the router, which decodes it.
+/// The id and the rest of a function URL's path (`/url/{id}[/{*path}]`, the rest with its
+/// leading `/`, and `/` when there is none) when it needs no decoding (no `%`), and the
+/// method is not `HEAD` (whose answer the router strips of its body); any other path is left
+/// to the router, which decodes it.
 pub(crate) fn plain_url_path(method: &Method, path: &str) -> Option<(String, String)> {
     if method == Method::HEAD || path.contains('%') {
         return None;
     }
     let rest = path.strip_prefix("/url/")?;
-    let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
-    (!id.is_empty()).then(|| (id.to_owned(), tail.to_owned()))
+    let (id, raw_path) = match rest.find('/') {
+        Some(end) if rest.len() > end + 1 => (&rest[..end], &rest[end..]),
+        Some(end) => (&rest[..end], "/"),
+        None => (rest, "/"),
+    };
+    (!id.is_empty()).then(|| (id.to_owned(), raw_path.to_owned()))
 }
 
-/// Calls the function behind the URL `id` with `request`, whose path past the id is `path`.
+/// Calls the function behind the URL `id` with `request`, whose path past the id is
+/// `raw_path` (from its `/`).
 pub(crate) async fn serve_url(
     state: AppState,
     id: String,
-    path: String,
+    raw_path: String,
     request: Request,
     source_ip: String,
 ) -> Response {
@@ -606,12 +612,12 @@ pub(crate) async fn serve_url(
     let origin = request.headers().get("origin").cloned();
     let config = &served.config;
     let target = Target {
-        function: config.function.clone(),
-        qualifier: (config.qualifier != "$LATEST").then(|| config.qualifier.clone()),
-        auth_type: config.auth_type.clone(),
-        route_key: "$default".into(),
-        api_id: id,
-        raw_path: format!("/{path}"),
+        function: &config.function,
+        qualifier: (config.qualifier != "$LATEST").then_some(config.qualifier.as_str()),
+        auth_type: &config.auth_type,
+        route_key: "$default",
+        api_id: &id,
+        raw_path: &raw_path,
         path_parameters: BTreeMap::new(),
     };
     // Boxed: the call's state is built once on the heap instead of being copied through
@@ -664,7 +670,7 @@ pub(crate) fn ip_string(ip: std::net::IpAddr) -> String {
 /// Checks the caller, runs the function on the request and maps its answer.
 pub(crate) async fn call(
     state: &AppState,
-    target: Target,
+    target: Target<'_>,
     request: Request,
     source_ip: String,
 ) -> Response {
@@ -686,38 +692,32 @@ pub(crate) async fn call(
     let dispatch = state.registry.dispatcher().config();
     let request_id = uuid::Uuid::new_v4().to_string();
     let event = http_event(&HttpRequest {
-        route_key: &target.route_key,
+        route_key: target.route_key,
         path_parameters: Some(&target.path_parameters),
         method: parts.method.as_str(),
-        raw_path: &target.raw_path,
+        raw_path: target.raw_path,
         raw_query: parts.uri.query().unwrap_or(""),
         headers: &parts.headers,
         body: &body,
         source_ip: &source_ip,
-        url_id: &target.api_id,
+        url_id: target.api_id,
         account: &dispatch.account,
         request_id: &request_id,
         now: SystemTime::now(),
     });
-    let qualifier = match target
-        .qualifier
-        .as_deref()
-        .map(Qualifier::parse)
-        .transpose()
-    {
+    let qualifier = match target.qualifier.map(Qualifier::parse).transpose() {
         Ok(q) => q,
         Err(_) => return message(StatusCode::BAD_GATEWAY, "Internal Server Error"),
     };
     // Unqualified, the invoked ARN is the function's own, which the dispatcher knows.
     let invoked_arn = target
         .qualifier
-        .as_deref()
-        .map(|q| state.registry.arn(&target.function, Some(q)));
+        .map(|q| state.registry.arn(target.function, Some(q)));
     let result = state
         .registry
         .dispatcher()
         .invoke(
-            &target.function,
+            target.function,
             qualifier.as_ref(),
             InvokeRequest {
                 payload: bytes::Bytes::from(event),
@@ -895,10 +895,11 @@ mod tests {
     fn only_plain_function_url_paths_skip_the_router() {
         let plain = |method: &Method, path: &str| plain_url_path(method, path);
         let owned = |id: &str, rest: &str| Some((id.to_owned(), rest.to_owned()));
-        assert_eq!(plain(&Method::GET, "/url/web"), owned("web", ""));
-        assert_eq!(plain(&Method::POST, "/url/web/"), owned("web", ""));
-        assert_eq!(plain(&Method::PUT, "/url/web/a/b"), owned("web", "a/b"));
-        assert_eq!(plain(&Method::GET, "/url/web//a"), owned("web", "/a"));
+        assert_eq!(plain(&Method::GET, "/url/web"), owned("web", "/"));
+        assert_eq!(plain(&Method::POST, "/url/web/"), owned("web", "/"));
+        assert_eq!(plain(&Method::PUT, "/url/web/a/b"), owned("web", "/a/b"));
+        assert_eq!(plain(&Method::PUT, "/url/web/a/"), owned("web", "/a/"));
+        assert_eq!(plain(&Method::GET, "/url/web//a"), owned("web", "//a"));
         // Left to the router: no id, an escape to decode, HEAD, another prefix.
         for path in [
             "/url/",

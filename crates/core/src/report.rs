@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 /// What one invocation cost, for its `REPORT` line.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    pub request_id: String,
+pub struct Report<'a> {
+    pub request_id: &'a str,
     /// Handler time: event handed over → outcome received, in ms.
     pub duration_ms: f64,
     pub memory_mb: u32,
@@ -15,7 +15,7 @@ pub struct Report {
     pub init_duration_ms: Option<f64>,
 }
 
-impl Report {
+impl Report<'_> {
     /// Billed duration: the duration rounded up to the next whole millisecond.
     pub fn billed_ms(&self) -> u64 {
         (self.duration_ms.ceil() as u64).max(1)
@@ -29,11 +29,26 @@ pub fn start_line(request_id: &str, version: &str) -> String {
 }
 
 pub fn end_line(request_id: &str) -> String {
-    ["END RequestId: ", request_id, "\n"].concat()
+    let mut line = String::with_capacity(16 + request_id.len());
+    push_end_line(&mut line, request_id);
+    line
+}
+
+/// Appends the `END` line to `out`: an invocation's last lines are built in one buffer.
+pub fn push_end_line(out: &mut String, request_id: &str) {
+    out.push_str("END RequestId: ");
+    out.push_str(request_id);
+    out.push('\n');
 }
 
 pub fn report_line(r: &Report) -> String {
     let mut line = String::with_capacity(160 + r.request_id.len());
+    push_report_line(&mut line, r);
+    line
+}
+
+/// Appends the `REPORT` line to `out`.
+pub fn push_report_line(line: &mut String, r: &Report) {
     let duration = Hundredths::of(r.duration_ms);
     let _ = write!(
         line,
@@ -55,7 +70,6 @@ pub fn report_line(r: &Report) -> String {
         );
     }
     line.push('\n');
-    line
 }
 
 /// Milliseconds rounded to hundredths, written as two integers: formatting a float with a
@@ -80,7 +94,7 @@ mod tests {
     #[test]
     fn report_line_matches_lambda_format() {
         let r = Report {
-            request_id: "abc".into(),
+            request_id: "abc",
             duration_ms: 12.341,
             memory_mb: 128,
             max_memory_used_mb: 41,
