@@ -1,8 +1,6 @@
 //! The log lines every invocation writes, exactly as Lambda writes them, so that tools that
 //! parse Lambda logs (and people who read them) find what they expect.
 
-use std::fmt::Write;
-
 /// What one invocation cost, for its `REPORT` line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report<'a> {
@@ -47,39 +45,39 @@ pub fn report_line(r: &Report) -> String {
     line
 }
 
-/// Appends the `REPORT` line to `out`.
+/// Appends the `REPORT` line to `out`. Its numbers are written with `itoa`: the
+/// formatter's machinery (a float with a precision, above all) cost more than the rest of
+/// an invocation's log lines.
 pub fn push_report_line(line: &mut String, r: &Report) {
-    let duration = Hundredths::of(r.duration_ms);
-    let _ = write!(
-        line,
-        "REPORT RequestId: {}\tDuration: {}.{:02} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
-        r.request_id,
-        duration.0 / 100,
-        duration.0 % 100,
-        r.billed_ms(),
-        r.memory_mb,
-        r.max_memory_used_mb
-    );
+    let mut digits = itoa::Buffer::new();
+    let mut number = |line: &mut String, n: u64| line.push_str(digits.format(n));
+    line.push_str("REPORT RequestId: ");
+    line.push_str(r.request_id);
+    line.push_str("\tDuration: ");
+    push_ms(line, r.duration_ms);
+    line.push_str(" ms\tBilled Duration: ");
+    number(line, r.billed_ms());
+    line.push_str(" ms\tMemory Size: ");
+    number(line, u64::from(r.memory_mb));
+    line.push_str(" MB\tMax Memory Used: ");
+    number(line, r.max_memory_used_mb);
+    line.push_str(" MB");
     if let Some(init) = r.init_duration_ms {
-        let init = Hundredths::of(init);
-        let _ = write!(
-            line,
-            "\tInit Duration: {}.{:02} ms",
-            init.0 / 100,
-            init.0 % 100
-        );
+        line.push_str("\tInit Duration: ");
+        push_ms(line, init);
+        line.push_str(" ms");
     }
     line.push('\n');
 }
 
-/// Milliseconds rounded to hundredths, written as two integers: formatting a float with a
-/// precision took more than the rest of the line.
-struct Hundredths(u64);
-
-impl Hundredths {
-    fn of(ms: f64) -> Hundredths {
-        Hundredths((ms.max(0.0) * 100.0).round() as u64)
-    }
+/// Milliseconds with two decimals, rounded to the nearest hundredth.
+fn push_ms(line: &mut String, ms: f64) {
+    let hundredths = (ms.max(0.0) * 100.0).round() as u64;
+    line.push_str(itoa::Buffer::new().format(hundredths / 100));
+    line.push('.');
+    let fraction = hundredths % 100;
+    line.push(char::from(b'0' + (fraction / 10) as u8));
+    line.push(char::from(b'0' + (fraction % 10) as u8));
 }
 
 /// The message of a timed-out invocation.
