@@ -40,8 +40,9 @@ pub struct Registry {
     artifacts: Artifacts,
     dispatcher: Dispatcher,
     prices: Prices,
-    /// Function URLs by their path id (`NAME` or `NAME:ALIAS`): read on every URL call.
-    urls: std::sync::RwLock<HashMap<String, Arc<ServedUrl>>>,
+    /// Function URLs by their path id (`NAME` or `NAME:ALIAS`): read on every URL call, with
+    /// a hash that is fast on short ids.
+    urls: std::sync::RwLock<HashMap<String, Arc<ServedUrl>, foldhash::fast::RandomState>>,
     /// HTTP routes, parsed: read on every routed call.
     routes: std::sync::RwLock<Vec<(crate::routes::RouteKey, ember_store::RouteRecord)>>,
     changes: Mutex<()>,
@@ -69,7 +70,7 @@ impl Registry {
             artifacts,
             dispatcher,
             prices,
-            urls: std::sync::RwLock::new(HashMap::new()),
+            urls: std::sync::RwLock::new(HashMap::default()),
             routes: std::sync::RwLock::new(Vec::new()),
             changes: Mutex::new(()),
         };

@@ -5,6 +5,10 @@
 //! never disagree: two calls cannot both take the last slot.
 
 use std::collections::HashMap;
+
+/// The counts' maps: looked up several times on every call, with a hash that is fast on
+/// short names (and seeded per process, as the standard one is).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,16 +24,16 @@ pub(crate) struct Concurrency {
 
 #[derive(Default)]
 struct State {
-    reserved: HashMap<String, u32>,
+    reserved: Map<String, u32>,
     reserved_total: u32,
     /// Running invocations by function name (all versions together), keyed by the
     /// function's shared name so that admitting a call allocates nothing.
-    in_flight: HashMap<Arc<str>, u32>,
+    in_flight: Map<Arc<str>, u32>,
     unreserved_in_flight: u32,
-    buckets: HashMap<String, Bucket>,
+    buckets: Map<String, Bucket>,
     /// The most invocations of each function running at once since the last
     /// [`Concurrency::take_peaks`].
-    peaks: HashMap<Arc<str>, u32>,
+    peaks: Map<Arc<str>, u32>,
 }
 
 /// One admitted invocation's share of the concurrency; released on drop.
@@ -159,6 +163,8 @@ impl Concurrency {
         let mut state = self.lock();
         let running = state.in_flight.clone();
         std::mem::replace(&mut state.peaks, running)
+            .into_iter()
+            .collect()
     }
 
     /// Forgets a deleted function.

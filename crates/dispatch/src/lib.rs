@@ -339,7 +339,8 @@ impl Backends {
 struct Inner {
     backends: Backends,
     config: DispatchConfig,
-    functions: RwLock<HashMap<String, Arc<Function>>>,
+    /// Looked up on every call, with a hash that is fast on short names.
+    functions: RwLock<HashMap<String, Arc<Function>, foldhash::fast::RandomState>>,
     concurrency: admission::Concurrency,
     metrics: metrics::Metrics,
     meter: usage::Meter,
@@ -374,7 +375,7 @@ impl Dispatcher {
         let inner = Arc::new(Inner {
             backends,
             config,
-            functions: RwLock::new(HashMap::new()),
+            functions: RwLock::new(HashMap::default()),
             concurrency: admission::Concurrency::default(),
             metrics: metrics::Metrics::default(),
             meter: usage::Meter::default(),

@@ -313,9 +313,16 @@ impl Handler for WasmHandler {
 }
 
 impl WasmHandler {
-    async fn run(&self, call: Call) -> (Answer, Bytes) {
+    async fn run(&self, mut call: Call) -> (Answer, Bytes) {
+        let shape = self.module.shape();
+        // A command reads the event on stdin; an HTTP handler is served the request it maps
+        // to, read below.
+        let input = match shape {
+            Shape::Command => std::mem::take(&mut call.payload),
+            Shape::Http => Bytes::new(),
+        };
         let run = Run {
-            input: &call.payload,
+            input,
             args: &self.args,
             env: &self.env,
             tmp: Some(&self.tmp),
@@ -327,7 +334,7 @@ impl WasmHandler {
             },
         };
         let mut http_event = false;
-        let outcome = match self.module.shape() {
+        let outcome = match shape {
             Shape::Command => self.engine.run_command(&self.module, run).await,
             Shape::Http => match event::request(&call.payload) {
                 Ok(request) => {

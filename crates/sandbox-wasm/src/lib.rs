@@ -126,10 +126,11 @@ pub enum End {
 pub const LOG_BYTES: usize = 1024 * 1024;
 
 /// What one run is given besides its module.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Run<'a> {
-    /// Its stdin.
-    pub input: &'a Bytes,
+    /// Its stdin: handed over, not copied (a copy of a buffer the caller built would make it
+    /// shared, at the cost of an allocation and atomic counts on every call).
+    pub input: Bytes,
     /// Its `argv`, program name first.
     pub args: &'a [String],
     pub env: &'a [(String, String)],
@@ -556,7 +557,7 @@ impl WasmEngine {
         let stdout = Capture::new(OUTPUT_BYTES);
         let stderr = Capture::new(LOG_BYTES);
         let mut wasi = self.wasi(module, &run, &stdout, &stderr)?;
-        wasi.stdin(MemoryInputPipe::new(run.input.clone()));
+        wasi.stdin(MemoryInputPipe::new(run.input));
         let limits = run.limits;
         let (end, limit) = match &module.kind {
             Kind::Module(pre, start) => {

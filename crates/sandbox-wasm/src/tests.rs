@@ -30,10 +30,9 @@ async fn run_with(
     env: &[(String, String)],
     limits: Limits,
 ) -> Outcome {
-    let input = Bytes::copy_from_slice(input);
     let args = ["module.wasm".to_owned()];
     let run = Run {
-        input: &input,
+        input: Bytes::copy_from_slice(input),
         args: &args,
         env,
         tmp: None,

@@ -189,7 +189,7 @@ async fn instantiation(n: usize) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n + n / 10 {
         let run = ember_sandbox_wasm::Run {
-            input: &input,
+            input: input.clone(),
             args: &args,
             env: &[],
             tmp: None,
