@@ -551,6 +551,11 @@ impl Inner {
 
     /// Whether `env` still belongs to its function's current deployment.
     pub(crate) fn still_current(&self, function: &Function, env: &Env) -> bool {
+        self.current_for(function, env).is_some()
+    }
+
+    /// The function's current deployment, if `env` still belongs to it.
+    fn current_for(&self, function: &Function, env: &Env) -> Option<Arc<Current>> {
         let current = Arc::clone(&function.current.read().expect("current lock"));
         let still_deployed = self
             .functions
@@ -558,18 +563,17 @@ impl Inner {
             .expect("functions lock")
             .get(function.key.as_ref())
             .is_some_and(|f| std::ptr::eq(f.as_ref(), function));
-        env.generation == current.generation && still_deployed
+        (env.generation == current.generation && still_deployed).then_some(current)
     }
 
     /// Ends a call and returns its environment to the pool, unless its function moved on
     /// or went away, or the keep-alive plan releases it at once.
     pub(crate) fn release(&self, function: &Function, mut env: Env, mut busy: Busy<'_>) {
-        if !self.still_current(function, &env) {
+        let Some(current) = self.current_for(function, &env) else {
             drop(busy);
             self.destroy_all(std::iter::once(env));
             return;
-        }
-        let current = Arc::clone(&function.current.read().expect("current lock"));
+        };
         let spec = &current.deployment.spec;
         if spec.freeze_idle {
             env.freeze();
