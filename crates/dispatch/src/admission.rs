@@ -5,14 +5,14 @@
 //! never disagree: two calls cannot both take the last slot.
 
 use std::collections::HashMap;
-
-/// The counts' maps: looked up several times on every call, with a hash that is fast on
-/// short names (and seeded per process, as the standard one is).
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ember_policy::{Admission, Bucket, Load, ReservationError, ScalePacing, Throttle};
+
+/// The counts' maps: looked up several times on every call, with a hash that is fast on
+/// short names (and seeded per process, as the standard one is).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Every function's reservation, in-flight count and scale-up bucket.
 #[derive(Default)]
