@@ -35,14 +35,12 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::routing::{any, get, post, put};
-use axum::serve::{IncomingStream, Listener};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tower_service::Service;
@@ -201,11 +199,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The server's service, for `axum::serve`: one [`Connection`] per accepted connection.
+/// The API as the server serves it: a [`Connection`] per accepted connection.
 #[derive(Clone)]
 pub struct Front {
     router: Router,
-    state: AppState,
+    state: Arc<AppState>,
 }
 
 /// The whole API ([`router`]) as the server serves it: a function URL's call whose path needs
@@ -214,27 +212,18 @@ pub struct Front {
 pub fn front(state: AppState) -> Front {
     Front {
         router: router(state.clone()),
-        state,
+        state: Arc::new(state),
     }
 }
 
-impl<L> Service<IncomingStream<'_, L>> for Front
-where
-    L: Listener<Addr = SocketAddr>,
-{
-    type Response = Connection;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Connection, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, stream: IncomingStream<'_, L>) -> Self::Future {
-        std::future::ready(Ok(Connection {
-            front: self.clone(),
-            peer: *stream.remote_addr(),
-        }))
+impl Front {
+    /// The service of a connection from `peer`.
+    pub fn connection(&self, peer: SocketAddr) -> Connection {
+        Connection {
+            router: self.router.clone(),
+            state: Arc::clone(&self.state),
+            peer,
+        }
     }
 }
 
@@ -244,33 +233,32 @@ where
 /// extractors and the per-request `ConnectInfo`, about a dozen allocations and a few
 /// percent of the server's CPU per call. The router keeps their routes, for the paths this
 /// one leaves to it (decoding, `HEAD`) and for requests made in process.
-#[derive(Clone)]
 pub struct Connection {
-    front: Front,
+    router: Router,
+    /// One reference count for a function URL's call to hold, rather than one for each
+    /// part of the state.
+    state: Arc<AppState>,
     peer: SocketAddr,
 }
 
-impl Service<axum::extract::Request> for Connection {
-    type Response = axum::response::Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+/// The answer to one request on a [`Connection`].
+pub type Served =
+    Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: axum::extract::Request) -> Self::Future {
+impl Connection {
+    /// Answers one request.
+    pub fn serve(&self, mut request: axum::extract::Request) -> Served {
         if let Some((id, path)) = urls::plain_url_path(request.method(), request.uri().path()) {
-            let state = self.front.state.clone();
+            let state = Arc::clone(&self.state);
             let source_ip = urls::ip_string(self.peer.ip());
             return Box::pin(async move {
-                Ok(urls::serve_url(state, id, path, request, source_ip).await)
+                Ok(urls::serve_url(&state, id, path, request, source_ip).await)
             });
         }
         request
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(self.peer));
-        Box::pin(self.front.router.call(request))
+        Box::pin(self.router.clone().call(request))
     }
 }
 

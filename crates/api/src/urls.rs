@@ -572,7 +572,7 @@ pub async fn serve(
     request: Request,
 ) -> Response {
     let source_ip = source_ip(&request);
-    serve_url(state, id, format!("/{path}"), request, source_ip).await
+    serve_url(&state, id, format!("/{path}"), request, source_ip).await
 }
 
 /// The id and the rest of a function URL's path (`/url/{id}[/{*path}]`, the rest with its
@@ -591,7 +591,7 @@ pub(crate) fn plain_url_path(method: &Method, path: &str) -> Option<(String, Str
 /// Calls the function behind the URL `id` with `request`, whose path past the id is
 /// `raw_path` (from its `/`).
 pub(crate) async fn serve_url(
-    state: AppState,
+    state: &AppState,
     id: String,
     raw_path: String,
     request: Request,
@@ -620,7 +620,7 @@ pub(crate) async fn serve_url(
     };
     // Boxed: the call's state is built once on the heap instead of being copied through
     // each future that wraps this one.
-    let mut response = Box::pin(call(&state, target, request, source_ip)).await;
+    let mut response = Box::pin(call(state, target, request, source_ip)).await;
     if let Some(cors) = &served.cors {
         cors.apply(origin.as_ref(), response.headers_mut());
     }

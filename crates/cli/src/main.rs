@@ -17,6 +17,7 @@ mod commands;
 mod echo_runtime;
 mod observe;
 mod package;
+mod serve;
 mod server;
 mod sim;
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use ember_api::auth::KeyRing;
 use ember_api::{AppState, Registry};
 use ember_core::Isolation;
@@ -288,9 +287,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     });
 
     let addr = listener.local_addr()?;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     println!(
         "Ember is listening on http://{addr} (data in {})",
         data.display()
@@ -305,10 +301,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         });
     }
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the server failed")?;
+    crate::serve::serve(listener, app, shutdown_signal()).await;
     tracing::info!("shutting down: finishing asynchronous events, stopping environments");
     events.shutdown(Duration::from_secs(10)).await;
     dispatcher.shutdown().await;
