@@ -1,8 +1,12 @@
 //! Usage as it happens, per function version and day, held in memory until the control
 //! plane moves it to the store ([`crate::Dispatcher::take_usage`]): the invoke path adds
 //! to a map under a short lock and never writes to disk.
+//!
+//! The maps are sharded by thread: a worker adds to its own, so the cores do not pass
+//! one lock and one entry back and forth on every call.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,9 +28,34 @@ struct Pending {
     usage: Usage,
 }
 
+/// Shards of a [`Meter`]: more than the cores of a usual host, so that its threads seldom
+/// share one.
+const SHARDS: usize = 16;
+
+/// One shard, on cache lines of its own.
 #[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<HashMap<Key, Pending>>);
+
 pub(crate) struct Meter {
-    pending: Mutex<HashMap<Key, Pending>>,
+    shards: [Shard; SHARDS],
+}
+
+impl Default for Meter {
+    fn default() -> Meter {
+        Meter {
+            shards: std::array::from_fn(|_| Shard::default()),
+        }
+    }
+}
+
+/// This thread's shard: threads take the next one in turn when they first add.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 impl Meter {
@@ -42,7 +71,8 @@ impl Meter {
             Arc::as_ptr(version).cast::<u8>() as usize,
             day,
         );
-        self.pending
+        self.shards[shard()]
+            .0
             .lock()
             .expect("usage lock")
             .entry(key)
@@ -55,11 +85,12 @@ impl Meter {
             .add(usage);
     }
 
-    /// Takes everything added since the last call.
+    /// Takes everything added since the last call: a row per shard that has one for a
+    /// function version and day, which the store adds up.
     pub fn take(&self) -> Vec<DayUsage> {
-        let pending = std::mem::take(&mut *self.pending.lock().expect("usage lock"));
-        pending
-            .into_iter()
+        self.shards
+            .iter()
+            .flat_map(|shard| std::mem::take(&mut *shard.0.lock().expect("usage lock")))
             .map(|((_, _, day), pending)| DayUsage {
                 function: pending.function.to_string(),
                 version: pending.version.to_string(),
@@ -95,6 +126,30 @@ mod tests {
             })
             .collect();
         assert_eq!(totals, [("f", "1", 2, 8), ("f", "2", 1, 7)]);
+        assert!(meter.take().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn what_every_thread_added_is_taken() {
+        let meter = Meter::default();
+        let (f, v): (Arc<str>, Arc<str>) = ("f".into(), "1".into());
+        std::thread::scope(|scope| {
+            for _ in 0..SHARDS + 3 {
+                scope.spawn(|| {
+                    for _ in 0..10 {
+                        meter.add(&f, &v, &Usage::invocation(2, 1024, false));
+                    }
+                });
+            }
+        });
+        let taken = meter.take();
+        let requests: u64 = taken.iter().map(|d| d.usage.requests).sum();
+        let billed: u64 = taken.iter().map(|d| d.usage.billed_ms).sum();
+        assert_eq!(
+            (requests, billed),
+            (10 * (SHARDS as u64 + 3), 20 * (SHARDS as u64 + 3))
+        );
+        assert!(taken.len() <= SHARDS, "at most a row per shard");
         assert!(meter.take().is_empty(), "taken once");
     }
 }
