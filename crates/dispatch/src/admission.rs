@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use ember_policy::{Admission, Bucket, Load, ReservationError, ScalePacing, Throttle};
 
+use crate::wakeup::{Waiter, Wakeup};
+
 /// The counts' maps: looked up several times on every call, with a hash that is fast on
 /// short names (and seeded per process, as the standard one is).
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -18,8 +20,8 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 #[derive(Default)]
 pub(crate) struct Concurrency {
     state: Mutex<State>,
-    /// Woken whenever a permit is returned, for calls that wait for a slot.
-    freed: tokio::sync::Notify,
+    /// Woken when a permit is returned, for calls that wait for a slot.
+    freed: Wakeup,
 }
 
 #[derive(Default)]
@@ -27,7 +29,9 @@ struct State {
     reserved: Map<String, u32>,
     reserved_total: u32,
     /// Running invocations by function name (all versions together), keyed by the
-    /// function's shared name so that admitting a call allocates nothing.
+    /// function's shared name so that admitting a call allocates nothing. A function's
+    /// entry stays at zero until it is deleted, rather than being removed and added again
+    /// as its calls come and go.
     in_flight: Map<Arc<str>, u32>,
     unreserved_in_flight: u32,
     buckets: Map<String, Bucket>,
@@ -39,7 +43,7 @@ struct State {
 /// One admitted invocation's share of the concurrency; released on drop.
 pub(crate) struct Permit<'a> {
     concurrency: &'a Concurrency,
-    function: Arc<str>,
+    function: &'a Arc<str>,
     /// Whether it counted against the unreserved pool.
     unreserved: bool,
 }
@@ -47,17 +51,14 @@ pub(crate) struct Permit<'a> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         let mut state = self.concurrency.lock();
-        if let Some(n) = state.in_flight.get_mut(&self.function) {
+        if let Some(n) = state.in_flight.get_mut(self.function) {
             *n -= 1;
-            if *n == 0 {
-                state.in_flight.remove(&self.function);
-            }
         }
         if self.unreserved {
             state.unreserved_in_flight -= 1;
         }
         drop(state);
-        self.concurrency.freed.notify_waiters();
+        self.concurrency.freed.wake();
     }
 }
 
@@ -66,13 +67,23 @@ impl Concurrency {
         self.state.lock().expect("concurrency lock")
     }
 
-    /// Resolves when a permit is next returned.
+    /// Counts a call as waiting for a slot, until dropped: [`Concurrency::freed`] futures
+    /// are woken only while one is held. Taken before the first try.
+    pub fn waiter(&self) -> Waiter<'_> {
+        self.freed.waiter()
+    }
+
+    /// Resolves when a permit is next returned, while a [`Waiter`] is held.
     pub fn freed(&self) -> tokio::sync::futures::Notified<'_> {
         self.freed.notified()
     }
 
     /// Admits one invocation of `function` or says why not.
-    pub fn admit(&self, policy: &Admission, function: &Arc<str>) -> Result<Permit<'_>, Throttle> {
+    pub fn admit<'a>(
+        &'a self,
+        policy: &Admission,
+        function: &'a Arc<str>,
+    ) -> Result<Permit<'a>, Throttle> {
         let mut state = self.lock();
         let reserved = state.reserved.get(function.as_ref()).copied();
         let load = Load {
@@ -104,7 +115,7 @@ impl Concurrency {
         }
         Ok(Permit {
             concurrency: self,
-            function: Arc::clone(function),
+            function,
             unreserved,
         })
     }
@@ -161,7 +172,12 @@ impl Concurrency {
     /// Every function's peak since the last call; the next period starts from what runs now.
     pub fn take_peaks(&self) -> HashMap<Arc<str>, u32> {
         let mut state = self.lock();
-        let running = state.in_flight.clone();
+        let running = state
+            .in_flight
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(f, n)| (Arc::clone(f), *n))
+            .collect();
         std::mem::replace(&mut state.peaks, running)
             .into_iter()
             .collect()
@@ -174,6 +190,9 @@ impl Concurrency {
             state.reserved_total -= n;
         }
         state.buckets.remove(function);
+        if state.in_flight.get(function) == Some(&0) {
+            state.in_flight.remove(function);
+        }
     }
 
     /// Takes a scale-up token for a new environment of `function`, or says how long until
@@ -208,19 +227,21 @@ mod tests {
             unreserved_min: 0,
         };
         let concurrency = Concurrency::default();
-        let a = concurrency.admit(&policy, &name("f")).unwrap();
-        let _b = concurrency.admit(&policy, &name("g")).unwrap();
-        assert!(concurrency.admit(&policy, &name("f")).is_err());
+        let (f, g) = (name("f"), name("g"));
+        let a = concurrency.admit(&policy, &f).unwrap();
+        let _b = concurrency.admit(&policy, &g).unwrap();
+        assert!(concurrency.admit(&policy, &f).is_err());
         drop(a);
-        assert!(concurrency.admit(&policy, &name("f")).is_ok());
+        assert!(concurrency.admit(&policy, &f).is_ok());
     }
 
     #[test]
     fn peaks_remember_the_most_at_once_until_taken() {
         let policy = Admission::default();
         let concurrency = Concurrency::default();
-        let a = concurrency.admit(&policy, &name("f")).unwrap();
-        let b = concurrency.admit(&policy, &name("f")).unwrap();
+        let f = name("f");
+        let a = concurrency.admit(&policy, &f).unwrap();
+        let b = concurrency.admit(&policy, &f).unwrap();
         drop(a);
         assert_eq!(concurrency.peak("f"), 2);
         assert_eq!(concurrency.take_peaks()[&name("f")], 2);
@@ -240,15 +261,16 @@ mod tests {
         let concurrency = Concurrency::default();
         concurrency.reserve(&policy, "r", Some(2)).unwrap();
         assert!(concurrency.reserve(&policy, "s", Some(1)).is_err());
-        let _r1 = concurrency.admit(&policy, &name("r")).unwrap();
-        let _r2 = concurrency.admit(&policy, &name("r")).unwrap();
-        let _u = concurrency.admit(&policy, &name("u")).unwrap();
+        let (r, u) = (name("r"), name("u"));
+        let _r1 = concurrency.admit(&policy, &r).unwrap();
+        let _r2 = concurrency.admit(&policy, &r).unwrap();
+        let _u = concurrency.admit(&policy, &u).unwrap();
         assert_eq!(
-            concurrency.admit(&policy, &name("r")).err(),
+            concurrency.admit(&policy, &r).err(),
             Some(Throttle::ReservedConcurrency { limit: 2 })
         );
         assert_eq!(
-            concurrency.admit(&policy, &name("u")).err(),
+            concurrency.admit(&policy, &u).err(),
             Some(Throttle::AccountConcurrency { limit: 1 })
         );
         concurrency.reserve(&policy, "r", None).unwrap();

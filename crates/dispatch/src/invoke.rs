@@ -86,6 +86,8 @@ impl Inner {
         let pacing = &self.config.pacing;
         let deadline = Instant::now() + pacing.wait;
         let mut waited = false;
+        // Counted before the first look: an environment released after it wakes this call.
+        let _waiting = function.released.waiter();
         loop {
             let released = function.released.notified();
             tokio::pin!(released);
@@ -177,7 +179,7 @@ impl Inner {
                         keep_for,
                         Instant::now(),
                     );
-                    function.released.notify_waiters();
+                    function.released.wake();
                 } else {
                     self.destroy_all(std::iter::once(env));
                 }
@@ -526,14 +528,14 @@ impl Inner {
                 .provisioned_call(&function.name, env.provisioned.is_some());
         }
         match env {
-            Lease::Own(env, busy) if keep => self.release(function, env, busy),
+            Lease::Own(env, busy) if keep => self.release(function, current, env, busy),
             Lease::Own(env, busy) => {
                 // A crashed or timed-out environment is torn down after the caller has its
                 // answer: with an OCI backend that takes tens of milliseconds.
                 drop(busy);
                 self.destroy_all(std::iter::once(env));
             }
-            Lease::Shared(env) => self.unshare(function, env, keep),
+            Lease::Shared(env) => self.unshare(function, current, env, keep),
         }
         Ok(InvokeResult {
             request_id: request_id.to_owned(),
@@ -567,12 +569,33 @@ impl Inner {
     }
 
     /// Ends a call and returns its environment to the pool, unless its function moved on
-    /// or went away, or the keep-alive plan releases it at once.
-    pub(crate) fn release(&self, function: &Function, mut env: Env, mut busy: Busy<'_>) {
-        let Some(current) = self.current_for(function, &env) else {
-            drop(busy);
-            self.destroy_all(std::iter::once(env));
-            return;
+    /// or went away, or the keep-alive plan releases it at once. `current`: the deployment
+    /// the call started under.
+    pub(crate) fn release(
+        &self,
+        function: &Function,
+        current: &Current,
+        mut env: Env,
+        mut busy: Busy<'_>,
+    ) {
+        // Usually the call's deployment is still the function's: one load says so.
+        let latest;
+        let current = if env.generation == current.generation
+            && function.live.load(Ordering::Acquire) == env.generation
+        {
+            current
+        } else {
+            match self.current_for(function, &env) {
+                Some(now) => {
+                    latest = now;
+                    &*latest
+                }
+                None => {
+                    drop(busy);
+                    self.destroy_all(std::iter::once(env));
+                    return;
+                }
+            }
         };
         let spec = &current.deployment.spec;
         if spec.freeze_idle {
@@ -592,7 +615,7 @@ impl Inner {
             let provisioned = env.provisioned.is_some();
             pool.put_idle(env, provisioned, &policy, now)
         };
-        function.released.notify_waiters();
+        function.released.wake();
         self.destroy_all(released);
     }
 }

@@ -26,6 +26,7 @@ mod provisioned;
 mod shared;
 mod stats;
 mod usage;
+mod wakeup;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -235,9 +236,12 @@ struct Function {
     /// `$LATEST` or the version number.
     version: Arc<str>,
     current: RwLock<Arc<Current>>,
+    /// The generation of `current`, or 0 once the function is removed: what an
+    /// environment's return checks, with a load rather than two locks.
+    live: AtomicU64,
     pool: Mutex<Pool<Env>>,
     /// Woken when an environment returns to the pool, for calls waiting on the scale-up pace.
-    released: tokio::sync::Notify,
+    released: wakeup::Wakeup,
     /// Environments being started.
     initializing: AtomicU32,
     provisioned: provisioned::Provisioned,
@@ -423,6 +427,7 @@ impl Dispatcher {
                 let function = Arc::clone(entry.get());
                 drop(functions);
                 *function.current.write().expect("current lock") = current;
+                function.live.store(generation, Ordering::Release);
                 self.inner.destroy_all(function.take_idle());
                 self.inner.reconcile_provisioned(&function);
             }
@@ -433,8 +438,9 @@ impl Dispatcher {
                     name: Arc::from(name.as_str()),
                     version,
                     current: RwLock::new(current),
+                    live: AtomicU64::new(generation),
                     pool: Mutex::new(Pool::default()),
-                    released: tokio::sync::Notify::new(),
+                    released: wakeup::Wakeup::default(),
                     initializing: AtomicU32::new(0),
                     provisioned: provisioned::Provisioned::default(),
                     shared: Mutex::new(shared::Shared::default()),
@@ -457,6 +463,9 @@ impl Dispatcher {
                 .collect();
             keys.iter().filter_map(|k| functions.remove(k)).collect()
         };
+        for function in &removed {
+            function.live.store(0, Ordering::Release);
+        }
         self.inner
             .aliases
             .write()
@@ -817,11 +826,11 @@ async fn reclaim_loop(inner: std::sync::Weak<Inner>) {
 
 impl Inner {
     /// Admits one call, waiting up to `wait` for a slot when one is given.
-    async fn admit(
-        &self,
-        function: &Arc<str>,
+    async fn admit<'a>(
+        &'a self,
+        function: &'a Arc<str>,
         wait: Option<std::time::Duration>,
-    ) -> Result<admission::Permit<'_>, Throttle> {
+    ) -> Result<admission::Permit<'a>, Throttle> {
         // A synchronous call (no wait) is answered on the spot, without registering for
         // wake-ups.
         let first = self.concurrency.admit(&self.config.admission, function);
@@ -829,6 +838,8 @@ impl Inner {
             return first;
         };
         let deadline = tokio::time::Instant::now() + wait;
+        // Counted before the next try: a slot freed after it wakes this call.
+        let _waiting = self.concurrency.waiter();
         loop {
             let freed = self.concurrency.freed();
             tokio::pin!(freed);

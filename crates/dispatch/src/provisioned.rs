@@ -184,7 +184,7 @@ impl Inner {
                     .lock()
                     .expect("pool lock")
                     .put_provisioned(env);
-                function.released.notify_waiters();
+                function.released.wake();
             }
             Ok((env, Err(failure))) => {
                 failed(match failure {

@@ -65,7 +65,7 @@ pub(crate) struct Starting<'a>(&'a Function);
 impl Drop for Starting<'_> {
     fn drop(&mut self) {
         self.0.shared.lock().expect("shared lock").starting -= 1;
-        self.0.released.notify_waiters();
+        self.0.released.wake();
     }
 }
 
@@ -192,6 +192,8 @@ impl Inner {
         let policy = self.keep_alive(&current.deployment.spec);
         let patience = tokio::time::Instant::now() + INIT_TIMEOUT;
         let mut waited = false;
+        // Counted before the first look: an environment released after it wakes this call.
+        let _waiting = function.released.waiter();
         loop {
             let released = function.released.notified();
             tokio::pin!(released);
@@ -245,7 +247,13 @@ impl Inner {
     /// Ends one call of a shared environment. `keep` is false when the call crashed or
     /// timed out: the environment is retired. The last call returns it to the pool, or
     /// destroys it if it was retired.
-    pub(crate) fn unshare(&self, function: &Function, env: Arc<Env>, keep: bool) {
+    pub(crate) fn unshare(
+        &self,
+        function: &Function,
+        current: &Current,
+        env: Arc<Env>,
+        keep: bool,
+    ) {
         let last = {
             let mut guard = function.shared.lock().expect("shared lock");
             let shared = &mut guard.envs;
@@ -260,7 +268,7 @@ impl Inner {
             drop(env);
             (entry.calls == 0).then(|| shared.remove(i))
         };
-        function.released.notify_waiters();
+        function.released.wake();
         let Some(entry) = last else {
             return;
         };
@@ -271,7 +279,7 @@ impl Inner {
                     drop(busy);
                     self.destroy_all(std::iter::once(env));
                 } else {
-                    self.release(function, env, busy);
+                    self.release(function, current, env, busy);
                 }
             }
             Err(_) => {
