@@ -154,7 +154,15 @@ impl Env {
         Ok((env, init.map(|()| stages)))
     }
 
+    /// Whether the environment runs its code in this process (a [`Handler`]), with no
+    /// runtime process.
+    pub fn in_process(&self) -> bool {
+        matches!(self.runner, Runner::InProcess(_))
+    }
+
     /// Hands one event to the runtime and waits for its answer, its exit or the deadline.
+    /// `start`: the invocation's START line, for an in-process environment to log just
+    /// before what the invocation printed (and to leave if it printed nothing).
     pub async fn invoke(
         &self,
         request_id: &str,
@@ -162,6 +170,7 @@ impl Env {
         function_arn: &str,
         client_context: Option<String>,
         timeout: Duration,
+        start: &mut Option<String>,
     ) -> Outcome {
         let api = match &self.runner {
             Runner::RuntimeApi(api) => api,
@@ -176,7 +185,7 @@ impl Env {
                 let grace = timeout + Duration::from_secs(1);
                 let answer = match tokio::time::timeout(grace, handler.invoke(call)).await {
                     Ok(handled) => {
-                        self.output.push(handled.printed).await;
+                        self.output.push(start, handled.printed).await;
                         Ok(handled.answer)
                     }
                     Err(elapsed) => Err(elapsed),

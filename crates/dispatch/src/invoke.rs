@@ -400,8 +400,16 @@ impl Inner {
         // A copy only for a caller who asked for the log's tail: sharing the line instead
         // cost an allocation and two atomic counts on every call.
         let tail_start = request.tail_log.then(|| start_line.clone());
-        self.logs
-            .write_platform(&function.name, Bytes::from(start_line));
+        // A runtime process prints as it runs, after this line. An in-process call's
+        // output is handed over when it ends: its START line goes out then, just before
+        // what it printed or, when it printed nothing, with its END and REPORT lines, in
+        // one entry of the log's queue instead of two.
+        let mut start = Some(start_line);
+        if !env.in_process()
+            && let Some(start) = start.take()
+        {
+            self.logs.write_platform(&function.name, Bytes::from(start));
+        }
         let began = Instant::now();
         // Placement is the time to here that init does not account for.
         let placement = request
@@ -416,6 +424,7 @@ impl Inner {
                 request.invoked_arn.as_deref().unwrap_or(&current.arn),
                 request.client_context,
                 timeout,
+                &mut start,
             )
             .await;
         let duration = began.elapsed();
@@ -487,7 +496,10 @@ impl Inner {
             }
         };
 
-        let mut lines = String::with_capacity(before_end.len() + before_report.len() + 256);
+        // The START line, if it has not gone out yet, and the lines that end the call.
+        let mut lines = start.unwrap_or_default();
+        let ending = lines.len();
+        lines.reserve(before_end.len() + before_report.len() + 256);
         lines.push_str(&before_end);
         report::push_end_line(&mut lines, request_id);
         lines.push_str(&before_report);
@@ -503,7 +515,7 @@ impl Inner {
             let mut all = Vec::with_capacity(start_line.len() + printed.len() + lines.len());
             all.extend_from_slice(start_line.as_bytes());
             all.extend_from_slice(&printed);
-            all.extend_from_slice(lines.as_bytes());
+            all.extend_from_slice(&lines.as_bytes()[ending..]);
             tail(&all)
         });
         self.logs.write_platform(&function.name, Bytes::from(lines));

@@ -102,10 +102,17 @@ impl Output {
         Output { shared, pump: None }
     }
 
-    /// Logs what an in-process invocation printed, as the pump would have.
-    pub async fn push(&self, printed: Bytes) {
+    /// Logs what an in-process invocation printed, as the pump would have, after `start`
+    /// (its START line) if it is there; with nothing printed, `start` is left for the
+    /// caller to log with the lines that end the invocation.
+    pub async fn push(&self, start: &mut Option<String>, printed: Bytes) {
         if printed.is_empty() {
             return;
+        }
+        if let Some(start) = start.take() {
+            self.shared
+                .logs
+                .write_platform(&self.shared.function, Bytes::from(start));
         }
         let mut drain = self.shared.drain.lock().await;
         self.shared.take_in(&mut drain, printed).await;
