@@ -23,6 +23,7 @@ pub mod logs;
 mod metrics;
 mod output;
 mod provisioned;
+mod shard;
 mod shared;
 mod stats;
 mod usage;

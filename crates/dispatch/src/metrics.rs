@@ -1,21 +1,27 @@
 //! What the dispatcher counts, exposed as OpenMetrics text (what Prometheus scrapes) at
 //! `/metrics`.
 //!
-//! Counters and histograms are updated on the invoke path (a few atomic operations each);
-//! gauges of what exists now (concurrent executions, environments by state) are read from
+//! Counters and histograms are updated on the invoke path (a few atomic operations each;
+//! the two every call updates in per-thread shards, added up when scraped); gauges of
+//! what exists now (concurrent executions, environments by state) are read from
 //! the pools when scraped, so they cannot drift from the truth.
 
-use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ember_policy::Throttle;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+use crate::shard::{Padded, SHARDS};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FunctionLabel {
@@ -87,10 +93,118 @@ struct EnvLabels {
 
 type Histograms = Family<FunctionLabel, Histogram, fn() -> Histogram>;
 
+/// A counter that every call adds to: each thread counts in its own shard
+/// ([`crate::shard`]), and a scrape adds them up.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct ShardedCounter(Arc<[Padded<AtomicU64>; SHARDS]>);
+
+impl ShardedCounter {
+    pub fn inc(&self) {
+        self.0[crate::shard::index()]
+            .0
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl TypedMetric for ShardedCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for ShardedCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.get(), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// A histogram that every call observes into: each thread in its own shard
+/// ([`crate::shard`]), added up when scraped. Buckets as `prometheus_client`'s: each
+/// counts the observations up to its bound and above the one before, the last is `+Inf`.
+#[derive(Clone, Debug)]
+pub(crate) struct Histogram(Arc<HistogramShards>);
+
+#[derive(Debug)]
+struct HistogramShards {
+    bounds: Box<[f64]>,
+    shards: [Padded<Mutex<Observed>>; SHARDS],
+}
+
+#[derive(Debug, Default)]
+struct Observed {
+    sum: f64,
+    count: u64,
+    buckets: Box<[u64]>,
+}
+
+impl Histogram {
+    fn new(bounds: impl IntoIterator<Item = f64>) -> Histogram {
+        let bounds: Box<[f64]> = bounds.into_iter().chain([f64::MAX]).collect();
+        let shards = std::array::from_fn(|_| {
+            Padded(Mutex::new(Observed {
+                buckets: vec![0; bounds.len()].into(),
+                ..Observed::default()
+            }))
+        });
+        Histogram(Arc::new(HistogramShards { bounds, shards }))
+    }
+
+    pub fn observe(&self, v: f64) {
+        let histogram = &*self.0;
+        let bucket = histogram.bounds.iter().position(|bound| *bound >= v);
+        let mut observed = histogram.shards[crate::shard::index()]
+            .0
+            .lock()
+            .expect("histogram shard");
+        observed.sum += v;
+        observed.count += 1;
+        if let Some(i) = bucket {
+            observed.buckets[i] += 1;
+        }
+    }
+
+    /// The sum, the count and each bucket's count, over all shards.
+    fn get(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let histogram = &*self.0;
+        let mut buckets: Vec<(f64, u64)> = histogram.bounds.iter().map(|b| (*b, 0)).collect();
+        let (mut sum, mut count) = (0.0, 0);
+        for shard in &histogram.shards {
+            let observed = shard.0.lock().expect("histogram shard");
+            sum += observed.sum;
+            count += observed.count;
+            for (total, n) in buckets.iter_mut().zip(&observed.buckets) {
+                total.1 += n;
+            }
+        }
+        (sum, count, buckets)
+    }
+}
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = self.get();
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
 /// Every metric the dispatcher keeps.
 pub(crate) struct Metrics {
     registry: Mutex<Registry>,
-    invocations: Family<FunctionLabel, Counter>,
+    invocations: Family<FunctionLabel, ShardedCounter>,
     errors: Family<ErrorLabels, Counter>,
     throttles: Family<ThrottleLabels, Counter>,
     duration: Histograms,
@@ -231,7 +345,7 @@ fn label(function: &str) -> FunctionLabel {
 pub(crate) struct Counted {
     /// For the metrics a call updates only sometimes (init duration, errors).
     label: FunctionLabel,
-    invocations: Counter,
+    invocations: ShardedCounter,
     duration: Histogram,
 }
 
@@ -318,7 +432,7 @@ impl Metrics {
     pub fn totals(&self, stats: &mut crate::stats::FunctionStats) {
         let l = label(&stats.function);
         let count = |family: &Family<FunctionLabel, Counter>| family.get(&l).map_or(0, |c| c.get());
-        stats.invocations = count(&self.invocations);
+        stats.invocations = self.invocations.get(&l).map_or(0, |c| c.get());
         stats.cold_starts = count(&self.cold_starts);
         stats.prewarms = count(&self.prewarms);
         stats.errors = ErrorKind::ALL
@@ -402,4 +516,49 @@ pub(crate) struct FunctionNow {
     pub provisioned: u32,
     /// Initialized provisioned environments, idle or busy.
     pub provisioned_allocated: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_counted_on_many_threads_are_scraped_as_one_total() {
+        let metrics = Metrics::default();
+        let counted = metrics.counted("f");
+        let threads = crate::shard::SHARDS + 3;
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for ms in [0.2, 3.0, 3.0] {
+                        metrics.invoked(&counted, Duration::from_secs_f64(ms / 1000.0), None, None);
+                    }
+                });
+            }
+        });
+        let text = metrics.encode(&[], 0);
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        let calls = (3 * threads).to_string();
+        assert_eq!(line("ember_invocations_total{function=\"f\"}"), calls);
+        let seconds = "ember_duration_seconds";
+        assert_eq!(line(&format!("{seconds}_count{{function=\"f\"}}")), calls);
+        // Buckets are cumulative: 0.5 ms holds the fast third, 4 ms and +Inf all of them.
+        let bucket = |le: &str| line(&format!("{seconds}_bucket{{le=\"{le}\",function=\"f\"}}"));
+        assert_eq!(bucket("0.0005"), threads.to_string());
+        assert_eq!(bucket("0.002"), threads.to_string());
+        assert_eq!(bucket("0.004"), calls);
+        assert_eq!(bucket("+Inf"), calls);
+        let sum: f64 = line(&format!("{seconds}_sum{{function=\"f\"}}"))
+            .parse()
+            .unwrap();
+        assert!((sum - 0.0062 * threads as f64).abs() < 1e-9, "{sum}");
+    }
 }

@@ -2,17 +2,18 @@
 //! plane moves it to the store ([`crate::Dispatcher::take_usage`]): the invoke path adds
 //! to a map under a short lock and never writes to disk.
 //!
-//! The maps are sharded by thread: a worker adds to its own, so the cores do not pass
-//! one lock and one entry back and forth on every call.
+//! The maps are sharded by thread ([`crate::shard`]): a worker adds to its own, so the
+//! cores do not pass one lock and one entry back and forth on every call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const DAY: u64 = 86_400;
 
 use ember_core::usage::{DayUsage, Usage};
+
+use crate::shard::{Padded, SHARDS};
 
 /// The function's and the version's names, by the address of their shared text, and the
 /// UTC day (days since the epoch). A call finds its entry without touching the names'
@@ -28,34 +29,16 @@ struct Pending {
     usage: Usage,
 }
 
-/// Shards of a [`Meter`]: more than the cores of a usual host, so that its threads seldom
-/// share one.
-const SHARDS: usize = 16;
-
-/// One shard, on cache lines of its own.
-#[derive(Default)]
-#[repr(align(128))]
-struct Shard(Mutex<HashMap<Key, Pending>>);
-
 pub(crate) struct Meter {
-    shards: [Shard; SHARDS],
+    shards: [Padded<Mutex<HashMap<Key, Pending>>>; SHARDS],
 }
 
 impl Default for Meter {
     fn default() -> Meter {
         Meter {
-            shards: std::array::from_fn(|_| Shard::default()),
+            shards: std::array::from_fn(|_| Padded::default()),
         }
     }
-}
-
-/// This thread's shard: threads take the next one in turn when they first add.
-fn shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    SHARD.with(|s| *s)
 }
 
 impl Meter {
@@ -71,7 +54,7 @@ impl Meter {
             Arc::as_ptr(version).cast::<u8>() as usize,
             day,
         );
-        self.shards[shard()]
+        self.shards[crate::shard::index()]
             .0
             .lock()
             .expect("usage lock")
