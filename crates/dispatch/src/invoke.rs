@@ -563,21 +563,10 @@ impl Inner {
         })
     }
 
-    /// Whether `env` still belongs to its function's current deployment.
+    /// Whether `env` still belongs to its function's current deployment: one load of the
+    /// function's live generation, which a deploy moves on and a removal clears.
     pub(crate) fn still_current(&self, function: &Function, env: &Env) -> bool {
-        self.current_for(function, env).is_some()
-    }
-
-    /// The function's current deployment, if `env` still belongs to it.
-    fn current_for(&self, function: &Function, env: &Env) -> Option<Arc<Current>> {
-        let current = Arc::clone(&function.current.read().expect("current lock"));
-        let still_deployed = self
-            .functions
-            .read()
-            .expect("functions lock")
-            .get(function.key.as_ref())
-            .is_some_and(|f| std::ptr::eq(f.as_ref(), function));
-        (env.generation == current.generation && still_deployed).then_some(current)
+        function.live.load(Ordering::Acquire) == env.generation
     }
 
     /// Ends a call and returns its environment to the pool, unless its function moved on
@@ -590,24 +579,19 @@ impl Inner {
         mut env: Env,
         mut busy: Busy<'_>,
     ) {
-        // Usually the call's deployment is still the function's: one load says so.
+        if !self.still_current(function, &env) {
+            drop(busy);
+            self.destroy_all(std::iter::once(env));
+            return;
+        }
+        // Usually the call's deployment is the environment's; the pool's is read only when
+        // the call began under another.
         let latest;
-        let current = if env.generation == current.generation
-            && function.live.load(Ordering::Acquire) == env.generation
-        {
+        let current = if current.generation == env.generation {
             current
         } else {
-            match self.current_for(function, &env) {
-                Some(now) => {
-                    latest = now;
-                    &*latest
-                }
-                None => {
-                    drop(busy);
-                    self.destroy_all(std::iter::once(env));
-                    return;
-                }
-            }
+            latest = Arc::clone(&function.current.read().expect("current lock"));
+            &*latest
         };
         let spec = &current.deployment.spec;
         if spec.freeze_idle {

@@ -237,8 +237,8 @@ struct Function {
     /// `$LATEST` or the version number.
     version: Arc<str>,
     current: RwLock<Arc<Current>>,
-    /// The generation of `current`, or 0 once the function is removed: what an
-    /// environment's return checks, with a load rather than two locks.
+    /// The generation of `current`, or 0 once the function is removed: whether an
+    /// environment is still current is one load ([`Inner::still_current`]).
     live: AtomicU64,
     pool: Mutex<Pool<Env>>,
     /// Woken when an environment returns to the pool, for calls waiting on the scale-up pace.

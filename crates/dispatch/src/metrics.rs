@@ -91,7 +91,7 @@ struct EnvLabels {
     state: EnvState,
 }
 
-type Histograms = Family<FunctionLabel, Histogram, fn() -> Histogram>;
+type Histograms = Family<FunctionLabel, ShardedHistogram, fn() -> ShardedHistogram>;
 
 /// A counter that every call adds to: each thread counts in its own shard
 /// ([`crate::shard`]), and a scrape adds them up.
@@ -128,7 +128,7 @@ impl EncodeMetric for ShardedCounter {
 /// ([`crate::shard`]), added up when scraped. Buckets as `prometheus_client`'s: each
 /// counts the observations up to its bound and above the one before, the last is `+Inf`.
 #[derive(Clone, Debug)]
-pub(crate) struct Histogram(Arc<HistogramShards>);
+pub(crate) struct ShardedHistogram(Arc<HistogramShards>);
 
 #[derive(Debug)]
 struct HistogramShards {
@@ -143,8 +143,8 @@ struct Observed {
     buckets: Box<[u64]>,
 }
 
-impl Histogram {
-    fn new(bounds: impl IntoIterator<Item = f64>) -> Histogram {
+impl ShardedHistogram {
+    fn new(bounds: impl IntoIterator<Item = f64>) -> ShardedHistogram {
         let bounds: Box<[f64]> = bounds.into_iter().chain([f64::MAX]).collect();
         let shards = std::array::from_fn(|_| {
             Padded(Mutex::new(Observed {
@@ -152,7 +152,7 @@ impl Histogram {
                 ..Observed::default()
             }))
         });
-        Histogram(Arc::new(HistogramShards { bounds, shards }))
+        ShardedHistogram(Arc::new(HistogramShards { bounds, shards }))
     }
 
     pub fn observe(&self, v: f64) {
@@ -186,11 +186,11 @@ impl Histogram {
     }
 }
 
-impl TypedMetric for Histogram {
+impl TypedMetric for ShardedHistogram {
     const TYPE: MetricType = MetricType::Histogram;
 }
 
-impl EncodeMetric for Histogram {
+impl EncodeMetric for ShardedHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let (sum, count, buckets) = self.get();
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
@@ -222,13 +222,13 @@ pub(crate) struct Metrics {
 }
 
 /// Invocation durations: 0.5 ms to about 4 minutes, doubling.
-fn duration_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0005, 2.0, 20))
+fn duration_histogram() -> ShardedHistogram {
+    ShardedHistogram::new(exponential_buckets(0.0005, 2.0, 20))
 }
 
 /// Init durations: 1 ms to about 16 s, doubling.
-fn init_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+fn init_histogram() -> ShardedHistogram {
+    ShardedHistogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 impl Default for Metrics {
@@ -346,7 +346,7 @@ pub(crate) struct Counted {
     /// For the metrics a call updates only sometimes (init duration, errors).
     label: FunctionLabel,
     invocations: ShardedCounter,
-    duration: Histogram,
+    duration: ShardedHistogram,
 }
 
 impl Metrics {
