@@ -58,9 +58,6 @@ pub const POOL_INSTANCES: u32 = 1000;
 /// pool's idle memory is at most this much per slot its instances touched.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 
-/// Slots released with `madvise` in one batch.
-const DECOMMIT_BATCH: usize = 16;
-
 /// Largest linear memory an instance may have: all of wasm32's address space. A function's
 /// own limit is enforced below this by the limiter.
 const POOL_MEMORY_BYTES: usize = 4 << 30;
@@ -285,8 +282,12 @@ impl WasmEngine {
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .table_keep_resident(KEEP_RESIDENT_BYTES)
             .pagemap_scan(Enabled::Auto)
-            // What still needs `madvise` is released in batches: one shootdown per batch.
-            .decommit_batch_size(DECOMMIT_BATCH)
+            // A slot goes back to the pool as soon as its instance ends (wasmtime's default
+            // batch of one). Every reset slot is queued for `madvise`, with nothing to
+            // release when all it touched was within the bytes kept resident: a larger
+            // batch held such slots back until it filled, then made a syscall for nothing,
+            // and the next instances took colder slots meanwhile. A slot whose memory grew
+            // past the resident bytes is released with an `madvise` of its own.
             // A module takes a slot no module has used while the pool has one, rather
             // than another module's: the pages a slot's last module touched stay resident
             // (zeroed), and a module that inherits them would reset them after each of its
