@@ -94,6 +94,34 @@ enum Command {
     EchoServer,
 }
 
+/// The async runtime. With `bind` (the server's), one worker per core, each bound to its
+/// own core, where the process may run on more than one and nothing else sets the number
+/// of workers (`TOKIO_WORKER_THREADS`, a CPU quota below the cores).
+///
+/// Left to the kernel, two workers and the threads of whatever else runs on the host (a
+/// load generator, a runtime's process) are put on the same core at times while the other
+/// core idles, and such a placement can last for seconds. A worker that stays on its core
+/// also keeps the connections and pools it serves in that core's caches. What the server
+/// starts from a worker (a process, a thread) is started on all its cores
+/// ([`ember_sandbox::affinity::unbound`]), and the runtime's blocking threads stay on all.
+fn runtime(bind: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    let cores = ember_sandbox::affinity::process_core_list();
+    let one_per_core = std::env::var_os("TOKIO_WORKER_THREADS").is_none()
+        && std::thread::available_parallelism().map_or(0, |n| n.get()) == cores.len();
+    if bind && cores.len() > 1 && one_per_core {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        builder
+            .worker_threads(cores.len())
+            // Every thread starts on all cores (a blocking thread may have been started
+            // from a bound worker); only workers go idle, and each is bound as it first does.
+            .on_thread_start(ember_sandbox::affinity::unbind_current_thread)
+            .on_thread_park(move || ember_sandbox::affinity::bind_worker(&cores, &next));
+    }
+    builder.build()
+}
+
 fn main() -> ExitCode {
     // The sandbox helpers, where `ember-init` is missing: recognised before the argument
     // parser, since a reaper's or shim's command line is another program's, flags and all.
@@ -105,10 +133,8 @@ fn main() -> ExitCode {
         Command::Sim(args) => return exit(sim::run(args)),
         _ => {}
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let bind = matches!(&cli.command, Command::Server(args) if args.bind_workers);
+    let runtime = match runtime(bind) {
         Ok(rt) => rt,
         Err(e) => {
             return exit(Err(

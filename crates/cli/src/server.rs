@@ -90,6 +90,10 @@ pub struct ServerArgs {
     /// Deploy the bundled example function `hello` at start and invoke it once.
     #[arg(long, env = "EMBER_EXAMPLE")]
     example: bool,
+    /// Bind each async worker thread to a core of its own (when there is one worker per
+    /// core): `false` lets the kernel move them.
+    #[arg(long, env = "EMBER_BIND_WORKERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub bind_workers: bool,
 }
 
 /// Python interpreters in the places a sandbox can see (the host's `/usr` is mounted inside).

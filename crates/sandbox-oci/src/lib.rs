@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ember_core::Isolation;
+use ember_sandbox::affinity::unbound;
 use ember_sandbox::{Backend, Environment, EnvironmentSpec, ExitStatus, SandboxError};
 use ember_sandbox_process::cgroup::{CPU_PERIOD_US, Cgroup, CgroupLayout, Limits};
 use ember_sandbox_process::environment::{CgroupEnvironment, Teardown};
@@ -159,13 +160,13 @@ impl OciBackend {
         if let Ok(entries) = std::fs::read_dir(&self.state) {
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    let _ = self
-                        .command()
+                    let mut delete = self.command();
+                    delete
                         .args(["delete", "--force"])
                         .arg(entry.file_name())
                         .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status();
+                        .stderr(Stdio::null());
+                    let _ = unbound(|| delete.status());
                 }
             }
         }
@@ -284,10 +285,9 @@ impl OciBackend {
             .stdin(Stdio::null())
             .stdout(Stdio::from(writer))
             .stderr(Stdio::from(writer2));
-        let mut child = tokio::process::Command::from(command)
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(setup("container"))?;
+        let mut command = tokio::process::Command::from(command);
+        command.kill_on_drop(false);
+        let mut child = unbound(|| command.spawn()).map_err(setup("container"))?;
         let (tx, rx) = watch::channel(None);
         let cgroup = Arc::clone(env.cgroup());
         tokio::spawn(async move {
@@ -345,14 +345,15 @@ impl Container {
 #[async_trait]
 impl Teardown for Container {
     async fn release(&mut self) {
-        let _ = tokio::process::Command::from(self.delete_command())
-            .status()
-            .await;
+        let mut delete = tokio::process::Command::from(self.delete_command());
+        if let Ok(mut child) = unbound(|| delete.spawn()) {
+            let _ = child.wait().await;
+        }
         let _ = tokio::fs::remove_dir_all(&self.bundle).await;
     }
 
     fn release_blocking(&mut self) {
-        let _ = self.delete_command().status();
+        let _ = unbound(|| self.delete_command().status());
         let _ = std::fs::remove_dir_all(&self.bundle);
     }
 }

@@ -72,7 +72,8 @@ pub(crate) fn run_script(program: &Path, args: &[&str], script: &str) -> io::Res
 /// Runs `program`, with `script` on stdin if given: what it printed on stdout, or an error
 /// carrying what it printed on stderr.
 fn run(program: &Path, args: &[&str], script: Option<&str>) -> io::Result<String> {
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .stdin(if script.is_some() {
             Stdio::piped()
@@ -80,8 +81,8 @@ fn run(program: &Path, args: &[&str], script: Option<&str>) -> io::Result<String
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+        .stderr(Stdio::piped());
+    let mut child = ember_sandbox::affinity::unbound(|| command.spawn())?;
     if let Some(script) = script {
         child
             .stdin

@@ -203,13 +203,14 @@ impl ProcessBackend {
         // descriptors first thing, so the short window where it is inheritable leaks nothing.
         fcntl(netns, FcntlArg::F_SETFD(FdFlag::empty()))
             .map_err(|e| setup("network namespace")(e.into()))?;
-        let spawned = tokio::process::Command::new(&self.config.init_program)
+        let mut command = tokio::process::Command::new(&self.config.init_program);
+        command
             .arg(init::SANDBOX_INIT)
             .stdin(Stdio::piped())
             .stdout(Stdio::from(writer))
             .stderr(Stdio::from(writer2))
-            .env_clear()
-            .spawn();
+            .env_clear();
+        let spawned = ember_sandbox::affinity::unbound(|| command.spawn());
         let _ = fcntl(netns, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
         let mut child = spawned.map_err(setup("init process"))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");

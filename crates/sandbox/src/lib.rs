@@ -14,6 +14,8 @@
 //! dispatcher hands it each invocation directly. Everything around the call (admission,
 //! pools, timeouts, log lines, metering) is the same.
 
+pub mod affinity;
+
 use std::fmt;
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;

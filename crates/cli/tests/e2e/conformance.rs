@@ -41,6 +41,7 @@ macro_rules! suite {
             failures::init_failures_report_the_runtime_error_type,
             isolation::a_function_sees_only_its_own_processes,
             isolation::a_function_runs_unprivileged_without_capabilities,
+            isolation::a_function_runs_on_every_core_of_the_server,
             isolation::code_and_root_are_read_only_and_tmp_is_bounded_by_ephemeral_storage,
             isolation::a_function_cannot_see_the_data_directory_or_another_functions_code_or_tmp,
             isolation::a_function_has_only_loopback_and_cannot_reach_the_ember_api,

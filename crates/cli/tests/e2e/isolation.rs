@@ -38,6 +38,61 @@ pub async fn a_function_runs_unprivileged_without_capabilities(isolation: &'stat
     assert_eq!(id["no_new_privs"], "1");
 }
 
+/// The server's async workers are bound to a core each; a function's runtime, started from
+/// one of them, still runs on every core the server was given.
+pub async fn a_function_runs_on_every_core_of_the_server(isolation: &'static str) {
+    require_backend!(isolation);
+    let server = Server::start(&[]);
+    let cores = cores_of(&format!("/proc/{}/status", server.pid()));
+    // Each worker binds itself as it first goes idle, just after the server starts.
+    let bound = || {
+        let mut bound: Vec<usize> = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+            .unwrap()
+            .flatten()
+            .map(|task| cores_of(&task.path().join("status").to_string_lossy()))
+            .filter_map(|cores| (cores.len() == 1).then(|| cores[0]))
+            .collect();
+        bound.sort();
+        bound
+    };
+    if cores.len() > 1 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while bound() != cores && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            bound(),
+            cores,
+            "one worker bound to each of the server's cores"
+        );
+    } else {
+        eprintln!("this host gives the server one core: no worker is bound, nothing to inherit");
+    }
+    let api = server.api();
+    api.create_kitchen_on(isolation, "cores", json!({})).await;
+    let seen = api
+        .invoke("cores", json!({ "action": "cores" }))
+        .await
+        .json();
+    assert_eq!(seen["cores"], cores.len(), "{seen}");
+}
+
+/// The cores a `/proc/…/status` file allows.
+fn cores_of(status: &str) -> Vec<usize> {
+    let status = std::fs::read_to_string(status).unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    list.split(',')
+        .flat_map(|range| match range.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+            None => vec![range.parse().unwrap()],
+        })
+        .collect()
+}
+
 pub async fn code_and_root_are_read_only_and_tmp_is_bounded_by_ephemeral_storage(
     isolation: &'static str,
 ) {
