@@ -30,26 +30,28 @@ pub struct NetNs {
 
 /// Creates the namespace; with `egress`, also the veth link out (see [`crate::egress`]).
 pub fn create(egress: Option<EgressLease>) -> io::Result<NetNs> {
-    let ns = std::thread::Builder::new()
-        .name("ember-netns".into())
-        .spawn(move || -> io::Result<NetNs> {
-            unshare(CloneFlags::CLONE_NEWNET)?;
-            loopback_up()?;
-            let listener = TcpListener::bind(RUNTIME_API_ADDR)?;
-            listener.set_nonblocking(true)?;
-            let fd = File::open("/proc/thread-self/ns/net")?.into();
-            // Programs started from this thread run in the new namespace.
-            if let Some(lease) = &egress {
-                lease.configure_inside()?;
-            }
-            Ok(NetNs {
-                fd,
-                listener,
-                egress,
+    let ns = ember_sandbox::affinity::unbound(|| {
+        std::thread::Builder::new()
+            .name("ember-netns".into())
+            .spawn(move || -> io::Result<NetNs> {
+                unshare(CloneFlags::CLONE_NEWNET)?;
+                loopback_up()?;
+                let listener = TcpListener::bind(RUNTIME_API_ADDR)?;
+                listener.set_nonblocking(true)?;
+                let fd = File::open("/proc/thread-self/ns/net")?.into();
+                // Programs started from this thread run in the new namespace.
+                if let Some(lease) = &egress {
+                    lease.configure_inside()?;
+                }
+                Ok(NetNs {
+                    fd,
+                    listener,
+                    egress,
+                })
             })
-        })?
-        .join()
-        .map_err(|_| io::Error::other("the namespace thread panicked"))??;
+    })?
+    .join()
+    .map_err(|_| io::Error::other("the namespace thread panicked"))??;
     if let Some(lease) = &ns.egress {
         lease.configure_host()?;
     }
