@@ -55,7 +55,13 @@ pub async fn a_function_runs_on_every_core_of_the_server(isolation: &'static str
         bound.sort();
         bound
     };
-    if cores.len() > 1 {
+    // The server binds its workers only with one worker per core (as this test process would
+    // have: the same cores, the same CPU quota).
+    let workers = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if cores.len() > 1
+        && workers == cores.len()
+        && std::env::var_os("TOKIO_WORKER_THREADS").is_none()
+    {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while bound() != cores && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -66,7 +72,11 @@ pub async fn a_function_runs_on_every_core_of_the_server(isolation: &'static str
             "one worker bound to each of the server's cores"
         );
     } else {
-        eprintln!("this host gives the server one core: no worker is bound, nothing to inherit");
+        eprintln!(
+            "the server has {} cores and {workers} workers: no worker is bound, so the binding \
+             is not checked here",
+            cores.len()
+        );
     }
     let api = server.api();
     api.create_kitchen_on(isolation, "cores", json!({})).await;
