@@ -107,10 +107,13 @@ enum Command {
 fn runtime(bind: bool) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    if !bind {
+        return builder.build();
+    }
     let cores = ember_sandbox::affinity::process_core_list();
     let one_per_core = std::env::var_os("TOKIO_WORKER_THREADS").is_none()
         && std::thread::available_parallelism().map_or(0, |n| n.get()) == cores.len();
-    if bind && cores.len() > 1 && one_per_core {
+    if cores.len() > 1 && one_per_core {
         let next = std::sync::atomic::AtomicUsize::new(0);
         builder
             .worker_threads(cores.len())

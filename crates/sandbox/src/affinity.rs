@@ -16,21 +16,22 @@ use nix::unistd::Pid;
 /// The cores the process was started on, read before any thread was bound.
 static PROCESS: OnceLock<Option<CpuSet>> = OnceLock::new();
 
-/// The cores this process may run on, as it was started: call once before any thread is
-/// bound (`None` where they cannot be read).
+/// The cores this process may run on, as it was started: read on the first call, which must
+/// come before any thread is bound (`None` where they cannot be read).
 pub fn process_cores() -> Option<CpuSet> {
     *PROCESS.get_or_init(|| sched_getaffinity(Pid::from_raw(0)).ok())
 }
 
 /// The cores of [`process_cores`], in order.
 pub fn process_core_list() -> Vec<usize> {
-    process_cores()
-        .map(|set| {
-            (0..CpuSet::count())
-                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-                .collect()
-        })
-        .unwrap_or_default()
+    process_cores().as_ref().map(cores_in).unwrap_or_default()
+}
+
+/// The cores in `set`, in order.
+pub fn cores_in(set: &CpuSet) -> Vec<usize> {
+    (0..CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .collect()
 }
 
 /// Runs `f` with the calling thread on all of [`process_cores`], so that a thread or process
@@ -88,10 +89,7 @@ mod tests {
     use super::*;
 
     fn own_cores() -> Vec<usize> {
-        let set = sched_getaffinity(Pid::from_raw(0)).unwrap();
-        (0..CpuSet::count())
-            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-            .collect()
+        cores_in(&sched_getaffinity(Pid::from_raw(0)).unwrap())
     }
 
     /// The `Cpus_allowed_list` line of a process's status.

@@ -374,9 +374,7 @@ async fn one_core(
 /// The cores this process may run on.
 fn allowed_cpus() -> anyhow::Result<Vec<usize>> {
     let set = sched_getaffinity(Pid::from_raw(0)).context("reading the bench's cores")?;
-    Ok((0..CpuSet::count())
-        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-        .collect())
+    Ok(ember_sandbox::affinity::cores_in(&set))
 }
 
 /// Runs `f` on a thread of its own bound to `cpu`: what it starts (a thread, a process)
